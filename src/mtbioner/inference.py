@@ -1,0 +1,72 @@
+"""Batched prediction over word lists: windows in, per-sentence emissions and labels out.
+
+Works with any *backend* that has ``config`` (a :class:`~mtbioner.model.TaggerConfig`),
+``tokenizer``, ``decoders()`` and ``run(input_ids, attention_mask, corpora)`` returning
+numpy emissions per corpus: the torch :class:`~mtbioner.model.MultiTaskTagger` (through
+:func:`torch_run`) and the exported ONNX model alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .encoding import collate, encode, length_grouped_batches
+
+
+def torch_run(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, corpora: list[str]) -> dict[str, np.ndarray]:
+    """One encoder pass feeding the named heads, without gradients, as numpy."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model.forward_all(input_ids.to(device), attention_mask.to(device), corpora)
+    return {name: value.float().cpu().numpy() for name, value in logits.items()}
+
+
+def sentence_emissions(
+    model,
+    sentences: Sequence[Sequence[str]],
+    corpora: list[str] | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list[dict[str, np.ndarray]]:
+    """Emission scores ``[n_words, C]`` of every sentence for every requested head.
+
+    Windows of all sentences are sorted by length and batched together (padding to the
+    longest of a batch), and each word's scores come from the window that owns it, so a
+    sentence of any length is scored whole.
+    """
+    corpora = corpora or list(model.config.corpora)
+    sizes = {name: len(model.config.corpora[name].labels) for name in corpora}
+    out = [{name: np.zeros((len(words), size), dtype=np.float32) for name, size in sizes.items()} for words in sentences]
+    windows = encode(model.tokenizer, sentences, model.config.max_length, model.config.stride)
+    if not windows:
+        return out
+    run = getattr(model, "run", None)
+    pad_id = model.tokenizer.pad_token_id or 0
+    batches = length_grouped_batches([len(w) for w in windows], batch_size)
+    bar = tqdm(total=len(windows), desc="tagging", unit="win", disable=not progress, leave=False)
+    for indices in batches:
+        batch = collate([windows[i] for i in indices], pad_id)
+        if callable(run):
+            logits = run(batch.input_ids.numpy(), batch.attention_mask.numpy(), corpora)
+        else:
+            logits = torch_run(model, batch.input_ids, batch.attention_mask, corpora)
+        for row, window in enumerate(batch.windows):
+            if window.words:
+                for name in corpora:
+                    out[window.sentence][name][list(window.words)] = logits[name][row, list(window.positions)]
+        bar.update(len(indices))
+    bar.close()
+    return out
+
+
+def predict_tags(
+    model, sentences: Sequence[Sequence[str]], corpus: str, batch_size: int = 64, progress: bool = False
+) -> list[list[str]]:
+    """IOB2 labels of each sentence from one corpus' head."""
+    decoder = model.decoders()[corpus]
+    emissions = sentence_emissions(model, sentences, [corpus], batch_size, progress)
+    return [decoder.decode(e[corpus])[0] for e in emissions]

