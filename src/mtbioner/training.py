@@ -1,0 +1,355 @@
+"""Joint training of one encoder and one head per corpus (MT-BioNER), driven by Accelerate.
+
+Algorithm I (``schedule="mixed"``, the paper's default): every epoch each corpus is cut
+into mini-batches (one batch holds one corpus), all batches are merged and shuffled, and
+the model is updated on each. Algorithm II (``"sequential"``) visits corpus after corpus.
+
+Under ``accelerate launch`` every process sees the same batch order and takes its share of
+each batch, with the loss normalised by the whole batch's size, so N processes take the
+same steps as one process with the same ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from tqdm.auto import tqdm
+
+from . import __version__
+from .corpus import Corpus
+from .decoding import HeadKind
+from .encoding import Window, collate, encode, length_grouped_batches
+from .errors import MtbionerError
+from .evaluation import evaluate_corpus
+from .fileio import write_json
+from .model import WEIGHTS_NAME, MultiTaskTagger
+
+logger = logging.getLogger(__name__)
+
+Schedule = Literal["mixed", "sequential"]
+CHECKPOINT_DIR = "checkpoint"
+TRAINING_FILE = "training.json"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class TrainingConfig:
+    """Training settings; the defaults are the paper's (AdamW 5e-5, warm-up 0.4, batch 32, 8 epochs)."""
+
+    schedule: Schedule = "mixed"
+    lr: float = 5e-5
+    warmup: float = 0.4
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    epochs: int = 8
+    max_length: int = 128
+    stride: int | None = None
+    seed: int = 42
+    freeze_encoder: bool = False
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    head: HeadKind = "linear"
+    limit: int | None = None
+    encoder: str | None = None
+    dropout: float = 0.1
+    max_grad_norm: float = 1.0
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.schedule in ("mixed", "sequential"), f"schedule must be 'mixed' or 'sequential', not {self.schedule!r}"),
+            (self.head in ("linear", "crf"), f"head must be 'linear' or 'crf', not {self.head!r}"),
+            (self.lr > 0, f"lr must be positive, not {self.lr}"),
+            (0 <= self.warmup <= 1, f"warmup is a proportion of the steps (0..1), not {self.warmup}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, not {self.batch_size}"),
+            (self.epochs >= 1, f"epochs must be at least 1, not {self.epochs}"),
+            (self.max_length >= 8, f"max length must be at least 8 sub-tokens, not {self.max_length}"),
+            (self.limit is None or self.limit >= 1, f"limit must be at least 1, not {self.limit}"),
+            (bool(self.train_splits), "train splits must name at least one split"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise MtbionerError(message)
+        bad = [s for s in self.train_splits if s not in ("train", "devel", "test")]
+        if bad:
+            raise MtbionerError(f"unknown train split(s) {bad}: use train, devel or test")
+
+
+def schedule_batches(
+    lengths: dict[str, list[int]], batch_size: int, schedule: Schedule, seed: int, epoch: int
+) -> list[tuple[str, list[int]]]:
+    """The epoch's batches as ``(corpus, window indices)``, reproducible from ``seed`` and ``epoch``.
+
+    Each corpus is cut into length-grouped batches; ``mixed`` shuffles all of them together,
+    ``sequential`` keeps corpus after corpus in the given order.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    batches = [(name, b) for name, lens in lengths.items() for b in length_grouped_batches(lens, batch_size, rng)]
+    if schedule == "mixed":
+        rng.shuffle(batches)
+    return batches
+
+
+def train(
+    corpora: list[Corpus],
+    output_dir: str | Path,
+    config: TrainingConfig,
+    resume: bool = False,
+    progress: bool = True,
+) -> MultiTaskTagger:
+    """Train a multi-task tagger and save it to ``output_dir``.
+
+    After each epoch the devel F1 of every corpus is appended to ``log.jsonl`` and a resume
+    checkpoint is written with the model. When devel is not trained on, the epoch with the
+    best mean devel F1 is the model kept; otherwise the last epoch is.
+
+    Args:
+        corpora: Corpora with the ``train_splits`` (and ``devel``) loaded.
+        output_dir: The model folder to write.
+        config: Training settings.
+        resume: Continue from the checkpoint in ``output_dir``.
+        progress: Show a progress bar.
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    output = Path(output_dir)
+    names = [c.name for c in corpora]
+    if len(set(names)) != len(names):
+        raise MtbionerError(f"two corpora share a name: {names}; corpus names (folder names) must be unique")
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    set_seed(config.seed)
+    model = MultiTaskTagger.from_encoder(
+        {c.name: c.labels for c in corpora},
+        config.encoder,
+        config.head,
+        config.loss_weights,
+        config.max_length,
+        config.stride,
+        config.dropout,
+    )
+    tokenizer = model.tokenizer
+    windows = {c.name: _training_windows(c, config, model) for c in corpora}
+    devel = {c.name: c for c in corpora if "devel" not in config.train_splits and "devel" in c.splits}
+    lengths = {name: [len(w) for w in ws] for name, ws in windows.items()}
+    steps_per_epoch = sum(math.ceil(len(ls) / config.batch_size) for ls in lengths.values())
+    total_steps = steps_per_epoch * config.epochs
+    if steps_per_epoch == 0:
+        raise MtbionerError("no training sentences: check --train-splits and --limit")
+    if config.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped: MultiTaskTagger = accelerator.unwrap_model(model)
+
+    info = {
+        "config": asdict(config),
+        "corpora": {c.name: str(c.path) for c in corpora},
+        "training_sentences": {name: len(ws) for name, ws in windows.items()},
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor(), "threads": torch.get_num_threads()},
+        "torch": torch.__version__,
+        "mtbioner_version": __version__,
+    }
+    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0, "log": []}
+    if resume:
+        state = _load_checkpoint(output, unwrapped, optimizer, scheduler)
+        logger.info("resuming %s after epoch %d", output, state["epoch"])
+    elif _has_checkpoint(output):
+        raise MtbionerError(f"{output} holds an unfinished run: add --resume to continue it, or choose another --output")
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    pad_id = tokenizer.pad_token_id or 0
+    for epoch in range(state["epoch"], config.epochs):
+        model.train()
+        started = time.perf_counter()
+        batches = schedule_batches(lengths, config.batch_size, config.schedule, config.seed, epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and accelerator.is_main_process))
+        loss_sum, seen = 0.0, 0
+        for corpus, indices in bar:
+            batch_windows = [windows[corpus][i] for i in indices]
+            shard = batch_windows[rank::world]
+            weight = 1.0 if shard else 0.0  # a process with nothing to do still joins the gradient sync
+            batch = collate(shard or batch_windows[:1], pad_id, corpus)
+            normalizer = _normalizer(batch_windows, unwrapped.config.corpora[corpus].head) / world
+            out = model(
+                input_ids=batch.input_ids.to(accelerator.device),
+                attention_mask=batch.attention_mask.to(accelerator.device),
+                corpus=corpus,
+                labels=batch.labels.to(accelerator.device),
+                normalizer=normalizer,
+            )
+            loss = out.loss * weight
+            accelerator.backward(loss)
+            if config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            state["step"] += 1
+            loss_sum += float(loss.detach()) * world
+            seen += len(batch_windows)
+            bar.set_postfix(loss=f"{loss_sum / (bar.n + 1):.4f}")
+        bar.close()
+        train_seconds = time.perf_counter() - started
+        entry = {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "train_loss": round(float(accelerator.reduce(torch.tensor(loss_sum / max(len(batches), 1)), "mean")), 6),
+            "train_windows": seen,
+            "train_seconds": round(train_seconds, 2),
+            "train_windows_per_s": round(seen / train_seconds, 2),
+            "devel_in_training": "devel" in config.train_splits,
+        }
+        improved = True
+        if accelerator.is_main_process:
+            entry["devel"] = _devel_scores(unwrapped, devel, config.eval_batch_size)
+            model.train()
+            if entry["devel"] and "devel" not in config.train_splits:
+                mean_f1 = sum(s["f1"] for s in entry["devel"].values()) / len(entry["devel"])
+                entry["mean_devel_f1"] = round(mean_f1, 4)
+                improved = mean_f1 > state["best_f1"]
+            if improved:
+                state["best_f1"], state["best_epoch"] = entry.get("mean_devel_f1", -1.0), epoch + 1
+            entry["best_epoch"] = state["best_epoch"]
+            state["log"].append(entry)
+            state["epoch"] = epoch + 1
+            logger.info("epoch %d: %s", epoch + 1, json.dumps({k: entry[k] for k in entry if k != "step"}))
+            _save(output, unwrapped, optimizer, scheduler, state, info, improved, final=False)
+        accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        best = output / WEIGHTS_NAME
+        if state["best_epoch"] != state["epoch"] and best.is_file():
+            load_model(unwrapped, str(best))
+        _save(output, unwrapped, optimizer, scheduler, state, info, improved=True, final=True)
+    accelerator.wait_for_everyone()
+    unwrapped.eval()
+    return unwrapped
+
+
+def _training_windows(corpus: Corpus, config: TrainingConfig, model: MultiTaskTagger) -> list[Window]:
+    sentences = [s for split in config.train_splits for s in corpus.sentences(split)]
+    label2id = {label: i for i, label in enumerate(model.config.corpora[corpus.name].labels)}
+    return encode(
+        model.tokenizer,
+        [s.tokens for s in sentences],
+        config.max_length,
+        config.stride,
+        tags=[s.tags for s in sentences],
+        label2id=label2id,
+    )
+
+
+def _normalizer(windows: list[Window], head: HeadKind) -> int:
+    """Words (linear head) or sequences (CRF head) that carry a loss in the whole batch."""
+    if head == "crf":
+        return sum(1 for w in windows if w.words)
+    return sum(len(w.words) for w in windows)
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights, as in BERT's own fine-tuning."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _devel_scores(model: MultiTaskTagger, devel: dict[str, Corpus], batch_size: int) -> dict[str, dict]:
+    model.eval()
+    scores = {}
+    for name, corpus in devel.items():
+        report, _ = evaluate_corpus(model, corpus, "devel", name, batch_size)
+        o = report.overall
+        scores[name] = {"precision": o.precision, "recall": o.recall, "f1": o.f1}
+    return scores
+
+
+def _has_checkpoint(output: Path) -> bool:
+    return (output / CHECKPOINT_DIR / "state.json").is_file()
+
+
+def _save(output, model, optimizer, scheduler, state, info, improved: bool, final: bool) -> None:
+    """Write the model folder: best weights, training.json, log.jsonl and (until the end) a checkpoint."""
+    previous_best = output / WEIGHTS_NAME
+
+    def extra(tmp: Path) -> None:
+        if not improved and previous_best.is_file():
+            (tmp / WEIGHTS_NAME).unlink()
+            (tmp / WEIGHTS_NAME).hardlink_to(previous_best)
+        write_json(tmp / TRAINING_FILE, {**info, "epochs_done": state["epoch"], "best_epoch": state["best_epoch"]})
+        (tmp / LOG_FILE).write_text("".join(json.dumps(e) + "\n" for e in state["log"]), encoding="utf-8")
+        if final:
+            return
+        ckpt = tmp / CHECKPOINT_DIR
+        ckpt.mkdir()
+        save_model(model, str(ckpt / WEIGHTS_NAME))
+        _save_optimizer(optimizer, ckpt / "optimizer.safetensors")
+        save_file({"torch": torch.get_rng_state()}, str(ckpt / "rng.safetensors"))
+        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        write_json(ckpt / "state.json", {**{k: v for k, v in state.items() if k != "log"}, "scheduler": sched})
+
+    model.save_pretrained(output, extra)
+
+
+def _save_optimizer(optimizer, path: Path) -> None:
+    """AdamW state as safetensors (tensors) plus the param groups in the metadata (JSON)."""
+    state_dict = optimizer.state_dict()
+    tensors = {}
+    for index, values in state_dict["state"].items():
+        for key, value in values.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{index}.{key}"] = tensor.detach().cpu().contiguous()
+    groups = [{k: v for k, v in g.items()} for g in state_dict["param_groups"]]
+    save_file(tensors, str(path), metadata={"param_groups": json.dumps(groups)})
+
+
+def _load_optimizer(optimizer, path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        groups = json.loads(handle.metadata()["param_groups"])
+    tensors = load_file(str(path))
+    state: dict[int, dict] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _load_checkpoint(output: Path, model, optimizer, scheduler) -> dict:
+    ckpt = output / CHECKPOINT_DIR
+    if not _has_checkpoint(output):
+        raise MtbionerError(f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json); a finished run has none")
+    saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    load_model(model, str(ckpt / WEIGHTS_NAME))
+    _load_optimizer(optimizer, ckpt / "optimizer.safetensors")
+    sched = saved.pop("scheduler")
+    scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(sched["base_lrs"])})
+    torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch"])
+    log = [json.loads(line) for line in (output / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
+    return {**saved, "log": log}
+
+
+def read_training_info(model_dir: str | Path) -> dict:
+    """The ``training.json`` of a model folder (empty when absent)."""
+    path = Path(model_dir) / TRAINING_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

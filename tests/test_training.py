@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtbioner import training
+from mtbioner.corpus import read_corpus
+from mtbioner.errors import MtbionerError
+from mtbioner.evaluation import evaluate_corpus
+from mtbioner.training import TrainingConfig, schedule_batches, train
+
+LENGTHS = {"a": [5, 3, 8, 1, 9, 2, 7], "b": [4, 4, 6], "c": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}
+
+
+def test_sequential_schedule_visits_corpus_after_corpus() -> None:
+    batches = schedule_batches(LENGTHS, 2, "sequential", seed=1, epoch=0)
+    names = [name for name, _ in batches]
+    assert names == ["a"] * 4 + ["b"] * 2 + ["c"] * 6
+    for name, lens in LENGTHS.items():
+        assert sorted(i for n, b in batches if n == name for i in b) == list(range(len(lens)))
+
+
+def test_mixed_schedule_shuffles_whole_batches_of_one_corpus() -> None:
+    batches = schedule_batches(LENGTHS, 2, "mixed", seed=1, epoch=0)
+    sequential = schedule_batches(LENGTHS, 2, "sequential", seed=1, epoch=0)
+    assert sorted(map(str, batches)) == sorted(map(str, sequential))  # the same batches, in another order
+    names = [name for name, _ in batches]
+    assert names != sorted(names, key=list(LENGTHS).index)  # corpora are interleaved
+    assert Counter(names) == {"a": 4, "b": 2, "c": 6}
+    assert batches == schedule_batches(LENGTHS, 2, "mixed", seed=1, epoch=0)  # reproducible
+    assert batches != schedule_batches(LENGTHS, 2, "mixed", seed=1, epoch=1)  # a new order each epoch
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("schedule", "random", "schedule must be"),
+        ("head", "rnn", "head must be"),
+        ("warmup", 1.5, "warmup"),
+        ("train_splits", ["train", "dev"], "unknown train split"),
+        ("batch_size", 0, "batch size"),
+    ],
+)
+def test_config_rejects_bad_values(field: str, value, message: str) -> None:
+    with pytest.raises(MtbionerError, match=message):
+        TrainingConfig(**{field: value})
+
+
+def _toy(toy_dir: Path):
+    return [read_corpus(toy_dir / name) for name in ("toy_gene", "toy_chem")]
+
+
+def _fast(tiny_encoder: Path, **overrides) -> TrainingConfig:
+    settings = dict(encoder=str(tiny_encoder), lr=3e-3, warmup=0.1, batch_size=4, epochs=2, seed=7, max_length=32)
+    settings.update(overrides)
+    return TrainingConfig(**settings)
+
+
+@pytest.mark.parametrize("head", ["linear", "crf"])
+def test_tiny_model_learns_toy_two_corpus_problem(tiny_encoder: Path, toy_dir: Path, tmp_path: Path, head: str) -> None:
+    corpora = _toy(toy_dir)
+    model = train(corpora, tmp_path / "m", _fast(tiny_encoder, epochs=40, head=head), progress=False)
+    for corpus in corpora:
+        report, _ = evaluate_corpus(model, corpus, "test")
+        # An untrained head scores near 0; one wrong span of 24 is the most the toy problem tolerates.
+        assert report.overall.f1 >= 95.0, (corpus.name, report)
+    log = (tmp_path / "m" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 40
+    assert not (tmp_path / "m" / "checkpoint").exists()  # a finished run keeps no resume state
+
+
+def test_resume_gives_the_same_weights(tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    corpora = _toy(toy_dir)
+    config = _fast(tiny_encoder, epochs=3)
+    train(corpora, tmp_path / "straight", config, progress=False)
+
+    real_save = training._save
+    calls = []
+
+    def crash_after_first_epoch(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpora, tmp_path / "resumed", config, progress=False)
+    monkeypatch.setattr(training, "_save", real_save)
+    assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
+    with pytest.raises(MtbionerError, match="--resume"):
+        train(corpora, tmp_path / "resumed", config, progress=False)
+    train(corpora, tmp_path / "resumed", config, resume=True, progress=False)
+
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert (tmp_path / "straight" / "log.jsonl").read_text().count("\n") == 3
+    assert (tmp_path / "resumed" / "log.jsonl").read_text().count("\n") == 3
+
+
+def test_best_devel_epoch_is_kept(tiny_encoder: Path, toy_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    train(_toy(toy_dir), tmp_path / "m", _fast(tiny_encoder, epochs=3), progress=False)
+    log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    best = max(log, key=lambda e: e["mean_devel_f1"])
+    assert log[-1]["best_epoch"] == best["epoch"]
+    assert set(log[0]["devel"]) == {"toy_gene", "toy_chem"}
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["best_epoch"] == best["epoch"] and info["config"]["seed"] == 7
+
+
+def test_two_cpu_processes_take_the_same_steps_as_one(tiny_encoder: Path, toy_dir: Path, tmp_path: Path) -> None:
+    """Data-parallel training on 2 CPU processes (gloo) matches one process with the same batch size."""
+    from transformers import AutoConfig
+
+    quiet = tmp_path / "encoder"
+    quiet.mkdir()
+    for item in tiny_encoder.iterdir():
+        (quiet / item.name).symlink_to(item)
+    (quiet / "config.json").unlink()
+    config = AutoConfig.from_pretrained(str(tiny_encoder))
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0  # dropout masks differ per process
+    config.save_pretrained(str(quiet))
+    args = [
+        "train", str(toy_dir / "toy_gene"), str(toy_dir / "toy_chem"), "--encoder", str(quiet), "--epochs", "2",
+        "--batch-size", "4", "--lr", "3e-3", "--max-length", "32", "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    one = subprocess.run([sys.executable, "-m", "mtbioner", *args, "--output", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "mtbioner", *args, "--output", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
