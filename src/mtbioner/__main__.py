@@ -1,0 +1,5 @@
+"""``python -m mtbioner`` (and ``accelerate launch -m mtbioner train ...``)."""
+
+from .cli import main
+
+main()

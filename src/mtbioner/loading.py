@@ -1,0 +1,81 @@
+"""Open a model folder, whichever backend wrote it, and describe it for ``mtbioner info``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .model import CONFIG_NAME, MultiTaskTagger, read_config
+
+ONNX_NAME = "model.onnx"
+
+
+def load_backend(path: str | Path):
+    """A torch :class:`MultiTaskTagger`, or an ONNX Runtime model for exported folders.
+
+    Both offer ``config``, ``tokenizer``, ``decoders()`` and can be given to
+    :mod:`mtbioner.inference`.
+    """
+    folder = Path(path)
+    if (folder / ONNX_NAME).is_file():
+        from .export import OnnxTagger
+
+        return OnnxTagger.from_pretrained(folder)
+    return MultiTaskTagger.from_pretrained(folder)
+
+
+def _size_on_disk(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def describe_model(path: str | Path) -> str:
+    """Human-readable summary of a model folder."""
+    folder = Path(path)
+    if (folder / ONNX_NAME).is_file():
+        config_data = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        backend, parameters = "onnx", None
+        config = read_config_onnx(config_data)
+    else:
+        config = read_config(folder)
+        backend = "torch"
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+            parameters = 0
+            for key in handle.keys():
+                shape = handle.get_slice(key).get_shape()
+                count = 1
+                for dim in shape:
+                    count *= dim
+                parameters += count
+    enc = config.encoder_config
+    lines = [
+        f"model        {folder}",
+        f"backend      {backend}",
+        f"encoder      {config.encoder} ({enc.get('model_type')}, {enc.get('num_hidden_layers')} layers, "
+        f"hidden {enc.get('hidden_size')})",
+        f"parameters   {parameters:,}" if parameters is not None else "parameters   (ONNX graph)",
+        f"size         {_size_on_disk(folder) / 1e6:.1f} MB on disk",
+        f"max length   {config.max_length} sub-tokens per window",
+        f"version      mtbioner {config.mtbioner_version}, format {config.format_version}",
+        "corpora:",
+    ]
+    for name, head in config.corpora.items():
+        lines.append(
+            f"  {name:<16} head {head.head:<6} lambda {head.loss_weight:g}  types {', '.join(head.entity_types)}"
+        )
+    training_file = folder / "training.json"
+    if training_file.is_file():
+        training = json.loads(training_file.read_text(encoding="utf-8"))
+        cfg = training.get("config", {})
+        keys = ["schedule", "lr", "warmup", "weight_decay", "batch_size", "epochs", "train_splits", "seed", "limit"]
+        lines.append("training:")
+        lines.append("  " + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg))
+        lines.append(f"  epochs done {training.get('epochs_done')}, best epoch {training.get('best_epoch')}")
+    return "\n".join(lines)
+
+
+def read_config_onnx(data: dict):
+    from .model import TaggerConfig
+
+    return TaggerConfig.from_dict({k: v for k, v in data.items() if k != "onnx"})

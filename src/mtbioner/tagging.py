@@ -1,0 +1,205 @@
+"""Tag raw text: every entity type of every head from one encoder pass, with exact offsets.
+
+Data flow: text -> sentences of words with character offsets (:mod:`mtbioner.text`) ->
+windows of all sentences of all texts, sorted by length -> emission scores of every head
+(:func:`mtbioner.inference.sentence_emissions`) -> labels and confidences per head
+(:mod:`mtbioner.decoding`) -> spans -> :class:`Entity` objects merged across heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RequestError
+from .inference import sentence_emissions
+from .schemes import tags_to_spans
+from .text import TextSentence, split_sentences
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A mention: ``text == document[start:end]`` (half-open character offsets).
+
+    ``corpus`` names every head that found this span with this type; ``score`` is the
+    highest of their confidences (mean probability of the entity's word labels).
+    """
+
+    start: int
+    end: int
+    text: str
+    type: str
+    corpus: tuple[str, ...]
+    score: float
+
+    def to_dict(self) -> dict:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "type": self.type,
+            "corpus": list(self.corpus),
+            "score": round(self.score, 4),
+        }
+
+
+def merge_entities(entities: Iterable[Entity]) -> list[Entity]:
+    """One entity per (span, type): heads that agree are listed together, with the best score."""
+    merged: dict[tuple[int, int, str], Entity] = {}
+    for e in entities:
+        key = (e.start, e.end, e.type)
+        old = merged.get(key)
+        if old is None:
+            merged[key] = e
+        else:
+            corpora = tuple(dict.fromkeys(old.corpus + e.corpus))
+            merged[key] = Entity(e.start, e.end, e.text, e.type, corpora, max(old.score, e.score))
+    return sorted(merged.values(), key=lambda x: (x.start, x.end, x.type))
+
+
+def flatten(entities: Sequence[Entity]) -> list[Entity]:
+    """Resolve overlaps: keep the highest-scoring entity of every overlapping group (ties: longer, earlier)."""
+    kept: list[Entity] = []
+    for e in sorted(entities, key=lambda x: (-x.score, -(x.end - x.start), x.start)):
+        if all(not (e.start < k.end and k.start < e.end) for k in kept):
+            kept.append(e)
+    return sorted(kept, key=lambda x: (x.start, x.end, x.type))
+
+
+class Tagger:
+    """Raw text in, entities out, for a torch or an exported ONNX model.
+
+    Args:
+        backend: A loaded model (``MultiTaskTagger`` or ``OnnxTagger``).
+        batch_size: Windows per forward pass.
+
+    Example:
+        >>> tagger = Tagger.load("m")                                  # doctest: +SKIP
+        >>> tagger("Mutations in BRCA1 cause breast cancer.")          # doctest: +SKIP
+        [{'start': 13, 'end': 18, 'text': 'BRCA1', 'type': 'GENE', ...}, ...]
+    """
+
+    def __init__(self, backend, batch_size: int = 64) -> None:
+        self.backend = backend
+        self.batch_size = batch_size
+        self.decoders = backend.decoders()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, batch_size: int = 64) -> Tagger:
+        """Open a model folder (torch or exported ONNX)."""
+        from .loading import load_backend
+
+        return cls(load_backend(model_dir), batch_size)
+
+    @property
+    def corpora(self) -> list[str]:
+        return list(self.backend.config.corpora)
+
+    @property
+    def entity_types(self) -> list[str]:
+        return sorted({t for head in self.backend.config.corpora.values() for t in head.entity_types})
+
+    def __call__(self, text: str, **options) -> list[dict]:
+        """Entities of one text, as dicts (see :meth:`tag_batch` for the options)."""
+        return self.tag_batch([text], **options)[0]
+
+    def tag_batch(
+        self,
+        texts: Sequence[str],
+        types: Sequence[str] | None = None,
+        corpora: Sequence[str] | None = None,
+        min_score: float = 0.0,
+        flat: bool = False,
+        progress: bool = False,
+    ) -> list[list[dict]]:
+        """Entities of each text, as dicts with start, end, text, type, corpus and score."""
+        return [[e.to_dict() for e in ents] for ents in self.entities(texts, types, corpora, min_score, flat, progress)]
+
+    def entities(
+        self,
+        texts: Sequence[str],
+        types: Sequence[str] | None = None,
+        corpora: Sequence[str] | None = None,
+        min_score: float = 0.0,
+        flat: bool = False,
+        progress: bool = False,
+    ) -> list[list[Entity]]:
+        """Like :meth:`tag_batch`, as :class:`Entity` objects.
+
+        Args:
+            texts: Documents of any length (long ones are windowed, never truncated).
+            types: Keep only these entity types.
+            corpora: Run only these heads.
+            min_score: Drop entities whose confidence is below this.
+            flat: Resolve overlapping entities of different types to the best one.
+            progress: Show a progress bar.
+        """
+        heads = self._check(texts, types, corpora, min_score)
+        sentences: list[tuple[int, TextSentence]] = []
+        for index, text in enumerate(texts):
+            sentences.extend((index, s) for s in split_sentences(text))
+        words = [[t.text for t in s.tokens] for _, s in sentences]
+        emissions = sentence_emissions(self.backend, words, heads, self.batch_size, progress)
+        found: list[list[Entity]] = [[] for _ in texts]
+        for (index, sentence), scores in zip(sentences, emissions, strict=True):
+            for head in heads:
+                tags, confidence = self.decoders[head].decode(scores[head])
+                for kind, first, end in tags_to_spans(tags):
+                    start, stop = sentence.tokens[first].start, sentence.tokens[end - 1].end
+                    score = float(confidence[first:end].mean())
+                    found[index].append(Entity(start, stop, texts[index][start:stop], kind, (head,), score))
+        result = []
+        for ents in found:
+            ents = [e for e in merge_entities(ents) if e.score >= min_score and (not types or e.type in types)]
+            result.append(flatten(ents) if flat else ents)
+        return result
+
+    def _check(self, texts, types, corpora, min_score) -> list[str]:
+        """Validate the request once, up front, naming what is wrong."""
+        if isinstance(texts, str):
+            raise RequestError("texts must be a list of strings, not one string (use tagger(text) for one)")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise RequestError(f"text {i} is {type(text).__name__}, not a string")
+        if not 0.0 <= min_score <= 1.0:
+            raise RequestError(f"min_score must be between 0 and 1, not {min_score}")
+        unknown = sorted(set(corpora or []) - set(self.corpora))
+        if unknown:
+            raise RequestError(f"unknown corpora {unknown}; this model's heads are {self.corpora}")
+        unknown = sorted(set(types or []) - set(self.entity_types))
+        if unknown:
+            raise RequestError(f"unknown entity types {unknown}; this model knows {self.entity_types}")
+        return list(corpora) if corpora else self.corpora
+
+
+def tag_documents(
+    tagger: Tagger, path: str | Path, chunk: int = 256, progress: bool = False, **options
+) -> Iterator[dict]:
+    """Tag the documents of a ``.txt`` or ``.jsonl`` file, chunk by chunk, in file order.
+
+    Yields each input record (other fields kept) with an ``"entities"`` list. A bad record
+    raises :class:`~mtbioner.errors.RequestError` naming its line, so that a writer fed by
+    this generator discards its temporary file instead of writing a partial output.
+    """
+    from tqdm.auto import tqdm
+
+    from .formats import read_documents
+
+    bar = tqdm(desc="documents", unit="doc", disable=not progress)
+    batch: list[dict] = []
+    for _, record in read_documents(path):
+        batch.append(record)
+        if len(batch) >= chunk:
+            yield from _tag_records(tagger, batch, options)
+            bar.update(len(batch))
+            batch = []
+    if batch:
+        yield from _tag_records(tagger, batch, options)
+        bar.update(len(batch))
+    bar.close()
+
+
+def _tag_records(tagger: Tagger, records: list[dict], options: dict) -> list[dict]:
+    found = tagger.tag_batch([r["text"] for r in records], **options)
+    return [{**record, "entities": entities} for record, entities in zip(records, found, strict=True)]
