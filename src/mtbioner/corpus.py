@@ -1,19 +1,28 @@
-"""Read annotated corpora: folders of ``train.tsv``, ``devel.tsv`` and ``test.tsv``.
+"""Read annotated corpora: a folder with a ``train``, ``devel`` and ``test`` split.
 
-Each file has one ``token<TAB>label`` line per token and a blank line between sentences;
-``-DOCSTART-`` lines mark documents. Labels are normalised to IOB2 on read (see
-:mod:`mtbioner.schemes`), so everything downstream sees one scheme. This module is the
-boundary where corpus files are validated: any problem raises
+A split is one of (see :func:`read_corpus`):
+
+* ``SPLIT.tsv``: one ``token<TAB>label`` line per token and a blank line between sentences;
+  ``-DOCSTART-`` lines mark documents. Labels are normalised to IOB2 on read (see
+  :mod:`mtbioner.schemes`), so everything downstream sees one scheme.
+* ``SPLIT/``: a brat standoff folder of ``NAME.txt`` + ``NAME.ann`` files, or
+  ``SPLIT.pubtator``: a PubTator file. Both are what annotation teams produce; their texts
+  are cut into sentences and words by :mod:`mtbioner.text`, the tokenizer the tagger uses.
+
+This module is the boundary where corpus files are validated: any problem raises
 :class:`~mtbioner.errors.CorpusFormatError` naming the file and line and quoting the value.
+Annotations that cannot become IOB2 tags (discontinuous, off word boundaries, overlapping)
+are logged as warnings naming file and annotation id, and counted in the split.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, cast
@@ -24,7 +33,16 @@ from .schemes import SCHEMES, Scheme, detect_scheme, is_iob2, parse_tag, to_iob2
 SPLITS = ("train", "devel", "test")
 DOCSTART = "-DOCSTART-"
 DATA_ENV = "MTBIONER_DATA"
-_LAYOUT = "a corpus folder holds train.tsv, devel.tsv and test.tsv (token<TAB>label lines)"
+PUBTATOR = ".pubtator"
+_LAYOUT = (
+    "a corpus folder holds, for each of train, devel and test, SPLIT.tsv (token<TAB>label lines), "
+    "a brat folder SPLIT/ (NAME.txt + NAME.ann) or a PubTator file SPLIT.pubtator; a folder of "
+    ".txt/.ann files or one .pubtator file is a corpus with a single split"
+)
+# Warnings of formats/text that mean an annotation became no entity at all.
+_LEFT_OUT = re.compile(r"left out$")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +59,11 @@ class Sentence:
 class Split:
     """One file of a corpus, with what reading it found.
 
-    ``documents`` counts ``-DOCSTART-`` documents (a file without markers is one document);
-    ``repaired`` counts tags rewritten because they were ill-formed in ``scheme``.
+    ``documents`` counts ``-DOCSTART-`` documents (a file without markers is one document)
+    or, for brat and PubTator, documents with at least one word; ``repaired`` counts tags
+    rewritten because they were ill-formed in ``scheme``. ``format`` is ``"tsv"``, ``"brat"``
+    or ``"pubtator"``; for the latter two, ``warnings`` lists every annotation that was
+    changed or left out (file and annotation id) and ``skipped`` counts those left out.
     """
 
     name: str
@@ -51,6 +72,9 @@ class Split:
     documents: int
     repaired: int
     scheme: str
+    format: str = "tsv"
+    skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -258,6 +282,47 @@ def _normalise(sentences: list[Sentence], scheme: str) -> tuple[list[Sentence], 
 def read_split(
     path: str | Path, name: str | None = None, limit: int | None = None, scheme: str = "auto"
 ) -> Split:
+    """Read one split: a ``token<TAB>label`` file, a brat folder or a ``.pubtator`` file.
+
+    A folder is read as brat standoff and a file ending in ``.pubtator`` as PubTator (both
+    through :func:`_read_annotated`); anything else is a ``token<TAB>label`` file, read by
+    :func:`read_tsv`.
+
+    Args:
+        path: The file or brat folder.
+        name: Split name (default: the file name without ``.tsv`` / ``.pubtator``).
+        limit: Read only the first ``limit`` sentences (quick runs, tests).
+        scheme: Tag scheme of a ``.tsv`` file (``"auto"`` to detect it); brat and PubTator
+            annotations are spans, so it does not apply to them.
+
+    Raises:
+        CorpusFormatError: The file is missing, empty, not UTF-8, or has a bad line.
+        MtbionerError: ``limit`` or ``scheme`` is invalid.
+    """
+    path = Path(path)
+    _check_options(limit, scheme)
+    if path.is_dir() or path.suffix == PUBTATOR:
+        return _read_annotated(path, name, limit)
+    return read_tsv(path, name, limit, scheme)
+
+
+def _check_options(limit: int | None, scheme: str) -> None:
+    if limit is not None and limit < 1:
+        raise MtbionerError(f"limit must be a positive number of sentences, got {limit}")
+    if scheme != "auto" and scheme not in SCHEMES:
+        raise MtbionerError(f"unknown tag scheme {scheme!r}; expected auto, {', '.join(SCHEMES)}")
+
+
+def _clean(text: str) -> str:
+    """Drop CR of CRLF endings and trailing spaces, which editors and Windows tools add."""
+    if "\r" in text or " \n" in text or text.endswith(" "):
+        return _TRAILING.sub("", text)
+    return text
+
+
+def read_tsv(
+    path: str | Path, name: str | None = None, limit: int | None = None, scheme: str = "auto"
+) -> Split:
     """Read one ``token<TAB>label`` file and normalise its tags to IOB2.
 
     Lines end at ``"\\n"`` only (not at every ``str.splitlines`` separator), so a token
@@ -275,16 +340,15 @@ def read_split(
         MtbionerError: ``limit`` or ``scheme`` is invalid.
     """
     path = Path(path)
-    if limit is not None and limit < 1:
-        raise MtbionerError(f"limit must be a positive number of sentences, got {limit}")
-    if scheme != "auto" and scheme not in SCHEMES:
-        raise MtbionerError(f"unknown tag scheme {scheme!r}; expected auto, {', '.join(SCHEMES)}")
+    _check_options(limit, scheme)
     if not path.is_file():
         problem = "is a folder, not a token<TAB>label file" if path.exists() else f"missing file {path.name}"
         raise CorpusFormatError(path, None, problem)
-    text = _decode(path, path.read_bytes())
-    if "\r" in text or " \n" in text or text.endswith(" "):
-        text = _TRAILING.sub("", text)
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as error:
+        raise CorpusFormatError(path, None, f"cannot read: {error.strerror}") from None
+    text = _clean(_decode(path, raw_bytes))
     raw, documents = _read_fast(text, limit, scheme) or _read_lines(path, text, limit, scheme)
     if not raw:
         what = "the file is empty" if not text.strip() else "only blank lines and -DOCSTART- markers"
@@ -293,48 +357,138 @@ def read_split(
     return Split(name or path.name.removesuffix(".tsv"), path, sentences, documents, repaired, used)
 
 
+def _read_annotated(path: Path, name: str | None, limit: int | None) -> Split:
+    """A brat folder or PubTator file as IOB2 sentences, logging what could not be kept.
+
+    Every document is converted (so ``warnings`` and ``skipped`` cover the whole split even
+    with ``limit``); ``limit`` then keeps the first sentences.
+    """
+    from .formats import read_brat_folder, read_pubtator_sentences  # regex + sentencex, on first use
+
+    brat = path.is_dir()
+    if not brat and not path.is_file():
+        raise CorpusFormatError(path, None, f"missing file {path.name}")
+    tagged, warnings = read_brat_folder(path) if brat else read_pubtator_sentences(path)
+    sentences = [Sentence(*s) for s in tagged][:limit]
+    if not sentences:
+        raise CorpusFormatError(path, None, "no sentences: the documents hold no words")
+    for tag in {t for s in sentences for t in s.tags}:
+        if not _is_clean_label(tag, "IOB2"):
+            raise CorpusFormatError(path, None, f"entity type {tag[2:]!r} is empty or has spaces at its ends")
+    for warning in warnings:
+        logger.warning("%s", warning)
+    skipped = sum(bool(_LEFT_OUT.search(w)) for w in warnings)
+    if warnings:
+        logger.warning("%s: %d annotation problems, %d left out", path, len(warnings), skipped)
+    return Split(
+        name or path.name.removesuffix(PUBTATOR),
+        path,
+        sentences,
+        len({s.document for s in sentences}),
+        0,
+        "IOB2",
+        "brat" if brat else "pubtator",
+        skipped,
+        warnings,
+    )
+
+
+def _split_sources(folder: Path, split: str) -> list[Path]:
+    """Every file or folder in ``folder`` that could hold ``split``."""
+    tsv, brat, pubtator = folder / f"{split}.tsv", folder / split, folder / f"{split}{PUBTATOR}"
+    found = ((tsv, tsv.is_file()), (brat, brat.is_dir()), (pubtator, pubtator.is_file()))
+    return [source for source, exists in found if exists]
+
+
+def _single_source(path: Path) -> Path | None:
+    """``path`` when it is a one-split corpus: a ``.pubtator`` file or a folder of ``.ann`` files."""
+    if path.is_file():
+        return path if path.suffix == PUBTATOR else None
+    if path.is_dir() and not any(_split_sources(path, split) for split in SPLITS):
+        return path if next(path.glob("*.ann"), None) is not None else None
+    return None
+
+
+def _is_corpus(path: Path) -> bool:
+    return _single_source(path) is not None or (
+        path.is_dir() and any(_split_sources(path, split) for split in SPLITS)
+    )
+
+
 def read_corpus(
     path: str | Path, splits: Sequence[str] = SPLITS, limit: int | None = None, scheme: str = "auto"
 ) -> Corpus:
-    """Read the requested splits of a corpus folder; the corpus is named after the folder.
+    """Read the requested splits of a corpus; the corpus is named after the folder.
+
+    A corpus folder holds each split as one of (mixing them is fine):
+
+    * ``SPLIT.tsv``: ``token<TAB>label`` lines (IOB1, IOB2 or IOBES);
+    * ``SPLIT/``: a brat standoff folder of ``NAME.txt`` + ``NAME.ann`` (sub-folders too);
+    * ``SPLIT.pubtator``: a PubTator file (``ID|t|``, ``ID|a|`` and mention lines).
+
+    PubTator files must end in ``.pubtator`` (rename ``*.PubTator.txt`` downloads), so
+    that a ``.txt`` is always brat text. A folder holding ``.ann`` files directly (and no
+    split) or a single ``.pubtator`` file (named after its stem) is a one-split corpus: it is
+    read as whichever split is requested, e.g. ``mtbioner evaluate MODEL HEAD=annotated/``;
+    when several are requested it serves as ``train`` (or the first one) and the others are
+    not loaded, which is logged as a warning.
 
     Raises:
-        MtbionerError: The folder does not exist or holds no split file.
-        CorpusFormatError: A requested split file is missing or malformed.
+        MtbionerError: The path does not exist or is not a corpus in any of these layouts.
+        CorpusFormatError: A requested split is missing, given twice, or malformed.
     """
-    folder = Path(path)
+    target = Path(path)
     splits = (splits,) if isinstance(splits, str) else tuple(splits)
-    if not folder.is_dir():
-        problem = "is not a folder" if folder.exists() else "does not exist"
-        raise MtbionerError(f"corpus folder {folder} {problem}; {_LAYOUT}")
-    if not any((folder / f"{split}.tsv").is_file() for split in SPLITS):
-        raise MtbionerError(f"{folder} is not a corpus folder: it has none of the split files; {_LAYOUT}")
+    if not target.exists():
+        raise MtbionerError(f"corpus folder {target} does not exist; {_LAYOUT}")
     if not splits:
-        raise MtbionerError(f"no splits requested from corpus {folder}")
+        raise MtbionerError(f"no splits requested from corpus {target}")
+    name = Path(os.path.abspath(target)).name
+    single = _single_source(target)
+    if single is not None:
+        split = _serve_single(single, splits)
+        return Corpus(name.removesuffix(PUBTATOR), target, {split: read_split(single, split, limit, scheme)})
+    if not _is_corpus(target):
+        kind = "a file" if target.is_file() else "a folder without any split"
+        raise MtbionerError(f"{target} is not a corpus: it is {kind}; {_LAYOUT}")
+    sources = {}
     for split in splits:
-        file = folder / f"{split}.tsv"
-        if not file.is_file():
-            raise CorpusFormatError(file, None, f"missing split file {file.name}; {_LAYOUT}")
-    loaded = {split: read_split(folder / f"{split}.tsv", split, limit, scheme) for split in splits}
-    return Corpus(Path(os.path.abspath(folder)).name, folder, loaded)
+        found = _split_sources(target, split)
+        if not found:
+            expected = f"no {split}.tsv, {split}/ or {split}{PUBTATOR}"
+            raise CorpusFormatError(target, None, f"missing split {split!r}: {expected}; {_LAYOUT}")
+        if len(found) > 1:
+            both = " and ".join(p.name for p in found)
+            raise CorpusFormatError(target, None, f"split {split!r} is given twice ({both}); keep one")
+        sources[split] = found[0]
+    loaded = {split: read_split(source, split, limit, scheme) for split, source in sources.items()}
+    return Corpus(name, target, loaded)
+
+
+def _serve_single(source: Path, splits: tuple[str, ...]) -> str:
+    """The split a one-split corpus is read as, saying so when other splits go missing."""
+    split = "train" if "train" in splits else splits[0]
+    what = "a PubTator file" if source.is_file() else "a brat folder without train/devel/test"
+    if len(splits) > 1:
+        others = ", ".join(s for s in splits if s != split)
+        logger.warning("%s is %s: read as its %r split; it has no %s", source, what, split, others)
+    else:
+        logger.info("%s is %s: read as its %r split", source, what, split)
+    return split
 
 
 def _available(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
-    return sorted(
-        child.name
-        for child in folder.iterdir()
-        if child.is_dir() and any((child / f"{split}.tsv").is_file() for split in SPLITS)
-    )
+    return sorted(child.name for child in folder.iterdir() if _is_corpus(child))
 
 
 def resolve_corpus(spec: str, data_dir: str | Path | None = None) -> Path:
-    """Find a corpus folder from a path or a name.
+    """Find a corpus (folder or ``.pubtator`` file) from a path or a name.
 
-    ``spec`` is used as a path when that folder exists; otherwise it is a name looked up
-    under ``data_dir`` or, when none is given, under ``$MTBIONER_DATA`` (so ``--data-dir``
-    overrides the environment).
+    ``spec`` is used as a path when that folder (or ``.pubtator`` file) exists; otherwise it
+    is a name looked up under ``data_dir`` or, when none is given, under ``$MTBIONER_DATA``
+    (so ``--data-dir`` overrides the environment).
 
     Raises:
         MtbionerError: Not found; the message lists the places tried and the corpora there.
@@ -342,7 +496,7 @@ def resolve_corpus(spec: str, data_dir: str | Path | None = None) -> Path:
     if not spec.strip():
         raise MtbionerError("empty corpus name: give a corpus folder or a name under --data-dir")
     direct = Path(spec).expanduser()
-    if direct.is_dir():
+    if direct.is_dir() or (direct.is_file() and direct.suffix == PUBTATOR):
         return direct
     if direct.is_file():
         raise MtbionerError(f"{direct} is a file; give the corpus folder instead ({_LAYOUT})")
@@ -350,7 +504,7 @@ def resolve_corpus(spec: str, data_dir: str | Path | None = None) -> Path:
     root = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
     if root:
         candidate = Path(root).expanduser() / spec
-        if candidate.is_dir():
+        if candidate.is_dir() or (candidate.is_file() and candidate.suffix == PUBTATOR):
             return candidate
         tried.append(str(candidate))
         corpora = _available(Path(root).expanduser())
@@ -370,8 +524,9 @@ def corpus_stats(corpus: Corpus, tokenizer: Any = None) -> dict[str, dict[str, A
             whether sentences will need windows.
 
     Returns:
-        ``{split: {documents, sentences, tokens, entities: {type: n}, repaired, scheme[,
-        longest_subtokens]}}``.
+        ``{split: {format, documents, sentences, tokens, entities: {type: n}, repaired, scheme,
+        skipped, warnings[, longest_subtokens]}}``; ``skipped`` counts brat/PubTator
+        annotations left out and ``warnings`` all annotation problems (see :class:`Split`).
     """
     stats: dict[str, dict[str, Any]] = {}
     for name, split in corpus.splits.items():
@@ -379,12 +534,15 @@ def corpus_stats(corpus: Corpus, tokenizer: Any = None) -> dict[str, dict[str, A
         for sentence in split.sentences:
             entities.update(tag[2:] for tag in sentence.tags if tag.startswith("B-"))
         row: dict[str, Any] = {
+            "format": split.format,
             "documents": split.documents,
             "sentences": len(split.sentences),
             "tokens": sum(len(s.tokens) for s in split.sentences),
             "entities": dict(sorted(entities.items())),
             "repaired": split.repaired,
             "scheme": split.scheme,
+            "skipped": split.skipped,
+            "warnings": len(split.warnings),
         }
         if tokenizer is not None:
             row["longest_subtokens"] = _longest_subtokens(tokenizer, split.sentences)
