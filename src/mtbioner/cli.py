@@ -78,6 +78,10 @@ def train(
     loss_weight: Annotated[list[str] | None, typer.Option(help="lambda of a corpus, NAME=FLOAT (repeatable; default 1).")] = None,
     train_splits: Annotated[str, typer.Option(help="Splits to train on: train, or train,devel (the paper's final models).")] = "train",
     limit: Limit = None,
+    sampling_temperature: Annotated[
+        float,
+        typer.Option(help="Mixed schedule: corpus i gets batches in proportion to n_i^(1/T); 1 = the paper's mix."),
+    ] = 1.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -114,6 +118,7 @@ def train(
             head=head,  # type: ignore[arg-type]
             limit=limit,
             encoder=encoder,
+            sampling_temperature=sampling_temperature,
         )
         paths = [resolve_corpus(c, data_dir) for c in corpora]
     splits = sorted(set(config.train_splits) | {"devel"})
@@ -189,7 +194,7 @@ def tag(
     flat: Annotated[bool, typer.Option("--flat", help="Resolve overlapping entities to the best one.")] = False,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 64,
     chunk: Annotated[int, typer.Option(help="Documents tagged together (sorted by length inside a chunk).")] = 256,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar for files.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (stderr) for --input files.")] = True,
 ) -> None:
     """Tag raw text: entities with exact character offsets, every type of every head.
 
@@ -199,7 +204,7 @@ def tag(
       mtbioner tag m --input papers.txt --output ann/ --format brat
     """
     _setup(verbose=False)
-    from .tagging import Tagger
+    from .tagging import Tagger, tag_documents
 
     if fmt not in FORMATS:
         raise MtbionerError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -207,15 +212,21 @@ def tag(
         raise MtbionerError("give either texts to tag or --input FILE (not both, not neither)")
     if output is None and fmt != "jsonl":
         raise MtbionerError(f"--format {fmt} needs --output")
+    for number, text in enumerate(texts or [], 1):
+        if any("\ud800" <= c <= "\udfff" for c in text):
+            raise MtbionerError(f"text argument {number} is not valid UTF-8")
     tagger = Tagger.load(model, batch_size=batch_size)
     options = {"types": types, "corpora": corpora, "min_score": min_score, "flat": flat}
     if texts:
-        for text, entities in zip(texts, tagger.tag_batch(texts, **options), strict=True):
-            typer.echo(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
-        return
-    from .tagging import tag_documents
-
-    records = tag_documents(tagger, input_file, chunk=chunk, progress=progress and output is not None, **options)
+        found = tagger.tag_batch(texts, **options)
+        if output is None:
+            for text, entities in zip(texts, found, strict=True):
+                typer.echo(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+            return
+        pairs = enumerate(zip(texts, found, strict=True), 1)
+        records = iter([{"id": str(n), "text": t, "entities": e} for n, (t, e) in pairs])
+    else:
+        records = tag_documents(tagger, input_file, chunk=chunk, progress=progress, **options)
     if output is None:
         for record in records:
             typer.echo(json.dumps(record, ensure_ascii=False))
@@ -269,17 +280,26 @@ def inspect(
         for split, s in splits.items():
             ents = ", ".join(f"{t} {n}" for t, n in sorted(s["entities"].items()))
             typer.echo(
-                f"  {split:<6} docs {s['documents']:>5}  sentences {s['sentences']:>6}  tokens {s['tokens']:>7}  "
-                f"repaired {s['repaired']:>4}  longest {s.get('longest_subtokens', '-')} sub-tokens  scheme {s['scheme']}"
+                f"  {split:<6} {s['format']:<8} docs {s['documents']:>5}  sentences {s['sentences']:>6}  "
+                f"tokens {s['tokens']:>7}  repaired {s['repaired']:>4}  skipped {s['skipped']:>4}  "
+                f"longest {s.get('longest_subtokens', '-')} sub-tokens  scheme {s['scheme']}"
             )
             typer.echo(f"         entities: {ents}")
 
 
 # Commands that live in their own modules (each imports its heavy libraries lazily).
-# -- serve: registered here --
-# -- export: registered here --
-# -- tag-corpus: registered here --
-# -- experiment: registered here --
+from .serving import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
+from .export import export_command  # noqa: E402
+
+app.command("export")(export_command)
+from .scaling import tag_corpus_command  # noqa: E402
+
+app.command("tag-corpus")(tag_corpus_command)
+from .experiment import experiment_app  # noqa: E402
+
+app.add_typer(experiment_app, name="experiment")
 
 
 def main() -> None:

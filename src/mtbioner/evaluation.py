@@ -7,6 +7,7 @@ within a corpus. Scores are in percent.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ class CorpusReport:
     overall: Scores
     predicted: int
     types: dict[str, Scores] = field(default_factory=dict)
+    seconds: float = 0.0  # time to tag the split (tokenizing, encoder, decoding), not scoring
 
     def to_dict(self) -> dict:
         return {
@@ -55,6 +57,7 @@ class CorpusReport:
             "sentences": self.sentences,
             "head": self.head,
             "split": self.split,
+            "seconds": round(self.seconds, 3),
             "types": {name: asdict(s) for name, s in self.types.items()},
         }
 
@@ -99,9 +102,11 @@ def evaluate_corpus(
     """
     head = head or corpus.name
     sentences = corpus.sentences(split)
+    started = time.perf_counter()
     predicted = predict_tags(model, [s.tokens for s in sentences], head, batch_size, progress)
+    seconds = time.perf_counter() - started
     overall, types, n_predicted = score([s.tags for s in sentences], predicted)
-    report = CorpusReport(corpus.name, head, split, len(sentences), overall, n_predicted, types)
+    report = CorpusReport(corpus.name, head, split, len(sentences), overall, n_predicted, types, seconds)
     return report, predicted
 
 

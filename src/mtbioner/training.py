@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import random
 import time
@@ -64,6 +63,7 @@ class TrainingConfig:
     dropout: float = 0.1
     max_grad_norm: float = 1.0
     eval_batch_size: int = 64
+    sampling_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -76,6 +76,7 @@ class TrainingConfig:
             (self.max_length >= 8, f"max length must be at least 8 sub-tokens, not {self.max_length}"),
             (self.limit is None or self.limit >= 1, f"limit must be at least 1, not {self.limit}"),
             (bool(self.train_splits), "train splits must name at least one split"),
+            (self.sampling_temperature > 0, f"sampling temperature must be positive, not {self.sampling_temperature}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -86,18 +87,50 @@ class TrainingConfig:
 
 
 def schedule_batches(
-    lengths: dict[str, list[int]], batch_size: int, schedule: Schedule, seed: int, epoch: int
+    lengths: dict[str, list[int]],
+    batch_size: int,
+    schedule: Schedule,
+    seed: int,
+    epoch: int,
+    temperature: float = 1.0,
 ) -> list[tuple[str, list[int]]]:
     """The epoch's batches as ``(corpus, window indices)``, reproducible from ``seed`` and ``epoch``.
 
     Each corpus is cut into length-grouped batches; ``mixed`` shuffles all of them together,
     ``sequential`` keeps corpus after corpus in the given order.
+
+    With ``temperature`` T != 1 (mixed only), the epoch keeps its total number of batches but
+    corpus i gets a share proportional to ``n_i ** (1 / T)``: T > 1 draws small corpora more
+    often (their batches repeat) and large ones less (a random subset of their batches),
+    T = 1 is the paper's proportional mix.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
-    batches = [(name, b) for name, lens in lengths.items() for b in length_grouped_batches(lens, batch_size, rng)]
+    per_corpus = {name: length_grouped_batches(lens, batch_size, rng) for name, lens in lengths.items()}
+    if schedule == "mixed" and temperature != 1.0:
+        per_corpus = _resample(per_corpus, temperature, rng)
+    batches = [(name, b) for name, bs in per_corpus.items() for b in bs]
     if schedule == "mixed":
         rng.shuffle(batches)
     return batches
+
+
+def _resample(per_corpus: dict[str, list[list[int]]], temperature: float, rng: random.Random) -> dict[str, list[list[int]]]:
+    """Give each corpus ``total * n_i^(1/T) / sum_j n_j^(1/T)`` batches (at least one)."""
+    sizes = {name: len(bs) for name, bs in per_corpus.items() if bs}
+    total = sum(sizes.values())
+    weights = {name: n ** (1.0 / temperature) for name, n in sizes.items()}
+    norm = sum(weights.values())
+    out: dict[str, list[list[int]]] = {}
+    for name, batches in per_corpus.items():
+        if not batches:
+            out[name] = []
+            continue
+        quota = max(1, round(total * weights[name] / norm))
+        drawn: list[list[int]] = []
+        while len(drawn) < quota:
+            drawn.extend(rng.sample(batches, len(batches)))
+        out[name] = drawn[:quota]
+    return out
 
 
 def train(
@@ -143,7 +176,9 @@ def train(
     windows = {c.name: _training_windows(c, config, model) for c in corpora}
     devel = {c.name: c for c in corpora if "devel" not in config.train_splits and "devel" in c.splits}
     lengths = {name: [len(w) for w in ws] for name, ws in windows.items()}
-    steps_per_epoch = sum(math.ceil(len(ls) / config.batch_size) for ls in lengths.values())
+    steps_per_epoch = len(
+        schedule_batches(lengths, config.batch_size, config.schedule, config.seed, 0, config.sampling_temperature)
+    )
     total_steps = steps_per_epoch * config.epochs
     if steps_per_epoch == 0:
         raise MtbionerError("no training sentences: check --train-splits and --limit")
@@ -178,7 +213,9 @@ def train(
     for epoch in range(state["epoch"], config.epochs):
         model.train()
         started = time.perf_counter()
-        batches = schedule_batches(lengths, config.batch_size, config.schedule, config.seed, epoch)
+        batches = schedule_batches(
+            lengths, config.batch_size, config.schedule, config.seed, epoch, config.sampling_temperature
+        )
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and accelerator.is_main_process))
         loss_sum, seen = 0.0, 0
         for corpus, indices in bar:

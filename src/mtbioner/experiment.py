@@ -1,0 +1,293 @@
+"""Run a study described in a YAML file: several training runs under one budget, each scored.
+
+A study file names a shared ``budget`` (training options every run gets, so that systems
+are compared on equal terms) and ``runs``, each a set of corpora plus its own options
+(schedule, head, frozen encoder, train splits). Every run goes through the real CLI in a
+child process (``python -m mtbioner train`` then ``evaluate``), so what is recorded is what
+a user would get, and each child's peak memory is read from the OS when it exits.
+
+Each finished run writes ``RESULTS/RUN.json``: the commands, the commit, timings, hardware,
+peak memory, the per-epoch training log and the test scores. A rerun skips finished runs
+and resumes an interrupted training (``--resume``), so a study can span several sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import MtbionerError
+from .fileio import write_json
+
+logger = logging.getLogger(__name__)
+
+# Options of ``mtbioner train`` a study may set, with the flag each becomes.
+TRAIN_OPTIONS = {
+    "schedule": "--schedule",
+    "head": "--head",
+    "lr": "--lr",
+    "warmup": "--warmup",
+    "weight_decay": "--weight-decay",
+    "batch_size": "--batch-size",
+    "epochs": "--epochs",
+    "max_length": "--max-length",
+    "seed": "--seed",
+    "limit": "--limit",
+    "encoder": "--encoder",
+    "train_splits": "--train-splits",
+    "sampling_temperature": "--sampling-temperature",
+}
+FLAGS = {"freeze_encoder": "--freeze-encoder"}
+
+
+@dataclass
+class Run:
+    """One system of a study: corpora, options over the budget, and whether to score on test."""
+
+    name: str
+    corpora: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+    evaluate: bool = True
+    description: str = ""
+
+
+@dataclass
+class Study:
+    """A parsed study file; paths are resolved against the file's folder."""
+
+    path: Path
+    data_dir: Path
+    results: Path
+    models: Path
+    budget: dict[str, Any]
+    runs: list[Run]
+    split: str = "test"
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file.
+
+    Raises:
+        MtbionerError: The file is missing, not YAML, or has an unknown run option.
+    """
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise MtbionerError(f"study file {file} not found")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise MtbionerError(f"{file}: not valid YAML: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), dict) or not data["runs"]:
+        raise MtbionerError(f"{file}: expected a mapping with 'runs' (run name -> corpora and options)")
+    base = file.parent
+
+    def place(key: str, default: str) -> Path:
+        value = Path(os.path.expandvars(str(data.get(key, default))))
+        return value if value.is_absolute() else (base / value).resolve()
+
+    budget = dict(data.get("budget") or {})
+    _check_options(file, "budget", budget)
+    runs = []
+    for name, spec in data["runs"].items():
+        if not isinstance(spec, dict) or not spec.get("corpora"):
+            raise MtbionerError(f"{file}: run {name!r} needs a 'corpora' list")
+        options = {k: v for k, v in spec.items() if k not in ("corpora", "evaluate", "description")}
+        _check_options(file, f"run {name!r}", options)
+        runs.append(
+            Run(str(name), list(spec["corpora"]), options, bool(spec.get("evaluate", True)), spec.get("description", ""))
+        )
+    return Study(
+        file, place("data_dir", "../shared/data"), place("results", "results"), place("models", "runs"),
+        budget, runs, str(data.get("split", "test")),
+    )
+
+
+def _check_options(file: Path, where: str, options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(TRAIN_OPTIONS) - set(FLAGS))
+    if unknown:
+        known = ", ".join(sorted({*TRAIN_OPTIONS, *FLAGS}))
+        raise MtbionerError(f"{file}: {where}: unknown option(s) {', '.join(unknown)}; known: {known}")
+
+
+def train_command(study: Study, run: Run) -> list[str]:
+    """The ``mtbioner train`` arguments of a run (budget first, the run's options override it)."""
+    options = {**study.budget, **run.options}
+    args = ["train", *run.corpora, "--data-dir", str(study.data_dir), "--output", str(study.models / run.name)]
+    for key, value in options.items():
+        if key in FLAGS:
+            args += [FLAGS[key]] if value else []
+        elif isinstance(value, list):
+            args += [TRAIN_OPTIONS[key], ",".join(map(str, value))]
+        else:
+            args += [TRAIN_OPTIONS[key], str(value)]
+    return [*args, "--no-progress"]
+
+
+def evaluate_command(study: Study, run: Run, json_file: Path) -> list[str]:
+    model = study.models / run.name
+    return ["evaluate", str(model), *run.corpora, "--data-dir", str(study.data_dir), "--split", study.split,
+            "--json", str(json_file), "--no-progress"]
+
+
+def _child(args: list[str], log: Path) -> tuple[float, float]:
+    """Run ``python -m mtbioner ARGS``; its wall time and peak RSS in MB (from ``wait4``)."""
+    started = time.perf_counter()
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"$ mtbioner {' '.join(args)}\n")
+        out.flush()
+        child = subprocess.Popen([sys.executable, "-m", "mtbioner", *args], stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise MtbionerError(f"command failed (exit {child.returncode}): mtbioner {' '.join(args)}; see {log}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return head + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def hardware() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _model_facts(folder: Path) -> dict[str, Any]:
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and "checkpoint" not in p.parts)
+    training = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return {"size_mb": round(size / 1e6, 1), "training": training, "log": log}
+
+
+def _finished(folder: Path) -> bool:
+    info = folder / "training.json"
+    return info.is_file() and not (folder / "checkpoint").exists()
+
+
+def run_study(study: Study, only: list[str] | None = None) -> list[Path]:
+    """Run every unfinished run of a study (or the named ones); returns the result files written."""
+    names = [run.name for run in study.runs]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise MtbionerError(f"no run named {', '.join(unknown)} in {study.path}; runs: {', '.join(names)}")
+    study.results.mkdir(parents=True, exist_ok=True)
+    study.models.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run in study.runs:
+        if only and run.name not in only:
+            continue
+        result = study.results / f"{run.name}.json"
+        if result.is_file():
+            logger.info(f"[{run.name}] done already: {result}")
+            continue
+        written.append(_run_one(study, run, result))
+    return written
+
+
+def _run_one(study: Study, run: Run, result: Path) -> Path:
+    model = study.models / run.name
+    log = study.models / f"{run.name}.log"
+    train_args = train_command(study, run)
+    record: dict[str, Any] = {
+        "run": run.name,
+        "description": run.description,
+        "corpora": run.corpora,
+        "options": {**study.budget, **run.options},
+        "commands": {"train": "mtbioner " + " ".join(train_args)},
+        "commit": _commit(),
+        "hardware": hardware(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if not _finished(model):
+        resume = model.is_dir() and (model / "checkpoint").exists()
+        logger.info(f"[{run.name}] {'resuming' if resume else 'training'}: mtbioner {' '.join(train_args)}")
+        seconds, peak = _child(train_args + (["--resume"] if resume else []), log)
+        record["train"] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak), "resumed": resume}
+    else:
+        record["train"] = {"seconds": None, "peak_rss_mb": None, "resumed": "trained before this invocation"}
+    facts = _model_facts(model)
+    record["model"] = {"size_mb": facts["size_mb"], "training_sentences": facts["training"]["training_sentences"]}
+    record["log"] = facts["log"]
+    windows = sum(e["train_windows"] for e in facts["log"])
+    train_time = sum(e["train_seconds"] for e in facts["log"])
+    record["train"]["windows_per_s"] = round(windows / train_time, 2) if train_time else None
+    record["train"]["epoch_seconds"] = [e["train_seconds"] for e in facts["log"]]
+    if run.evaluate:
+        scores_file = study.models / f"{run.name}.scores.json"
+        eval_args = evaluate_command(study, run, scores_file)
+        record["commands"]["evaluate"] = "mtbioner " + " ".join(eval_args)
+        logger.info(f"[{run.name}] scoring: mtbioner {' '.join(eval_args)}")
+        seconds, peak = _child(eval_args, log)
+        record["evaluate"] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak), "split": study.split}
+        record["scores"] = json.loads(scores_file.read_text(encoding="utf-8"))["corpora"]
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(result, record)
+    logger.info(f"[{run.name}] wrote {result}")
+    return result
+
+
+# ---------------------------------------------------------------- CLI: mtbioner experiment ...
+
+def _typer_app() -> typer.Typer:
+    app = typer.Typer(no_args_is_help=True, help="Run a study from a YAML file and write its report.")
+
+    @app.command("run")
+    def run_cmd(
+        config: Annotated[Path, typer.Argument(help="Study file, e.g. experiments/mt-bioner.yaml.")],
+        only: Annotated[list[str] | None, typer.Option("--only", help="Run only this run (repeatable).")] = None,
+    ) -> None:
+        """Run every unfinished run of a study (finished runs are skipped, interrupted ones resumed)."""
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        run_study(load_study(config), only)
+
+    @app.command("report")
+    def report_cmd(
+        config: Annotated[Path, typer.Argument(help="Study file whose results to report.")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Markdown report to write.")] = Path(
+            "reports/mt-bioner.md"
+        ),
+    ) -> None:
+        """Write the Markdown report and its PNG plots from the stored results (no training)."""
+        from .report import write_report
+
+        write_report(load_study(config), output)
+        typer.echo(f"wrote {output}")
+
+    return app
+
+
+experiment_app = _typer_app()

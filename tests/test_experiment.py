@@ -1,0 +1,141 @@
+"""The study runner (``mtbioner experiment run``) and the report generated from its results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mtbioner.errors import MtbionerError
+from mtbioner.experiment import load_study, run_study, train_command
+from mtbioner.report import write_report
+from mtbioner.training import schedule_batches
+
+REPO = Path(__file__).parent.parent
+
+
+def _study(tmp_path: Path, text: str) -> Path:
+    file = tmp_path / "study.yaml"
+    file.write_text(text, encoding="utf-8")
+    return file
+
+
+def test_study_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(MtbionerError, match="not found"):
+        load_study(tmp_path / "missing.yaml")
+    with pytest.raises(MtbionerError, match="not valid YAML"):
+        load_study(_study(tmp_path, "runs: [a\n"))
+    with pytest.raises(MtbionerError, match="'runs'"):
+        load_study(_study(tmp_path, "budget: {epochs: 1}\n"))
+    with pytest.raises(MtbionerError, match="run 'a' needs a 'corpora' list"):
+        load_study(_study(tmp_path, "runs:\n  a: {head: crf}\n"))
+    with pytest.raises(MtbionerError, match="unknown option.*epoch\\b"):
+        load_study(_study(tmp_path, "runs:\n  a: {corpora: [X], epoch: 3}\n"))
+
+
+def test_run_options_override_the_budget(tmp_path: Path) -> None:
+    study = load_study(
+        _study(
+            tmp_path,
+            "data_dir: data\nmodels: m\nbudget: {epochs: 3, limit: 10, train_splits: [train, devel]}\n"
+            "runs:\n  a: {corpora: [X, Y], epochs: 1, freeze_encoder: true, schedule: sequential}\n",
+        )
+    )
+    args = train_command(study, study.runs[0])
+    assert args[:3] == ["train", "X", "Y"]
+    assert args[args.index("--data-dir") + 1] == str(tmp_path / "data")
+    assert args[args.index("--output") + 1] == str(tmp_path / "m" / "a")
+    assert args[args.index("--epochs") + 1] == "1"
+    assert args[args.index("--train-splits") + 1] == "train,devel"
+    assert "--freeze-encoder" in args and args[args.index("--schedule") + 1] == "sequential"
+
+
+def test_sampling_temperature_rebalances_corpora() -> None:
+    lengths = {"big": [5] * 320, "small": [5] * 32}  # 10 and 1 batches of 32
+    proportional = schedule_batches(lengths, 32, "mixed", seed=1, epoch=0)
+    flat = schedule_batches(lengths, 32, "mixed", seed=1, epoch=0, temperature=1e6)
+    count = lambda batches, name: sum(1 for corpus, _ in batches if corpus == name)  # noqa: E731
+    assert (count(proportional, "big"), count(proportional, "small")) == (10, 1)
+    assert len(flat) == 11 and count(flat, "small") in (5, 6)  # about half the batches each
+    small = [tuple(sorted(b)) for corpus, b in flat if corpus == "small"]
+    assert set(small) == {tuple(range(32))}  # the one small batch, repeated
+
+
+def test_tiny_study_runs_resumes_and_reports(tmp_path: Path, tiny_encoder: Path, toy_dir: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(toy_dir, data)
+    file = _study(
+        tmp_path,
+        f"data_dir: data\nresults: results\nmodels: runs\n"
+        f"budget: {{epochs: 2, encoder: {tiny_encoder}, lr: 3.0e-3, batch_size: 4, max_length: 32}}\n"
+        "runs:\n"
+        "  both: {corpora: [toy_gene, toy_chem]}\n"
+        "  curve: {corpora: [toy_gene], evaluate: false}\n",
+    )
+    study = load_study(file)
+    written = run_study(study)
+    assert [p.name for p in written] == ["both.json", "curve.json"]
+    both = json.loads((tmp_path / "results" / "both.json").read_text())
+    assert set(both["scores"]) == {"toy_gene", "toy_chem"}
+    assert both["scores"]["toy_gene"]["sentences"] > 0 and both["scores"]["toy_gene"]["seconds"] > 0
+    assert both["train"]["peak_rss_mb"] > 50 and both["evaluate"]["peak_rss_mb"] > 50
+    assert both["commands"]["train"].startswith("mtbioner train toy_gene toy_chem")
+    assert [e["epoch"] for e in both["log"]] == [1, 2]
+    curve = json.loads((tmp_path / "results" / "curve.json").read_text())
+    assert "scores" not in curve and set(curve["log"][-1]["devel"]) == {"toy_gene"}
+    assert run_study(study) == []  # finished runs are skipped
+    with pytest.raises(MtbionerError, match="no run named nope"):
+        run_study(study, ["nope"])
+
+    report = write_report(study, tmp_path / "reports" / "r.md")
+    text = report.read_text()
+    assert "Runs finished: 2 of 2" in text and "mtbioner train toy_gene toy_chem" in text
+
+
+def _record(run: str, f1: dict[str, float], log: list | None = None) -> dict:
+    scores = {
+        c: {"precision": v, "recall": v, "f1": v, "sentences": 100, "seconds": 2.0, "types": {}} for c, v in f1.items()
+    }
+    return {
+        "run": run,
+        "description": run,
+        "options": {},
+        "commands": {"train": f"mtbioner train {run}"},
+        "commit": "abc",
+        "hardware": {"cpu": "test cpu", "cores": 2, "gpu": None, "torch": "x"},
+        "train": {"seconds": 10.0, "peak_rss_mb": 900, "windows_per_s": 30.0},
+        "evaluate": {"seconds": 5.0, "peak_rss_mb": 800},
+        "model": {"size_mb": 90.0, "training_sentences": dict.fromkeys(f1, 100)},
+        "log": log or [],
+        "scores": scores,
+    }
+
+
+def test_report_tables_and_plots_come_from_the_results(tmp_path: Path) -> None:
+    shutil.copy(REPO / "experiments" / "paper.yaml", tmp_path / "paper.yaml")
+    corpora = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
+    runs = "\n".join(f"  single-{c}: {{corpora: [{c}]}}" for c in corpora)
+    file = _study(tmp_path, f"results: results\nruns:\n{runs}\n  mt4: {{corpora: [{', '.join(corpora)}]}}\n"
+                  "  curve-mixed: {corpora: [BC2GM]}\n  mt3: {corpora: [BC2GM]}\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    for i, c in enumerate(corpora):
+        (results / f"single-{c}.json").write_text(json.dumps(_record(f"single-{c}", {c: 70.0 + i})))
+    (results / "mt4.json").write_text(json.dumps(_record("mt4", {"BC2GM": 69.5, "BC5CDR": 75.25, "NCBI-disease": 72.0,
+                                                                  "JNLPBA": 73.0})))
+    log = [{"epoch": e, "devel": {"BC2GM": {"f1": 50.0 + e}}, "mean_devel_f1": 50.0 + e} for e in (1, 2)]
+    (results / "curve-mixed.json").write_text(json.dumps(_record("curve-mixed", {}, log)))
+    text = write_report(load_study(file), tmp_path / "out" / "report.md").read_text()
+
+    assert "Runs finished: 6 of 7; **not yet run: mt3**" in text
+    assert "| BC2GM | 83.01 | 81.55 | 79.19 | 70.00 | 70.00 | **70.00** |" in text  # paper beside ours
+    assert "| BC5CDR | 71.00 | – | 75.25 (+4.25) |" in text
+    assert "worse** than single-task here for: mt4 on BC2GM (-0.50 F1)" in text
+    assert "| size on disk (MB) | 360.0 | 90.0 |" in text
+    assert "- `mt4`: 100 sentences in 2.0 s (50 sentences/s)" in text
+    assert "PROVENANCE.md" in text
+    for png in ("f1.png", "learning-curves.png"):
+        assert (tmp_path / "out" / "figures" / png).stat().st_size > 5000
+        assert f"(figures/{png})" in text
