@@ -73,7 +73,8 @@ def test_crf_loss_handles_padding_rows() -> None:
     # A one-word sequence scores start + emission + end only.
     one = torch.tensor([[IGNORE_INDEX, 2, IGNORE_INDEX, IGNORE_INDEX]])
     single, _ = head.loss_sum(logits[1:], one)
-    expected = torch.logsumexp(head.start + logits[1, 1] + head.end, 0) - (head.start[2] + logits[1, 1, 2] + head.end[2])
+    gold = head.start[2] + logits[1, 1, 2] + head.end[2]
+    expected = torch.logsumexp(head.start + logits[1, 1] + head.end, 0) - gold
     assert float(single) == pytest.approx(float(expected), rel=1e-5)
 
 

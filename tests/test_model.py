@@ -81,9 +81,14 @@ def test_crash_during_save_leaves_old_folder_intact(model: MultiTaskTagger, tmp_
     [
         (lambda d: None, "no such model folder"),
         (lambda d: d.mkdir(), "not an mtbioner model folder"),
-        (lambda d: (d.mkdir(), (d / "config.json").write_text("{"), (d / "model.safetensors").write_bytes(b"")), "not valid JSON"),
         (
-            lambda d: (d.mkdir(), (d / "config.json").write_text('{"a": 1}'), (d / "model.safetensors").write_bytes(b"")),
+            lambda d: (d.mkdir(), (d / "config.json").write_text("{"), (d / "model.safetensors").write_bytes(b"")),
+            "not valid JSON",
+        ),
+        (
+            lambda d: (
+                d.mkdir(), (d / "config.json").write_text('{"a": 1}'), (d / "model.safetensors").write_bytes(b"")
+            ),
             "not an mtbioner model config",
         ),
     ],

@@ -64,7 +64,9 @@ def _fast(tiny_encoder: Path, **overrides) -> TrainingConfig:
 
 
 @pytest.mark.parametrize("head", ["linear", "crf"])
-def test_tiny_model_learns_toy_two_corpus_problem(tiny_encoder: Path, toy_dir: Path, tmp_path: Path, head: str) -> None:
+def test_tiny_model_learns_toy_two_corpus_problem(
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, head: str
+) -> None:
     corpora = _toy(toy_dir)
     model = train(corpora, tmp_path / "m", _fast(tiny_encoder, epochs=40, head=head), progress=False)
     for corpus in corpora:
@@ -121,7 +123,7 @@ def test_best_devel_epoch_is_kept(tiny_encoder: Path, toy_dir: Path, tmp_path: P
 
 
 def test_two_cpu_processes_take_the_same_steps_as_one(tiny_encoder: Path, toy_dir: Path, tmp_path: Path) -> None:
-    """Data-parallel training on 2 CPU processes (gloo) matches one process with the same batch size."""
+    """``accelerate launch`` on 2 CPU processes (DDP, gloo) ends with the same model as one process."""
     from transformers import AutoConfig
 
     quiet = tmp_path / "encoder"
@@ -141,7 +143,8 @@ def test_two_cpu_processes_take_the_same_steps_as_one(tiny_encoder: Path, toy_di
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
          "-m", "mtbioner", *args, "--output", str(tmp_path / "two")],
         env=env, capture_output=True, text=True, timeout=600,
     )

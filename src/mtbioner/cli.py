@@ -64,7 +64,9 @@ def train(
     corpora: Annotated[list[str] | None, typer.Argument(help="Corpus folders or names under --data-dir.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")] = Path("model"),
     data_dir: DataDir = None,
-    encoder: Annotated[str | None, typer.Option(help="Local Hugging Face checkpoint folder (default: packaged all-MiniLM-L6-v2).")] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Local Hugging Face checkpoint folder (default: packaged all-MiniLM-L6-v2).")
+    ] = None,
     schedule: Annotated[str, typer.Option(help="mixed (Algorithm I) or sequential (Algorithm II).")] = "mixed",
     head: Annotated[str, typer.Option(help="linear (softmax, the paper's) or crf.")] = "linear",
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-5,
@@ -72,11 +74,17 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
     batch_size: Annotated[int, typer.Option(help="Sentences (windows) per batch; one corpus per batch.")] = 32,
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 8,
-    max_length: Annotated[int, typer.Option(help="Sub-tokens per window; longer sentences get overlapping windows.")] = 128,
+    max_length: Annotated[
+        int, typer.Option(help="Sub-tokens per window; longer sentences get overlapping windows.")
+    ] = 128,
     seed: Annotated[int, typer.Option(help="Random seed (batch order, dropout, head init).")] = 42,
     freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train the heads only.")] = False,
-    loss_weight: Annotated[list[str] | None, typer.Option(help="lambda of a corpus, NAME=FLOAT (repeatable; default 1).")] = None,
-    train_splits: Annotated[str, typer.Option(help="Splits to train on: train, or train,devel (the paper's final models).")] = "train",
+    loss_weight: Annotated[
+        list[str] | None, typer.Option(help="lambda of a corpus, NAME=FLOAT (repeatable; default 1).")
+    ] = None,
+    train_splits: Annotated[
+        str, typer.Option(help="Splits to train on: train, or train,devel (the paper's final models).")
+    ] = "train",
     limit: Limit = None,
     sampling_temperature: Annotated[
         float,
@@ -136,7 +144,9 @@ def train(
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model folder.")],
-    corpora: Annotated[list[str] | None, typer.Argument(help="Corpora to score (default: the model's own), or HEAD=PATH.")] = None,
+    corpora: Annotated[
+        list[str] | None, typer.Argument(help="Corpora to score (default: the model's own), or HEAD=PATH.")
+    ] = None,
     data_dir: DataDir = None,
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     limit: Limit = None,
@@ -166,7 +176,8 @@ def evaluate(
             head = corpus.name
         if head not in backend.config.corpora:
             raise MtbionerError(
-                f"{model} has no head {head!r} to score corpus {corpus.name!r}; heads: {list(backend.config.corpora)}. "
+                f"{model} has no head {head!r} to score corpus {corpus.name!r}; "
+                f"heads: {list(backend.config.corpora)}. "
                 f"Use HEAD=PATH to score a folder with a named head."
             )
         report, predicted = evaluate_corpus(backend, corpus, split, head, batch_size, progress)
@@ -185,10 +196,16 @@ FORMATS = ("jsonl", "conll", "brat", "pubtator")
 def tag(
     model: Annotated[Path, typer.Argument(help="Model folder (torch or exported ONNX).")],
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to tag; each prints one JSON line.")] = None,
-    input_file: Annotated[Path | None, typer.Option("--input", "-i", help=".txt (a document per line) or .jsonl (id, text).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (folder for brat); default stdout.")] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help=".txt (a document per line) or .jsonl (id, text).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output file (folder for brat); default stdout.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, conll, brat or pubtator.")] = "jsonl",
-    types: Annotated[list[str] | None, typer.Option("--types", help="Keep only these entity types (repeatable).")] = None,
+    types: Annotated[
+        list[str] | None, typer.Option("--types", help="Keep only these entity types (repeatable).")
+    ] = None,
     corpora: Annotated[list[str] | None, typer.Option("--corpora", help="Run only these heads (repeatable).")] = None,
     min_score: Annotated[float, typer.Option(help="Drop entities less confident than this (0..1).")] = 0.0,
     flat: Annotated[bool, typer.Option("--flat", help="Resolve overlapping entities to the best one.")] = False,
@@ -257,7 +274,9 @@ def inspect(
     corpora: Annotated[list[str], typer.Argument(help="Corpus folders or names under --data-dir.")],
     data_dir: DataDir = None,
     limit: Limit = None,
-    encoder: Annotated[str | None, typer.Option(help="Tokenizer to count sub-tokens with (default: packaged MiniLM).")] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Tokenizer to count sub-tokens with (default: packaged MiniLM).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Per split: documents, sentences, tokens, entities per type, repairs, longest sentence in sub-tokens."""

@@ -106,7 +106,10 @@ def load_study(path: str | Path) -> Study:
         options = {k: v for k, v in spec.items() if k not in ("corpora", "evaluate", "description")}
         _check_options(file, f"run {name!r}", options)
         runs.append(
-            Run(str(name), list(spec["corpora"]), options, bool(spec.get("evaluate", True)), spec.get("description", ""))
+            Run(
+                str(name), list(spec["corpora"]), options, bool(spec.get("evaluate", True)),
+                spec.get("description", ""),
+            )
         )
     return Study(
         file, place("data_dir", "../shared/data"), place("results", "results"), place("models", "runs"),
@@ -158,7 +161,8 @@ def _child(args: list[str], log: Path) -> tuple[float, float]:
 def _commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        status = ["git", "status", "--porcelain", "--untracked-files=no"]
+        dirty = subprocess.run(status, capture_output=True, text=True)
         return head + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

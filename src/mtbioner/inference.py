@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 from .encoding import collate, encode, length_grouped_batches
 
 
-def torch_run(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, corpora: list[str]) -> dict[str, np.ndarray]:
+def torch_run(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, corpora: list[str]
+) -> dict[str, np.ndarray]:
     """One encoder pass feeding the named heads, without gradients, as numpy."""
     device = next(model.parameters()).device
     with torch.inference_mode():
@@ -40,7 +42,9 @@ def sentence_emissions(
     """
     corpora = corpora or list(model.config.corpora)
     sizes = {name: len(model.config.corpora[name].labels) for name in corpora}
-    out = [{name: np.zeros((len(words), size), dtype=np.float32) for name, size in sizes.items()} for words in sentences]
+    out = [
+        {name: np.zeros((len(words), size), dtype=np.float32) for name, size in sizes.items()} for words in sentences
+    ]
     windows = encode(model.tokenizer, sentences, model.config.max_length, model.config.stride)
     if not windows:
         return out

@@ -110,7 +110,10 @@ class MultiTaskTagger(nn.Module):
         self.tokenizer = tokenizer
         hidden = self.encoder.config.hidden_size
         self.heads = nn.ModuleDict(
-            {_key(name): build_head(spec.head, hidden, spec.labels, config.dropout) for name, spec in config.corpora.items()}
+            {
+                _key(name): build_head(spec.head, hidden, spec.labels, config.dropout)
+                for name, spec in config.corpora.items()
+            }
         )
 
     @classmethod

@@ -66,7 +66,7 @@ def _table2(results: dict, paper: dict, encoder: str) -> list[str]:
     head = ["Corpus"]
     for system in paper.get("systems", {}).values():
         head.append(f"{system['label']} F1")
-    for run, label in ours:
+    for _, label in ours:
         head += [f"{label or 'single-task'} ({encoder}) P", "R", "F1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for corpus in CORPORA:

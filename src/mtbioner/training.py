@@ -67,7 +67,7 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.schedule in ("mixed", "sequential"), f"schedule must be 'mixed' or 'sequential', not {self.schedule!r}"),
+            (self.schedule in ("mixed", "sequential"), f"schedule must be mixed or sequential, not {self.schedule!r}"),
             (self.head in ("linear", "crf"), f"head must be 'linear' or 'crf', not {self.head!r}"),
             (self.lr > 0, f"lr must be positive, not {self.lr}"),
             (0 <= self.warmup <= 1, f"warmup is a proportion of the steps (0..1), not {self.warmup}"),
@@ -114,7 +114,9 @@ def schedule_batches(
     return batches
 
 
-def _resample(per_corpus: dict[str, list[list[int]]], temperature: float, rng: random.Random) -> dict[str, list[list[int]]]:
+def _resample(
+    per_corpus: dict[str, list[list[int]]], temperature: float, rng: random.Random
+) -> dict[str, list[list[int]]]:
     """Give each corpus ``total * n_i^(1/T) / sum_j n_j^(1/T)`` batches (at least one)."""
     sizes = {name: len(bs) for name, bs in per_corpus.items() if bs}
     total = sum(sizes.values())
@@ -197,7 +199,11 @@ def train(
         "total_steps": total_steps,
         "processes": accelerator.num_processes,
         "device": str(accelerator.device),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor(), "threads": torch.get_num_threads()},
+        "hardware": {
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+        },
         "torch": torch.__version__,
         "mtbioner_version": __version__,
     }
@@ -206,7 +212,9 @@ def train(
         state = _load_checkpoint(output, unwrapped, optimizer, scheduler)
         logger.info("resuming %s after epoch %d", output, state["epoch"])
     elif _has_checkpoint(output):
-        raise MtbionerError(f"{output} holds an unfinished run: add --resume to continue it, or choose another --output")
+        raise MtbionerError(
+            f"{output} holds an unfinished run: add --resume to continue it, or choose another --output"
+        )
 
     rank, world = accelerator.process_index, accelerator.num_processes
     pad_id = tokenizer.pad_token_id or 0
@@ -216,7 +224,8 @@ def train(
         batches = schedule_batches(
             lengths, config.batch_size, config.schedule, config.seed, epoch, config.sampling_temperature
         )
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and accelerator.is_main_process))
+        show = progress and accelerator.is_main_process
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show)
         loss_sum, seen = 0.0, 0
         for corpus, indices in bar:
             batch_windows = [windows[corpus][i] for i in indices]

@@ -1,0 +1,81 @@
+"""End to end with the real packaged encoder on small slices of the shared corpora, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import shared_data_dir
+from .conlleval import conlleval
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mtbioner", *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real-encoder model trained briefly on 64 sentences of each of two corpora."""
+    out = tmp_path_factory.mktemp("real") / "model"
+    data = str(shared_data_dir())
+    result = _cli("train", "BC5CDR", "NCBI-disease", "--data-dir", data, "--output", str(out), "--limit", "64",
+                  "--epochs", "1", "--lr", "1e-4", "--warmup", "0.1", "--batch-size", "16", "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_model_folder_and_info(trained: Path) -> None:
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "model.safetensors", "training.json", "log.jsonl", "tokenizer.json"} <= names
+    assert "checkpoint" not in names  # a finished run keeps no resume state
+    config = json.loads((trained / "config.json").read_text())
+    assert set(config["corpora"]) == {"BC5CDR", "NCBI-disease"}
+    info = _cli("info", str(trained))
+    assert info.returncode == 0, info.stderr
+    assert "Chemical, Disease" in info.stdout and "22,7" in info.stdout  # types and ~22.7M parameters
+
+
+def test_evaluate_json_and_predictions_rescore_identically(trained: Path, tmp_path: Path) -> None:
+    scores, predictions = tmp_path / "scores.json", tmp_path / "pred"
+    result = _cli("evaluate", str(trained), "--data-dir", str(shared_data_dir()), "--limit", "60", "--json",
+                  str(scores), "--predictions", str(predictions), "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(scores.read_text())["corpora"]
+    assert set(report) == {"BC5CDR", "NCBI-disease"}
+    for name, row in report.items():
+        assert row["sentences"] == 60
+        lines = (predictions / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+        assert all(len(line.split(" ")) == 3 for line in lines if line)  # token gold predicted
+        ours = conlleval(lines)  # the conlleval.pl port, fed the file a user would re-score
+        assert row["f1"] == pytest.approx(ours["overall"]["f1"], abs=0.01)
+        assert row["precision"] == pytest.approx(ours["overall"]["precision"], abs=0.01)
+        for kind, scores_of_type in row["types"].items():
+            assert scores_of_type["f1"] == pytest.approx(ours["types"][kind]["f1"], abs=0.01)
+
+
+def test_tag_raw_text_offsets(trained: Path) -> None:
+    text = "Mutations in  BRCA1 cause breast cancer\tafter tamoxifen treatment."
+    result = _cli("tag", str(trained), text)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout)
+    assert record["text"] == text
+    for entity in record["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["text"]
+        assert entity["type"] in {"Chemical", "Disease"} and 0 <= entity["score"] <= 1
+
+
+def test_user_mistakes_exit_2_without_traceback(trained: Path, tmp_path: Path) -> None:
+    for args in (
+        ("evaluate", str(tmp_path / "no-model")),
+        ("train", "NoSuchCorpus", "--data-dir", str(shared_data_dir()), "--output", str(tmp_path / "m")),
+        ("evaluate", str(trained), "JNLPBA", "--data-dir", str(shared_data_dir()), "--limit", "5"),
+    ):
+        result = _cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
