@@ -8,6 +8,7 @@ windows of all sentences of all texts, sorted by length -> emission scores of ev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,10 @@ from .errors import RequestError
 from .inference import sentence_emissions
 from .schemes import tags_to_spans
 from .text import TextSentence, split_sentences
+
+# Lone surrogates can sit in a Python str (surrogateescape'd bytes) but not pass the Rust
+# tokenizer; the model reads U+FFFD in their place, one character for one, so offsets hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +86,13 @@ class Tagger:
     """
 
     def __init__(self, backend, batch_size: int = 64) -> None:
+        if batch_size < 1:
+            raise RequestError(f"batch_size must be at least 1, not {batch_size}")
         self.backend = backend
         self.batch_size = batch_size
         self.decoders = backend.decoders()
+        if callable(getattr(backend, "eval", None)):
+            backend.eval()  # a torch model fresh from from_encoder/training still has dropout on
 
     @classmethod
     def load(cls, model_dir: str | Path, batch_size: int = 64) -> Tagger:
@@ -114,7 +123,8 @@ class Tagger:
         progress: bool = False,
     ) -> list[list[dict]]:
         """Entities of each text, as dicts with start, end, text, type, corpus and score."""
-        return [[e.to_dict() for e in ents] for ents in self.entities(texts, types, corpora, min_score, flat, progress)]
+        found = self.entities(texts, types, corpora, min_score, flat, progress)
+        return [[e.to_dict() for e in ents] for ents in found]
 
     def entities(
         self,
@@ -138,7 +148,7 @@ class Tagger:
         heads = self._check(texts, types, corpora, min_score)
         sentences: list[tuple[int, TextSentence]] = []
         for index, text in enumerate(texts):
-            sentences.extend((index, s) for s in split_sentences(text))
+            sentences.extend((index, s) for s in split_sentences(_SURROGATE.sub("\ufffd", text)))
         words = [[t.text for t in s.tokens] for _, s in sentences]
         emissions = sentence_emissions(self.backend, words, heads, self.batch_size, progress)
         found: list[list[Entity]] = [[] for _ in texts]
@@ -147,7 +157,7 @@ class Tagger:
                 tags, confidence = self.decoders[head].decode(scores[head])
                 for kind, first, end in tags_to_spans(tags):
                     start, stop = sentence.tokens[first].start, sentence.tokens[end - 1].end
-                    score = float(confidence[first:end].mean())
+                    score = min(1.0, max(0.0, float(confidence[first:end].mean())))  # rounding can pass 1
                     found[index].append(Entity(start, stop, texts[index][start:stop], kind, (head,), score))
         result = []
         for ents in found:
@@ -178,26 +188,42 @@ def tag_documents(
 ) -> Iterator[dict]:
     """Tag the documents of a ``.txt`` or ``.jsonl`` file, chunk by chunk, in file order.
 
-    Yields each input record (other fields kept) with an ``"entities"`` list. A bad record
-    raises :class:`~mtbioner.errors.RequestError` naming its line, so that a writer fed by
-    this generator discards its temporary file instead of writing a partial output.
+    Yields each input record (other fields kept) with an ``"entities"`` list, so a writer
+    consumes results as they come and memory holds one chunk, whatever the file's size. A
+    bad record raises :class:`~mtbioner.errors.RequestError` naming its line, so that a
+    writer fed by this generator discards its temporary file instead of writing a partial
+    output. The progress bar (stderr) counts documents against the file's total.
     """
     from tqdm.auto import tqdm
 
     from .formats import read_documents
 
-    bar = tqdm(desc="documents", unit="doc", disable=not progress)
+    if chunk < 1:
+        raise RequestError(f"chunk must be at least 1 document, not {chunk}")
+    total = _count_documents(path) if progress else None
     batch: list[dict] = []
-    for _, record in read_documents(path):
-        batch.append(record)
-        if len(batch) >= chunk:
+    with tqdm(total=total, desc="tagging", unit="doc", disable=not progress) as bar:
+        for _, record in read_documents(path):
+            batch.append(record)
+            if len(batch) >= chunk:
+                yield from _tag_records(tagger, batch, options)
+                bar.update(len(batch))
+                batch = []
+        if batch:
             yield from _tag_records(tagger, batch, options)
             bar.update(len(batch))
-            batch = []
-    if batch:
-        yield from _tag_records(tagger, batch, options)
-        bar.update(len(batch))
-    bar.close()
+
+
+def _count_documents(path: str | Path) -> int | None:
+    """Documents (non-blank lines) in an input file, for the progress bar's total; None if unreadable.
+
+    A cheap pass without JSON parsing: errors are left to :func:`~mtbioner.formats.read_documents`.
+    """
+    try:
+        with Path(path).open("rb") as handle:
+            return sum(1 for raw in handle if raw.decode("utf-8", "replace").strip())
+    except OSError:
+        return None
 
 
 def _tag_records(tagger: Tagger, records: list[dict], options: dict) -> list[dict]:
