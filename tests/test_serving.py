@@ -1,0 +1,470 @@
+"""The HTTP server: answers, status codes for every bad input, limits, batching, concurrency, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtbioner.corpus import read_corpus
+from mtbioner.encoding import collate, encode
+from mtbioner.model import MultiTaskTagger
+from mtbioner.serving import MicroBatcher, ServeSettings, create_app, running
+from mtbioner.tagging import Tagger
+
+SENTENCE = "Treatment with sodium chloride reduced MYC binding, and aspirin lowered KRAS levels in mice."
+CORPORA = ("toy_gene", "toy_chem")
+
+
+def fit(model: MultiTaskTagger, corpora: list, steps: int = 120) -> None:
+    """Fine-tune on the toy corpora, all sentences in one batch per corpus (a few seconds).
+
+    ``mtbioner.training.train`` would do the same with evaluation and checkpoints each
+    epoch, which takes minutes on a busy CPU; the server tests need only a model that finds
+    the toy genes and chemicals.
+    """
+    batches = {}
+    for corpus in corpora:
+        sentences = corpus.sentences("train") + corpus.sentences("devel")
+        labels = model.config.corpora[corpus.name].labels
+        windows = encode(
+            model.tokenizer,
+            [s.tokens for s in sentences],
+            model.config.max_length,
+            tags=[s.tags for s in sentences],
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+        batches[corpus.name] = collate(windows, model.tokenizer.pad_token_id or 0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention (10x slower on a busy CPU)
+    try:
+        model.train()
+        for _ in range(steps):
+            optimiser.zero_grad()
+            loss = sum(model(b.input_ids, b.attention_mask, name, b.labels).loss for name, b in batches.items())
+            loss.backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
+        model.eval()
+
+
+def toy_model_dir(tiny_encoder: Path, toy_dir: Path, base: Path) -> Path:
+    """A tiny model that finds the toy corpora's genes and chemicals, saved once per test session."""
+    folder = base / "toy-tagger"
+    if not (folder / "config.json").is_file():
+        corpora = [read_corpus(toy_dir / name) for name in CORPORA]
+        torch.manual_seed(3)
+        model = MultiTaskTagger.from_encoder({c.name: c.labels for c in corpora}, tiny_encoder, max_length=32)
+        fit(model, corpora)
+        model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_model(tiny_encoder: Path, toy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return toy_model_dir(tiny_encoder, toy_dir, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def tagger(toy_model: Path) -> Tagger:
+    return Tagger.load(toy_model)
+
+
+SETTINGS = ServeSettings(max_texts=8, max_bytes=4000, batch_window_ms=5)
+
+
+@pytest.fixture(scope="module")
+def client(tagger: Tagger):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(tagger, SETTINGS), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def same(api: list[dict], direct: list[dict]) -> None:
+    """Equal entities; scores within rounding (batch padding may move the fourth decimal)."""
+    assert [(e["start"], e["end"], e["text"], e["type"], e["corpus"]) for e in api] == [
+        (e["start"], e["end"], e["text"], e["type"], e["corpus"]) for e in direct
+    ]
+    for a, d in zip(api, direct, strict=True):
+        assert a["score"] == pytest.approx(d["score"], abs=2e-4)
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def test_toy_model_finds_entities(tagger: Tagger) -> None:
+    found = {(e["text"], e["type"]) for e in tagger(SENTENCE, flat=True)}
+    assert {("MYC", "GENE"), ("KRAS", "GENE"), ("aspirin", "CHEM")} <= found
+
+
+def test_one_text(client, tagger: Tagger) -> None:
+    response = client.post("/v1/tag", json={"text": SENTENCE})
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == ["entities"] and body["entities"]
+    same(body["entities"], tagger(SENTENCE))
+    for e in body["entities"]:
+        assert SENTENCE[e["start"] : e["end"]] == e["text"]
+
+
+def test_many_texts_answered_in_order(client, tagger: Tagger) -> None:
+    texts = [SENTENCE, "", "MYC", "aspirin and HER2 were studied .\n\nSecond paragraph: KRAS.", "   "]
+    response = client.post("/v1/tag", json={"texts": texts})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == len(texts)
+    for result, direct in zip(results, tagger.tag_batch(texts), strict=True):
+        same(result["entities"], direct)
+    assert client.post("/v1/tag", json={"texts": []}).json() == {"results": []}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"types": ["CHEM"]},
+        {"corpora": ["toy_gene"]},
+        {"min_score": 0.9},
+        {"flat": True},
+        {"types": ["GENE"], "flat": True},
+    ],
+)
+def test_options_as_in_the_tagging_api(client, tagger: Tagger, options: dict) -> None:
+    response = client.post("/v1/tag", json={"text": SENTENCE, **options})
+    assert response.status_code == 200
+    same(response.json()["entities"], tagger(SENTENCE, **options))
+
+
+def test_unicode_offsets_are_characters(client) -> None:
+    text = "Ünïcödé 🧬 aspirin — MYC"
+    entities = client.post("/v1/tag", json={"text": text}).json()["entities"]
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
+
+
+def test_model_health_and_docs(client, tagger: Tagger) -> None:
+    info = client.get("/v1/model").json()
+    assert set(info["corpora"]) == set(CORPORA)
+    assert info["corpora"]["toy_chem"]["entity_types"] == ["CHEM"]
+    assert info["entity_types"] == ["CHEM", "GENE"]
+    assert info["encoder"]["model_type"] == "bert" and info["encoder"]["layers"] == 2
+    assert info["version"]["server"] and info["version"]["format"] == 1
+    assert info["limits"] == {"max_texts": 8, "max_bytes": 4000}
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["batching"]["calls"] >= 1
+    schema = client.get("/openapi.json").json()
+    assert "/v1/tag" in schema["paths"] and "/v1/model" in schema["paths"]
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/"])
+def test_pages_load_nothing_from_outside(client, path: str) -> None:
+    import re
+
+    page = client.get(path)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets, path
+    for url in assets:
+        if url.startswith("data:"):
+            continue
+        assert not url.startswith(("http:", "https:", "//")), url
+        absolute = url if url.startswith("/") else "/" + url
+        assert client.get(absolute).status_code == 200, url
+
+
+def test_page_assets_reference_no_cdn(client) -> None:
+    for name in ("index.html", "app.js", "style.css"):
+        text = client.get(f"/static/{name}").text.replace("http://www.w3.org/2000/svg", "")  # a namespace
+        assert "http://" not in text and "https://" not in text, name
+        assert "@import" not in text and "url(http" not in text
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def post_raw(client, body: bytes | str, content_type: str = "application/json"):
+    return client.post("/v1/tag", content=body, headers={"Content-Type": content_type})
+
+
+BAD = {
+    "malformed JSON": b'{"text": "unterminated',
+    "not JSON at all": b"MYC binds aspirin",
+    "empty body": b"",
+    "a list": b'["MYC"]',
+    "a string": b'"MYC"',
+    "no text": b"{}",
+    "both text and texts": b'{"text": "a", "texts": ["b"]}',
+    "text is a number": b'{"text": 5}',
+    "text is null": b'{"text": null}',
+    "texts is a string": b'{"texts": "MYC"}',
+    "texts holds a number": b'{"texts": ["ok", 7]}',
+    "unknown field": b'{"text": "a", "lang": "en"}',
+    "min_score above 1": b'{"text": "a", "min_score": 1.5}',
+    "min_score negative": b'{"text": "a", "min_score": -0.1}',
+    "min_score a word": b'{"text": "a", "min_score": "high"}',
+    "flat a word": b'{"text": "a", "flat": "maybe"}',
+    "types a string": b'{"text": "a", "types": "GENE"}',
+    "lone surrogate": b'{"text": "MYC \\ud800 binds"}',
+    "invalid UTF-8": b'{"text": "MYC \xff binds"}',
+    "NaN score": b'{"text": "a", "min_score": NaN}',
+    "deep nesting": b"[" * 1900 + b"]" * 1900,
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_is_422_json(client, name: str) -> None:
+    response = post_raw(client, BAD[name])
+    assert response.status_code == 422, (name, response.text)
+    assert "detail" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"text": "a", "types": ["PROTEIN"]}, "unknown entity types ['PROTEIN']"),
+        ({"texts": ["a"], "corpora": ["BC5CDR"]}, "unknown corpora ['BC5CDR']"),
+    ],
+)
+def test_tagger_request_errors_are_422_with_the_message(client, body: dict, message: str) -> None:
+    response = client.post("/v1/tag", json=body)
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+
+
+def test_wrong_method_and_path_are_json(client) -> None:
+    assert client.get("/v1/tag").status_code == 405
+    missing = client.get("/v2/nothing")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+
+
+def test_text_plain_content_type(client) -> None:
+    response = post_raw(client, json.dumps({"text": "MYC"}), "text/plain")
+    assert response.status_code in (200, 422)  # never a 500
+    assert response.json()
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_too_many_texts_is_413(client) -> None:
+    assert client.post("/v1/tag", json={"texts": ["a"] * 8}).status_code == 200
+    response = client.post("/v1/tag", json={"texts": ["a"] * 9})
+    assert response.status_code == 413
+    assert "9 texts" in response.json()["detail"] and "8" in response.json()["detail"]
+
+
+def test_too_many_bytes_is_413(client) -> None:
+    fits = json.dumps({"text": "a" * 3900})
+    assert len(fits) <= 4000 and post_raw(client, fits).status_code == 200
+    response = post_raw(client, json.dumps({"text": "a" * 4000}))
+    assert response.status_code == 413
+    assert "4000 bytes" in response.json()["detail"]
+
+
+def test_too_many_bytes_without_content_length_is_413(client) -> None:
+    def chunks():
+        yield b'{"text": "'
+        for _ in range(10):
+            yield b"a" * 1000
+        yield b'"}'
+
+    response = client.post("/v1/tag", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_huge_body_gets_413_not_a_dropped_connection(tagger: Tagger) -> None:
+    import httpx
+
+    app = create_app(tagger, ServeSettings(max_bytes=1000))
+    with running(app) as url:
+        body = b'{"text": "' + b"a" * 2_000_000 + b'"}'  # over 64 times the limit: answered before reading
+        response = httpx.post(f"{url}/v1/tag", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 413
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_settings_are_checked() -> None:
+    from mtbioner.errors import MtbionerError
+
+    with pytest.raises(MtbionerError, match="max_texts"):
+        ServeSettings(max_texts=0)
+    with pytest.raises(MtbionerError, match="batch_window_ms"):
+        ServeSettings(batch_window_ms=-1)
+
+
+# --------------------------------------------------------------------------- concurrency and batching
+
+
+def test_fifty_concurrent_requests_all_answered_correctly(tagger: Tagger) -> None:
+    import httpx
+
+    words = ["MYC", "aspirin", "KRAS", "sodium chloride", "HER2", "mice", "hydrogen peroxide", "PTEN"]
+    texts = [f"{words[i % 8]} and {words[(i * 3) % 8]} were measured in sample {i} ." for i in range(50)]
+    expected = tagger.tag_batch(texts)
+    app = create_app(tagger, ServeSettings(batch_window_ms=20))
+
+    async def load(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            return await asyncio.gather(*(http.post("/v1/tag", json={"text": t}) for t in texts))
+
+    with running(app) as url:
+        responses = asyncio.run(load(url))
+        stats = httpx.get(f"{url}/health").json()["batching"]
+    assert [r.status_code for r in responses] == [200] * 50
+    for response, direct in zip(responses, expected, strict=True):
+        same(response.json()["entities"], direct)
+    assert stats["requests"] == 50
+    assert stats["calls"] < 50 and stats["largest_call"] > 1  # requests were tagged together
+
+
+def test_event_loop_answers_while_the_model_works(toy_model: Path) -> None:
+    import httpx
+
+    slow = Tagger.load(toy_model)
+    inner = slow.entities
+
+    def entities(*args, **kwargs):
+        time.sleep(1.5)
+        return inner(*args, **kwargs)
+
+    slow.entities = entities  # type: ignore[method-assign]
+    with running(create_app(slow)) as url:
+        worker = threading.Thread(target=httpx.post, args=(f"{url}/v1/tag",), kwargs={"json": {"text": "MYC"}})
+        worker.start()
+        time.sleep(0.2)
+        started = time.perf_counter()
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        assert time.perf_counter() - started < 1.0
+        worker.join()
+
+
+def test_bad_options_fail_alone_among_concurrent_requests(tagger: Tagger) -> None:
+    import httpx
+
+    app = create_app(tagger, ServeSettings(batch_window_ms=50))
+    bodies = [
+        {"text": "MYC"},
+        {"text": "MYC", "types": ["NOPE"]},
+        {"text": "aspirin"},
+        {"text": "x", "corpora": ["no"]},
+    ]
+
+    async def load(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            responses = await asyncio.gather(*(http.post("/v1/tag", json=b) for b in bodies))
+            return [r.status_code for r in responses]
+
+    with running(app) as url:
+        assert asyncio.run(load(url)) == [200, 422, 200, 422]
+
+
+class Recorder:
+    """A stand-in tagger that records each call's texts."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], tuple]] = []
+
+    def entities(self, texts, types, corpora, min_score, flat):
+        self.calls.append((list(texts), (types, corpora, min_score, flat)))
+        return [[text] for text in texts]
+
+
+def test_batcher_groups_by_options_and_respects_the_cap() -> None:
+    recorder = Recorder()
+
+    async def scenario() -> list:
+        batcher = MicroBatcher(recorder, window_s=0.05, max_texts=4)  # type: ignore[arg-type]
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                batcher.tag(["a", "b"]),
+                batcher.tag(["c"], types=["GENE"]),
+                batcher.tag(["d", "e"]),
+                batcher.tag(["f"]),
+                batcher.tag(["g"], types=["GENE"]),
+            )
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(scenario())
+    assert results == [[["a"], ["b"]], [["c"]], [["d"], ["e"]], [["f"]], [["g"]]]
+    texts = [call[0] for call in recorder.calls]
+    assert texts == [["a", "b", "d", "e"], ["c", "g"], ["f"]]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_command_serves_and_logs_one_line_per_request(toy_model: Path) -> None:
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mtbioner", "serve", str(toy_model), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.3)
+        assert httpx.post(f"{url}/v1/tag", json={"text": "MYC binds aspirin"}).status_code == 200
+        assert httpx.post(f"{url}/v1/tag", json={"texts": ["x"] * 100}).status_code == 413
+        assert "<textarea" in httpx.get(url).text
+    finally:
+        server.terminate()
+        _, log = server.communicate(timeout=60)
+    lines = [line for line in log.splitlines() if "/v1/tag" in line]
+    assert len(lines) == 2, log
+    assert '"POST /v1/tag" 200' in lines[0] and '"POST /v1/tag" 413' in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing-model"], "missing-model: no such model folder"),
+        (["{model}", "--max-texts", "0"], "max_texts must be at least 1"),
+        (["{model}", "--workers", "0"], "--workers must be at least 1"),
+        (["{model}", "--port", "{taken}"], "cannot listen on 127.0.0.1:{taken}"),
+    ],
+)
+def test_serve_command_errors_are_one_line(
+    args: list[str], message: str, toy_model: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from mtbioner import cli
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        argv = [a.format(model=toy_model, taken=port) for a in args]
+        monkeypatch.setattr(sys, "argv", ["mtbioner", "serve", *argv])
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and message.format(taken=port) in err
