@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .model import CONFIG_NAME, MultiTaskTagger, read_config
+from .model import MultiTaskTagger, read_config
 
 ONNX_NAME = "model.onnx"
 
@@ -32,9 +32,11 @@ def describe_model(path: str | Path) -> str:
     """Human-readable summary of a model folder."""
     folder = Path(path)
     if (folder / ONNX_NAME).is_file():
-        config_data = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        backend, parameters = "onnx", None
-        config = read_config_onnx(config_data)
+        from .export import read_onnx_config
+
+        config, onnx_info = read_onnx_config(folder)
+        quantize = onnx_info.get("quantize", "none")
+        backend, parameters = f"onnx ({'fp32' if quantize == 'none' else quantize}, ONNX Runtime)", None
     else:
         config = read_config(folder)
         backend = "torch"

@@ -1,0 +1,422 @@
+"""Inference speed, peak memory and size on disk: mtbioner (torch, ONNX fp32, ONNX int8) vs the alternatives.
+
+All five systems turn the same texts (the BC5CDR test sentences, tokens joined by spaces)
+into entities with character offsets, on the CPU:
+
+  (a) hf-pipeline  transformers ``pipeline("token-classification", aggregation_strategy="first")``
+                   on a single-task BertForTokenClassification: the trained encoder and the
+                   BC5CDR head copied into it, so it is the same network (what users would pick).
+                   "first" labels each word by its first sub-token, as mtbioner trains and
+                   predicts; "simple" would also read the untrained non-first sub-tokens.
+  (b) single-x4    four single-task models (the trained encoder + one head each, four folders),
+                   loaded together and run one after another on the text (the paper's baseline).
+  (c) mt-torch     mtbioner, one torch model, every head from one encoder pass.
+  (d) mt-onnx      the same model exported to ONNX (fp32), ONNX Runtime.
+  (e) mt-int8      the same, int8 dynamic quantization.
+
+Each system runs in its own subprocess, so its peak resident memory (VmHWM) is its own;
+throughput is sentences / seconds of tagging after loading and a short warm-up. F1 scores
+the BC5CDR entities (exact character span and type) against the gold annotation; "same as
+(c)" counts sentences whose entities (every head) equal mt-torch's.
+
+    python benchmarks/inference.py --model MODEL --data-dir ../shared/data [--limit 500]
+
+MODEL is a trained four-corpus folder (BC2GM, BC5CDR, NCBI-disease, JNLPBA heads). Writes
+``benchmarks/results/inference.json`` and ``inference.md`` (not with ``--limit``, unless
+``--out`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SYSTEMS = {
+    "hf-pipeline": "(a) HF pipeline, single-task BC5CDR model",
+    "single-x4": "(b) 4 single-task models, one after another",
+    "mt-torch": "(c) mtbioner torch, 4 heads",
+    "mt-onnx": "(d) mtbioner ONNX fp32, 4 heads",
+    "mt-int8": "(e) mtbioner ONNX int8, 4 heads",
+}
+TARGET = "BC5CDR"
+WARMUP = 32
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_texts(data_dir: Path, limit: int | None) -> tuple[list[str], list[list[list]]]:
+    """BC5CDR test sentences as texts (tokens joined by spaces) and their gold [start, end, type] spans."""
+    from mtbioner.corpus import read_corpus
+    from mtbioner.schemes import tags_to_spans
+
+    corpus = read_corpus(data_dir / TARGET, splits=["test"], limit=limit)
+    texts, gold = [], []
+    for sentence in corpus.sentences("test"):
+        starts, offset = [], 0
+        for token in sentence.tokens:
+            starts.append(offset)
+            offset += len(token) + 1
+        texts.append(" ".join(sentence.tokens))
+        spans = []
+        for kind, first, end in tags_to_spans(sentence.tags):
+            spans.append([starts[first], starts[end - 1] + len(sentence.tokens[end - 1]), kind])
+        gold.append(spans)
+    return texts, gold
+
+
+# --------------------------------------------------------------------------- artefacts
+
+
+def prepare(model_dir: Path, work: Path) -> dict[str, Path]:
+    """Build every system's model folder once (exports, single-task copies, HF model)."""
+    from dataclasses import replace
+
+    from mtbioner.export import export_onnx
+    from mtbioner.model import MultiTaskTagger
+
+    paths = {"mt-torch": model_dir, "mt-onnx": work / "onnx-fp32", "mt-int8": work / "onnx-int8"}
+    timings = {}
+    for name, quantize in (("mt-onnx", "none"), ("mt-int8", "int8")):
+        if not (paths[name] / "model.onnx").is_file():
+            started = time.perf_counter()
+            export_onnx(model_dir, paths[name], quantize)
+            timings[name] = round(time.perf_counter() - started, 1)
+    model = MultiTaskTagger.from_pretrained(model_dir)
+    if TARGET not in model.config.corpora:
+        sys.exit(f"{model_dir} has no {TARGET} head; heads: {model.corpora}")
+    single = work / "single"
+    for corpus in model.corpora:
+        target = single / corpus
+        paths[f"single/{corpus}"] = target
+        if target.is_dir():
+            continue
+        config = replace(model.config, corpora={corpus: model.config.corpora[corpus]})
+        one = MultiTaskTagger(config, tokenizer=model.tokenizer)
+        one.encoder.load_state_dict(model.encoder.state_dict())
+        one.head(corpus).load_state_dict(model.head(corpus).state_dict())
+        one.save_pretrained(target)
+    paths["hf-pipeline"] = work / "hf-bc5cdr"
+    if not paths["hf-pipeline"].is_dir():
+        build_hf_model(model, paths["hf-pipeline"])
+    (work / "export_seconds.json").write_text(json.dumps(timings))
+    return paths
+
+
+def build_hf_model(model, target: Path) -> None:
+    """A BertForTokenClassification (any AutoModelForTokenClassification) equal to encoder + BC5CDR head."""
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    labels = model.config.corpora[TARGET].labels
+    encoder_config = dict(model.config.encoder_config)
+    config = AutoConfig.for_model(
+        encoder_config.pop("model_type"),
+        **{k: v for k, v in encoder_config.items() if k not in ("id2label", "label2id", "architectures")},
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    hf = AutoModelForTokenClassification.from_config(config)
+    base = getattr(hf, hf.base_model_prefix)
+    weights = {k: v for k, v in model.encoder.state_dict().items() if not k.startswith("pooler.")}  # unused
+    missing, unexpected = base.load_state_dict(weights, strict=False)
+    if unexpected or missing:
+        sys.exit(f"encoder weights do not fit {type(hf).__name__}: {missing[:3]} {unexpected[:3]}")
+    hf.classifier.load_state_dict(model.head(TARGET).classifier.state_dict())
+    hf.save_pretrained(str(target))
+    model.tokenizer.save_pretrained(str(target))
+
+
+def folder_mb(paths: list[Path]) -> float:
+    return round(sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file()) / 1e6, 1)
+
+
+# --------------------------------------------------------------------------- one system (child process)
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """Load one system, warm it up, tag every text, write timings and entities to --result."""
+    import torch
+    from transformers import AutoTokenizer  # noqa: F401  (imports shared by every system: the baseline)
+
+    torch.set_num_threads(args.threads)
+    import_rss = peak_rss_mb()
+    texts, _ = load_texts(args.data_dir, args.limit)
+    paths = {k: Path(v) for k, v in json.loads(args.paths).items()}
+    started = time.perf_counter()
+    tag = load_system(args.child, paths, args.threads, args.batch_size)
+    load_seconds = time.perf_counter() - started
+    tag(texts[:WARMUP])
+    started = time.perf_counter()
+    found = tag(texts)
+    seconds = time.perf_counter() - started
+    result = {
+        "load_seconds": round(load_seconds, 2),
+        "seconds": round(seconds, 3),
+        "import_rss_mb": round(import_rss, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "entities": found,
+    }
+    Path(args.result).write_text(json.dumps(result))
+
+
+def peak_rss_mb() -> float:
+    """This process' peak resident memory (VmHWM).
+
+    Not ``getrusage``: on Linux a child's ``ru_maxrss`` starts from its parent's peak at
+    fork, and the parent here has held a whole model during the export.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def load_system(name: str, paths: dict[str, Path], threads: int, batch_size: int):
+    """A function from texts to, per text, ``[start, end, type, heads]`` entities."""
+    if name == "hf-pipeline":
+        from transformers import pipeline
+
+        pipe = pipeline("token-classification", model=str(paths[name]), aggregation_strategy="first", device="cpu")
+
+        def tag_hf(texts: list[str]) -> list[list]:
+            out = pipe(texts, batch_size=batch_size)
+            return [[[e["start"], e["end"], e["entity_group"], TARGET] for e in ents] for ents in out]
+
+        return tag_hf
+
+    from mtbioner.export import OnnxTagger
+    from mtbioner.model import MultiTaskTagger
+    from mtbioner.tagging import Tagger
+
+    if name == "single-x4":
+        taggers = [
+            Tagger(MultiTaskTagger.from_pretrained(path), batch_size)
+            for key, path in paths.items()
+            if key.startswith("single/")
+        ]
+
+        def tag_each(texts: list[str]) -> list[list]:
+            found: list[list] = [[] for _ in texts]
+            for tagger in taggers:  # the paper's setting: one model per corpus, one after another
+                for index, ents in enumerate(tagger.tag_batch(texts)):
+                    found[index].extend(entity_row(e) for e in ents)
+            return found
+
+        return tag_each
+    if name == "mt-torch":
+        tagger = Tagger(MultiTaskTagger.from_pretrained(paths[name]), batch_size)
+    else:
+        tagger = Tagger(OnnxTagger.from_pretrained(paths[name], threads=threads), batch_size)
+    return lambda texts: [[entity_row(e) for e in ents] for ents in tagger.tag_batch(texts)]
+
+
+def entity_row(entity: dict) -> list:
+    return [entity["start"], entity["end"], entity["type"], "|".join(entity["corpus"])]
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_system(name: str, args: argparse.Namespace, paths: dict[str, Path], work: Path) -> dict:
+    """Run one system in a fresh interpreter, so that its peak memory is its own."""
+    result_file = work / f"{name}.json"
+    command = [
+        sys.executable, __file__, "--child", name, "--result", str(result_file), "--paths",
+        json.dumps({k: str(v) for k, v in paths.items()}), "--data-dir", str(args.data_dir),
+        "--threads", str(args.threads), "--batch-size", str(batch_size_of(name, args)),
+    ]  # fmt: skip
+    if args.limit:
+        command += ["--limit", str(args.limit)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(args.threads)}
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{name} failed with status {done.returncode}")
+    result = json.loads(result_file.read_text())
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def batch_size_of(name: str, args: argparse.Namespace) -> int:
+    return args.pipeline_batch_size if name == "hf-pipeline" else args.batch_size
+
+
+def f1(gold: list[list[list]], predicted: list[list[list]]) -> float:
+    """Exact-match micro F1 (percent) of BC5CDR entities: (sentence, start, end, type)."""
+    gold_set = {(i, s, e, t) for i, spans in enumerate(gold) for s, e, t in spans}
+    pred_set = {(i, row[0], row[1], row[2]) for i, rows in enumerate(predicted) for row in rows if TARGET in row[3]}
+    hits = len(gold_set & pred_set)
+    if not hits:
+        return 0.0
+    precision, recall = hits / len(pred_set), hits / len(gold_set)
+    return round(100 * 2 * precision * recall / (precision + recall), 2)
+
+
+def machine_facts() -> dict:
+    import onnxruntime
+    import torch
+    import transformers
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    return {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def summarize(results: dict[str, dict], gold: list, sizes: dict[str, float], n: int) -> dict[str, dict]:
+    base = results.get("hf-pipeline")
+    reference = results.get("mt-torch")
+    rows = {}
+    for name, r in results.items():
+        speed = n / r["seconds"]
+        row = {
+            "system": SYSTEMS[name],
+            "sentences_per_s": round(speed, 1),
+            "seconds": r["seconds"],
+            "load_seconds": r["load_seconds"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "above_imports_mb": round(r["peak_rss_mb"] - r["import_rss_mb"], 1),
+            "disk_mb": sizes[name],
+            "bc5cdr_f1": f1(gold, r["entities"]),
+        }
+        if base:
+            row["speed_vs_a"] = round(speed / (n / base["seconds"]), 2)
+            row["memory_vs_a"] = round(r["peak_rss_mb"] / base["peak_rss_mb"], 2)
+            row["disk_vs_a"] = round(sizes[name] / sizes["hf-pipeline"], 2)
+        if reference and name.startswith("mt-"):
+            pairs = zip(r["entities"], reference["entities"], strict=True)
+            same = sum(sorted(map(tuple, a)) == sorted(map(tuple, b)) for a, b in pairs)
+            row["same_as_c"] = f"{same}/{n}"
+        rows[name] = row
+    return rows
+
+
+def ratio(row: dict, key: str) -> str:
+    return f"{row[key]}x" if key in row else "-"
+
+
+def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
+    lines = [
+        f"Inference on the BC5CDR test set ({meta['sentences']} sentences, text in, entities with offsets out), "
+        f"CPU only, {facts['cores']} cores ({facts['cpu']}), torch {facts['torch']}, "
+        f"transformers {facts['transformers']}, onnxruntime {facts['onnxruntime']}.",
+        "",
+        "| system | sentences/s | vs (a) | peak memory (MB) | above imports (MB) | size on disk (MB) | vs (a) "
+        "| BC5CDR F1 | same entities as (c) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows.values():
+        lines.append(
+            f"| {row['system']} | {row['sentences_per_s']} | {ratio(row, 'speed_vs_a')} | {row['peak_rss_mb']} "
+            f"| {row['above_imports_mb']} | {row['disk_mb']} | {ratio(row, 'disk_vs_a')} "
+            f"| {row['bc5cdr_f1']} | {row.get('same_as_c', '-')} |"
+        )
+    lines += [
+        "",
+        f"Threads: {meta['threads']}; mtbioner batch: {meta['batch_size']} windows (sorted by length); "
+        f"pipeline batch: {meta['pipeline_batch_size']} texts. Load average before/after the run: "
+        f"{meta['load_before']} / {meta['load_after']} (other processes shared the cores, so figures are "
+        'conservative). Peak memory is each system\'s own process; "above imports" subtracts what '
+        "the process held after importing torch and transformers (which every system, ONNX ones included, "
+        "imports: transformers loads torch when it is installed); (b) holds its four models at once. "
+        "F1: exact character span and type of BC5CDR entities against the gold annotation "
+        "(for (a) with the pipeline's word aggregation, aggregation_strategy=first).",
+        "",
+        f"Model: {meta['model']} (trained with: {meta['training']}).",
+        "",
+        f"Command: `{meta['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="trained four-corpus mtbioner model folder (torch)")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--limit", type=int, default=None, help="first N test sentences (quick checks)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--batch-size", type=int, default=64, help="mtbioner windows per forward pass")
+    parser.add_argument("--pipeline-batch-size", type=int, default=32, help="texts per HF pipeline batch")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    parser.add_argument("--work", type=Path, default=None, help="keep built models here (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--paths", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(args)
+        return
+    if args.model is None:
+        parser.error("--model is required")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        parser.error(f"unknown systems {unknown}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    load_before = round(os.getloadavg()[0], 2)
+    with tempfile.TemporaryDirectory(prefix="mtbioner-bench-") as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        paths = prepare(args.model, work)
+        texts, gold = load_texts(args.data_dir, args.limit)
+        sizes = {
+            "hf-pipeline": folder_mb([paths["hf-pipeline"]]),
+            "single-x4": folder_mb([p for k, p in paths.items() if k.startswith("single/")]),
+            "mt-torch": folder_mb([args.model]),
+            "mt-onnx": folder_mb([paths["mt-onnx"]]),
+            "mt-int8": folder_mb([paths["mt-int8"]]),
+        }
+        results = {}
+        for name in systems:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            results[name] = run_system(name, args, paths, work)
+            print(f"  {len(texts) / results[name]['seconds']:.1f} sentences/s, {results[name]['peak_rss_mb']} MB",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    rows = summarize(results, gold, sizes, len(texts))
+    training = {}
+    if (args.model / "training.json").is_file():
+        cfg = json.loads((args.model / "training.json").read_text()).get("config", {})
+        training = {k: cfg.get(k) for k in ("epochs", "limit", "schedule", "batch_size", "lr") if k in cfg}
+    command = "python benchmarks/inference.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    meta = {
+        "sentences": len(texts),
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "pipeline_batch_size": args.pipeline_batch_size,
+        "load_before": load_before,
+        "load_after": round(os.getloadavg()[0], 2),
+        "model": str(args.model),
+        "training": ", ".join(f"{k}={v}" for k, v in training.items()) or "unknown",
+        "command": command,
+    }
+    facts = machine_facts()
+    text = markdown(rows, facts, meta)
+    print(text)
+    if args.limit and args.out is None:
+        return
+    out = args.out or Path(__file__).parent / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "inference.json").write_text(json.dumps({"machine": facts, **meta, "systems": rows}, indent=2) + "\n")
+    (out / "inference.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

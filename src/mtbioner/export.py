@@ -1,0 +1,611 @@
+"""Export a trained model to one ONNX graph (encoder + every head) and run it with ONNX Runtime.
+
+Why: the paper's point is a tagger small and fast enough for limited-memory devices. A
+torch model folder needs torch (hundreds of MB installed) and runs the encoder eagerly;
+an exported folder needs only ONNX Runtime, runs a fused graph, and with int8 weights is
+a quarter of the size.
+
+An exported folder holds ``model.onnx`` (inputs ``input_ids`` and ``attention_mask``
+with dynamic batch and sequence axes, one ``[B, T, C]`` emission output per head),
+``config.json`` (the :class:`~mtbioner.model.TaggerConfig` plus an ``"onnx"`` section that
+maps heads to outputs and carries the CRF scores) and the tokenizer files. Decoding
+(softmax, Viterbi) stays outside the graph, in :mod:`mtbioner.decoding`, shared with torch,
+so both backends produce entities the same way.
+
+Pipeline: ``torch.onnx.export`` (TorchScript exporter, eager attention so that ONNX
+Runtime's BERT fusions recognise the pattern) -> ``onnxruntime.transformers.optimizer``
+(fused embedding, attention, GELU and layer-norm kernels) -> optionally
+``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantized on the
+fly). onnxruntime, onnx and torch are imported inside functions so that ``mtbioner --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import numpy as np
+import typer
+
+from .decoding import Decoder
+from .errors import ModelFormatError, MtbionerError
+
+if TYPE_CHECKING:
+    from .corpus import Corpus
+    from .model import TaggerConfig
+
+logger = logging.getLogger(__name__)
+
+ONNX_NAME = "model.onnx"
+CONFIG_NAME = "config.json"  # as mtbioner.model, which is not imported here: it pulls in torch
+DEFAULT_OPSET = 17
+INPUTS = ("input_ids", "attention_mask")
+Quantize = Literal["none", "int8"]
+QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8")
+
+
+@dataclass
+class CheckSettings:
+    """What ``--check`` scores: both models on one split of some corpora.
+
+    Attributes:
+        corpora: Corpus names/folders, or ``HEAD=PATH`` to score a folder with a named head.
+        data_dir: Folder holding corpora by name (default ``$MTBIONER_DATA``).
+        split: Split to score.
+        limit: Read only the first N sentences (smoke runs).
+        max_drop: Largest F1 loss (points) the exported model may show on any corpus; a
+            bigger loss aborts the export and nothing is written.
+        batch_size: Windows per inference batch.
+    """
+
+    corpora: list[str]
+    data_dir: Path | None = None
+    split: str = "test"
+    limit: int | None = None
+    max_drop: float = 0.5
+    batch_size: int = 64
+
+
+@dataclass
+class CheckRow:
+    """F1 of the torch and the exported model on one corpus, and how many sentences changed."""
+
+    corpus: str
+    head: str
+    sentences: int
+    torch_f1: float
+    onnx_f1: float
+    changed: int
+
+    @property
+    def drop(self) -> float:
+        return self.torch_f1 - self.onnx_f1
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote."""
+
+    path: Path
+    quantize: str
+    size_bytes: int
+    seconds: float
+    max_abs_diff: float
+    checks: list[CheckRow] = field(default_factory=list)
+
+
+class ExportCheckError(MtbionerError):
+    """``--check`` found the exported model worse than allowed; nothing was written."""
+
+    def __init__(self, message: str, rows: list[CheckRow]) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_onnx(
+    model_dir: str | Path,
+    out: str | Path,
+    quantize: Quantize = "none",
+    *,
+    optimize: bool = True,
+    per_channel: bool = False,
+    opset: int = DEFAULT_OPSET,
+    check: CheckSettings | None = None,
+) -> ExportReport:
+    """Export a torch model folder to an ONNX model folder that ``Tagger.load`` runs.
+
+    Args:
+        model_dir: Folder written by ``mtbioner train`` / ``save_pretrained``.
+        out: Destination folder. It is written atomically: an existing export there is
+            replaced only when the new one is complete (and has passed ``check``).
+        quantize: ``"int8"`` for dynamic int8 quantization of the weights.
+        optimize: Apply ONNX Runtime's transformer fusions before quantizing.
+        per_channel: Quantize weights per output channel (finer, slightly larger).
+        opset: ONNX opset of the graph.
+        check: Score torch and exported models on these corpora before keeping the export.
+
+    Raises:
+        MtbionerError: ``model_dir`` is not a model, ``out`` cannot be written, a check
+            corpus is missing, or the check failed (:class:`ExportCheckError`).
+    """
+    from .fileio import atomic_dir
+    from .model import MultiTaskTagger
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise MtbionerError(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
+    model_dir, out = Path(model_dir), Path(out)
+    _check_source(model_dir)
+    _check_destination(model_dir, out)
+    corpora = _read_check_corpora(check) if check else []
+    started = time.perf_counter()
+    model = MultiTaskTagger.from_pretrained(model_dir)
+    try:
+        with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="mtbioner-export-") as scratch:
+            diff = _write_graph(model, tmp / ONNX_NAME, Path(scratch), quantize, optimize, per_channel, opset)
+            _write_config(model, tmp / CONFIG_NAME, quantize, optimize, per_channel, opset, model_dir)
+            model.tokenizer.save_pretrained(str(tmp))
+            rows = _run_checks(model, OnnxTagger.from_pretrained(tmp), corpora, check) if check else []
+            _enforce(rows, check, out)
+    except OSError as exc:
+        raise MtbionerError(f"{out}: cannot write the export: {exc.strerror or exc}") from exc
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return ExportReport(out, quantize, size, time.perf_counter() - started, diff, rows)
+
+
+def _check_source(model_dir: Path) -> None:
+    """Name the usual mistakes before loading anything."""
+    from .model import WEIGHTS_NAME
+
+    if (model_dir / ONNX_NAME).is_file():
+        raise ModelFormatError(f"{model_dir}: already an exported ONNX model; export the torch model folder instead")
+    if not model_dir.is_dir():
+        raise ModelFormatError(f"{model_dir}: no such model folder")
+    if not (model_dir / CONFIG_NAME).is_file() or not (model_dir / WEIGHTS_NAME).is_file():
+        raise ModelFormatError(
+            f"{model_dir}: not an mtbioner model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
+            f"train one with mtbioner train)"
+        )
+
+
+def _check_destination(model_dir: Path, out: Path) -> None:
+    """Refuse to overwrite the source or a folder that is not a model; fail early if unwritable."""
+    if out.exists() and out.resolve() == model_dir.resolve():
+        raise MtbionerError(f"{out}: the output folder must differ from the model folder")
+    if out.is_file():
+        raise MtbionerError(f"{out}: is a file; give a folder to write the export to")
+    if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_NAME).is_file():
+        raise MtbionerError(f"{out}: exists and is not a model folder; refusing to replace it (choose another)")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise MtbionerError(f"{out}: cannot create the output folder's parent {parent}: {reason}") from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MtbionerError(f"{out}: cannot write in {parent} (permission denied)")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence exporter/optimizer/quantizer chatter (tracer warnings, 'consider pre-processing')."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _write_graph(
+    model, path: Path, scratch: Path, quantize: str, optimize: bool, per_channel: bool, opset: int
+) -> float:
+    """Trace, check against torch, fuse and quantize; returns the fp32 graph's largest deviation."""
+    traced = scratch / "traced.onnx"
+    with _quiet():
+        _trace(model, traced, opset)
+    current = traced
+    if optimize:
+        current = scratch / "optimized.onnx"
+        with _quiet():
+            _optimize(traced, current, model.encoder.config)
+    diff = _compare_with_torch(model, current)
+    if quantize == "int8":
+        quantized = scratch / "quantized.onnx"
+        with _quiet():
+            _quantize(current, quantized, per_channel)
+        current = quantized
+    os.replace(current, path)
+    return diff
+
+
+def _wrapper(model):
+    """An ``nn.Module`` returning every head's emissions, in config order, from one encoder pass."""
+    from torch import nn
+
+    class Graph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            out = self.model.forward_all(input_ids, attention_mask)
+            return tuple(out[name] for name in self.model.corpora)
+
+    return Graph().eval()
+
+
+def _dummy_batch(vocab_size: int, rows: int, length: int, seed: int):
+    """Random ids with padding in every other row, so the traced graph keeps the mask path."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (rows, length), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1::2, length // 2 :] = 0
+    return ids, mask
+
+
+def _trace(model, path: Path, opset: int) -> None:
+    """TorchScript export with dynamic batch/sequence axes.
+
+    Eager attention gives the MatMul/Softmax pattern that ONNX Runtime fuses into its
+    ``Attention`` kernel (the SDPA export is left unfused). The dynamo exporter would need
+    onnxscript, an extra dependency, for no gain here.
+    """
+    import torch
+
+    model.eval()
+    with contextlib.suppress(AttributeError, ValueError):
+        model.encoder.set_attn_implementation("eager")
+    outputs = [output_name(i) for i in range(len(model.corpora))]
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*INPUTS, *outputs)}
+    ids, mask = _dummy_batch(model.encoder.config.vocab_size, 2, 8, seed=0)
+    torch.onnx.export(
+        _wrapper(model),
+        (ids, mask),
+        str(path),
+        dynamo=False,
+        input_names=list(INPUTS),
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=opset,
+        do_constant_folding=True,
+    )
+    model.eval()  # the exporter restores the wrapper's (training) mode on the way out
+
+
+def output_name(index: int) -> str:
+    """Name of the graph output of the ``index``-th head (head names can hold any character)."""
+    return f"emissions_{index}"
+
+
+def _optimize(source: Path, target: Path, encoder_config) -> None:
+    """ONNX Runtime's offline transformer fusions (no-ops for patterns it does not recognise)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=int(getattr(encoder_config, "num_attention_heads", 0) or 0),
+        hidden_size=int(getattr(encoder_config, "hidden_size", 0) or 0),
+    )
+    logger.debug("fused operators: %s", optimized.get_fused_operator_statistics())
+    optimized.save_model_to_file(str(target))
+
+
+def _quantize(source: Path, target: Path, per_channel: bool) -> None:
+    """Dynamic int8 quantization: int8 weights (embeddings included), uint8 activations at run time.
+
+    ``DefaultTensorType`` lets the quantizer type the outputs of fused com.microsoft ops,
+    which ONNX shape inference does not know.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def _compare_with_torch(model, path: Path) -> float:
+    """Largest emission difference on a batch shaped unlike the trace; a mismatch is a bug."""
+    import torch
+
+    ids, mask = _dummy_batch(model.encoder.config.vocab_size, 3, 13, seed=1)
+    with torch.inference_mode():
+        expected = [t.numpy() for t in _wrapper(model)(ids, mask)]
+    session = _session(path, threads=None)
+    got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    real = mask.numpy().astype(bool)
+    diff = max(float(np.abs(a - b)[real].max()) for a, b in zip(got, expected, strict=True))
+    if not diff < 1e-3:
+        raise RuntimeError(f"exported graph deviates from torch by {diff:g}: please report this as a bug")
+    return diff
+
+
+def _write_config(
+    model, path: Path, quantize: str, optimize: bool, per_channel: bool, opset: int, source: Path
+) -> None:
+    import onnxruntime
+    import torch
+
+    from .fileio import write_json
+
+    crf = {}
+    for name, decoder in model.decoders().items():
+        if decoder.kind == "crf":
+            crf[name] = {key: getattr(decoder, key).tolist() for key in ("start", "end", "transitions")}
+    data = model.config.to_dict()
+    data["onnx"] = {
+        "file": ONNX_NAME,
+        "inputs": list(INPUTS),
+        "outputs": {name: output_name(i) for i, name in enumerate(model.corpora)},
+        "crf": crf,
+        "quantize": quantize,
+        "per_channel": per_channel,
+        "optimized": optimize,
+        "opset": opset,
+        "exported_from": str(source),
+        "torch_version": torch.__version__,
+        "onnxruntime_version": onnxruntime.__version__,
+    }
+    write_json(path, data)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+def _threads() -> int:
+    """Cores this process may use (cgroup/affinity aware), the best intra-op thread count on CPU."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or _threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxTagger:
+    """An exported model run by ONNX Runtime, usable wherever a torch model is.
+
+    It offers what :mod:`mtbioner.inference` needs (``config``, ``tokenizer``,
+    ``decoders()``, ``run``), so ``Tagger``, ``evaluate`` and the server use it unchanged.
+    """
+
+    def __init__(self, session, config: TaggerConfig, tokenizer, onnx_info: dict) -> None:
+        self.session = session
+        self.config = config
+        self.tokenizer = tokenizer
+        self.onnx_info = onnx_info
+        self._outputs: dict[str, str] = dict(onnx_info["outputs"])
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, threads: int | None = None) -> OnnxTagger:
+        """Open an exported folder.
+
+        Args:
+            path: Folder written by :func:`export_onnx`.
+            threads: Intra-op threads (default: the cores this process may use).
+        """
+        from transformers import AutoTokenizer
+
+        folder = Path(path)
+        config, info = read_onnx_config(folder)
+        try:
+            session = _session(folder / ONNX_NAME, threads)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ModelFormatError(f"{folder / ONNX_NAME}: ONNX Runtime cannot load it: {exc}") from exc
+        names = {o.name for o in session.get_outputs()}
+        missing = sorted(set(info["outputs"].values()) - names)
+        if missing:
+            raise ModelFormatError(f"{folder / ONNX_NAME}: graph lacks outputs {missing} named in {CONFIG_NAME}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as exc:
+            raise ModelFormatError(f"{folder}: cannot load the tokenizer files: {exc}") from exc
+        return cls(session, config, tokenizer, info)
+
+    @property
+    def corpora(self) -> list[str]:
+        return list(self.config.corpora)
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, corpora: Sequence[str]) -> dict[str, np.ndarray]:
+        """Emission scores ``[B, T, C]`` of the named heads from one graph run."""
+        unknown = [name for name in corpora if name not in self._outputs]
+        if unknown:
+            raise MtbionerError(f"this model has no head {unknown[0]!r}; its heads are {self.corpora}")
+        feed = {
+            "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+            "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
+        }
+        values = self.session.run([self._outputs[name] for name in corpora], feed)
+        return dict(zip(corpora, values, strict=True))
+
+    def decoders(self) -> dict[str, Decoder]:
+        """Numpy decoders of every head; CRF scores come from ``config.json``."""
+        result = {}
+        for name, head in self.config.corpora.items():
+            crf = self.onnx_info.get("crf", {}).get(name)
+            if head.head == "crf" and crf:
+                arrays = {key: np.asarray(crf[key], dtype=np.float32) for key in ("start", "end", "transitions")}
+                result[name] = Decoder(tuple(head.labels), "crf", **arrays)
+            else:
+                result[name] = Decoder(tuple(head.labels), "linear")
+        return result
+
+
+def read_onnx_config(folder: Path) -> tuple[TaggerConfig, dict]:
+    """Read and check an exported folder's ``config.json``: the model config and its ``onnx`` section."""
+    from .loading import read_config_onnx
+    from .model import FORMAT_VERSION
+
+    if not folder.is_dir():
+        raise ModelFormatError(f"{folder}: no such model folder")
+    config_file = folder / CONFIG_NAME
+    if not (folder / ONNX_NAME).is_file() or not config_file.is_file():
+        raise ModelFormatError(f"{folder}: not an exported mtbioner model (needs {ONNX_NAME} and {CONFIG_NAME})")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{config_file}: not valid JSON: {exc}") from exc
+    info = data.get("onnx") if isinstance(data, dict) else None
+    if not isinstance(info, dict) or not isinstance(info.get("outputs"), dict) or "corpora" not in data:
+        raise ModelFormatError(f"{config_file}: not an exported mtbioner config (no onnx/outputs or corpora)")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{config_file}: model format {data.get('format_version')}, this mtbioner reads format {FORMAT_VERSION}; "
+            f"re-export with the mtbioner version in use"
+        )
+    try:
+        config = read_config_onnx(data)
+    except TypeError as exc:
+        raise ModelFormatError(f"{config_file}: unexpected fields: {exc}") from exc
+    missing = sorted(set(config.corpora) - set(info["outputs"]))
+    if missing:
+        raise ModelFormatError(f"{config_file}: onnx.outputs lacks heads {missing}")
+    return config, info
+
+
+# --------------------------------------------------------------------------- --check
+
+
+def _read_check_corpora(check: CheckSettings) -> list[tuple[str, Corpus]]:
+    """(head, corpus) pairs, read before the export so a typo fails in seconds, not minutes."""
+    from .corpus import read_corpus, resolve_corpus
+
+    pairs = []
+    for spec in check.corpora:
+        head, sep, path = spec.partition("=")
+        corpus = read_corpus(resolve_corpus(path if sep else spec, check.data_dir), [check.split], check.limit)
+        pairs.append((head if sep else corpus.name, corpus))
+    return pairs
+
+
+def _run_checks(
+    model, exported: OnnxTagger, corpora: list[tuple[str, Corpus]], check: CheckSettings
+) -> list[CheckRow]:
+    """Score both models on every check corpus with the same evaluation code."""
+    from .evaluation import evaluate_corpus
+
+    rows = []
+    for head, corpus in corpora:
+        if head not in model.config.corpora:
+            raise MtbionerError(
+                f"--check {corpus.name}: the model has no head {head!r} (heads: {model.corpora}); "
+                f"use HEAD=PATH to score a folder with a named head"
+            )
+        torch_report, torch_tags = evaluate_corpus(model, corpus, check.split, head, check.batch_size)
+        onnx_report, onnx_tags = evaluate_corpus(exported, corpus, check.split, head, check.batch_size)
+        changed = sum(a != b for a, b in zip(torch_tags, onnx_tags, strict=True))
+        rows.append(
+            CheckRow(
+                torch_report.corpus,
+                head,
+                torch_report.sentences,
+                torch_report.overall.f1,
+                onnx_report.overall.f1,
+                changed,
+            )
+        )
+    return rows
+
+
+def _enforce(rows: list[CheckRow], check: CheckSettings | None, out: Path) -> None:
+    if check is None:
+        return
+    worst = max(rows, key=lambda r: r.drop, default=None)
+    if worst is not None and worst.drop > check.max_drop:
+        raise ExportCheckError(
+            f"the export loses {worst.drop:.2f} F1 points on {worst.corpus} ({worst.torch_f1:.2f} -> "
+            f"{worst.onnx_f1:.2f}), more than --max-drop {check.max_drop:g}; nothing was written to {out}",
+            rows,
+        )
+
+
+def format_checks(rows: Sequence[CheckRow], split: str) -> str:
+    """A plain-text table of torch vs exported F1 per corpus."""
+    header = f"{'corpus (' + split + ')':<24} {'torch F1':>9} {'onnx F1':>9} {'change':>7} {'sentences changed':>18}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        name = r.corpus if r.head == r.corpus else f"{r.corpus} (head {r.head})"
+        changed = f"{r.changed} / {r.sentences}"
+        lines.append(f"{name:<24} {r.torch_f1:9.2f} {r.onnx_f1:9.2f} {r.onnx_f1 - r.torch_f1:+7.2f} {changed:>18}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def export_command(
+    model: Annotated[Path, typer.Argument(help="Trained (torch) model folder.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the ONNX model to.")],
+    quantize: Annotated[str, typer.Option(help="none (fp32) or int8 (dynamic quantization, ~4x smaller).")] = "none",
+    check: Annotated[
+        list[str] | None,
+        typer.Option(help="Score torch vs export on CORPUS (repeatable or comma-separated; HEAD=PATH works)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder holding corpora by name (default: $MTBIONER_DATA).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split --check scores.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="--check only the first N sentences of each corpus.")] = None,
+    max_drop: Annotated[float, typer.Option(help="Abort (write nothing) if --check loses more F1 points.")] = 0.5,
+    optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's transformer fusions.")] = True,
+    per_channel: Annotated[bool, typer.Option("--per-channel", help="int8: one scale per output channel.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
+) -> None:
+    """Export a model to one ONNX graph (encoder + all heads) for ONNX Runtime; optionally int8.
+
+    The folder works everywhere a model folder does (tag, evaluate, info, serve, Tagger.load).
+
+    Examples:
+      mtbioner export m m-onnx
+      mtbioner export m m-int8 --quantize int8 --check BC5CDR,NCBI-disease --data-dir ../shared/data
+    """
+    from .cli import _setup
+
+    _setup(verbose=False)
+    specs = [s.strip() for item in (check or []) for s in item.split(",") if s.strip()]
+    settings = CheckSettings(specs, data_dir, split, limit, max_drop) if specs else None
+    try:
+        report = export_onnx(
+            model, out, quantize, optimize=optimize, per_channel=per_channel, opset=opset, check=settings
+        )
+    except ExportCheckError as exc:
+        typer.echo(format_checks(exc.rows, split))
+        raise
+    if report.checks:
+        typer.echo(format_checks(report.checks, split))
+    typer.echo(
+        f"exported {model} -> {out} ({report.quantize if report.quantize != 'none' else 'fp32'}, "
+        f"{report.size_bytes / 1e6:.1f} MB, {report.seconds:.0f} s)"
+    )
