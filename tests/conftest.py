@@ -30,6 +30,20 @@ def _toy_words() -> list[str]:
     return sorted(words)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests run tiny models, fastest on one thread; on a busy machine two threads wait on each other.
+
+    Only this process is affected: CLI subprocesses and benchmarks keep torch's default.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide random BERT with a word-level vocabulary of the toy corpora.

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from mtbioner.cli import main
 from mtbioner.errors import RequestError
@@ -26,15 +25,6 @@ from tests.test_tagging import BRCA1, BREAST_CANCER, BREAST_GENE, CISPLATIN, EXA
 
 DATA = Path(__file__).parent / "data" / "tag_cli"
 SUFFIX = {"jsonl": ".jsonl", "conll": ".conll", "pubtator": ".pubtator", "brat": ""}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine, two threads wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

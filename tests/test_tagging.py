@@ -115,15 +115,6 @@ def approx(entities: list[dict]) -> list[dict]:
     return [{**e, "score": pytest.approx(e["score"], abs=6e-5)} for e in entities]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine, two threads wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tokenizer(tiny_encoder: Path):
     from transformers import AutoTokenizer
