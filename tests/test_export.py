@@ -119,6 +119,7 @@ def test_int8_export_runs_and_loads(model_dir: Path, int8_dir: Path) -> None:
 
     config = json.loads((int8_dir / "config.json").read_text())
     assert config["onnx"]["quantize"] == "int8"
+    assert config["onnx"]["per_channel"] is True and config["onnx"]["reduce_range"] is True
     ops = {node.op_type for node in onnx.load(str(int8_dir / "model.onnx")).graph.node}
     assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "QAttention", "DynamicQuantizeMatMul"}, ops
     tagger = Tagger.load(int8_dir)

@@ -54,6 +54,26 @@ Quantize = Literal["none", "int8"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8")
 
 
+@dataclass(frozen=True)
+class GraphSettings:
+    """How the graph is built; recorded in ``config.json`` under ``"onnx"``.
+
+    Attributes:
+        quantize: ``"none"`` (fp32) or ``"int8"`` (dynamic quantization).
+        optimize: Apply ONNX Runtime's transformer fusions (attention, GELU, layer norm).
+        per_channel: int8: one weight scale per output channel instead of per tensor.
+        reduce_range: int8: 7-bit weights. With per-channel scales this keeps the emissions
+            closest to fp32 on CPUs without VNNI (AVX2's u8 x s8 multiply-add saturates).
+        opset: ONNX opset of the graph.
+    """
+
+    quantize: Quantize = "none"
+    optimize: bool = True
+    per_channel: bool = True
+    reduce_range: bool = True
+    opset: int = DEFAULT_OPSET
+
+
 @dataclass
 class CheckSettings:
     """What ``--check`` scores: both models on one split of some corpora.
@@ -121,7 +141,8 @@ def export_onnx(
     quantize: Quantize = "none",
     *,
     optimize: bool = True,
-    per_channel: bool = False,
+    per_channel: bool = True,
+    reduce_range: bool = True,
     opset: int = DEFAULT_OPSET,
     check: CheckSettings | None = None,
 ) -> ExportReport:
@@ -132,9 +153,7 @@ def export_onnx(
         out: Destination folder. It is written atomically: an existing export there is
             replaced only when the new one is complete (and has passed ``check``).
         quantize: ``"int8"`` for dynamic int8 quantization of the weights.
-        optimize: Apply ONNX Runtime's transformer fusions before quantizing.
-        per_channel: Quantize weights per output channel (finer, slightly larger).
-        opset: ONNX opset of the graph.
+        optimize, per_channel, reduce_range, opset: See :class:`GraphSettings`.
         check: Score torch and exported models on these corpora before keeping the export.
 
     Raises:
@@ -147,6 +166,7 @@ def export_onnx(
     if quantize not in QUANTIZE_CHOICES:
         raise MtbionerError(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
     model_dir, out = Path(model_dir), Path(out)
+    graph = GraphSettings(quantize, optimize, per_channel, reduce_range, opset)
     _check_source(model_dir)
     _check_destination(model_dir, out)
     corpora = _read_check_corpora(check) if check else []
@@ -154,8 +174,8 @@ def export_onnx(
     model = MultiTaskTagger.from_pretrained(model_dir)
     try:
         with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="mtbioner-export-") as scratch:
-            diff = _write_graph(model, tmp / ONNX_NAME, Path(scratch), quantize, optimize, per_channel, opset)
-            _write_config(model, tmp / CONFIG_NAME, quantize, optimize, per_channel, opset, model_dir)
+            diff = _write_graph(model, tmp / ONNX_NAME, Path(scratch), graph)
+            _write_config(model, tmp / CONFIG_NAME, graph, model_dir)
             model.tokenizer.save_pretrained(str(tmp))
             rows = _run_checks(model, OnnxTagger.from_pretrained(tmp), corpora, check) if check else []
             _enforce(rows, check, out)
@@ -211,23 +231,21 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _write_graph(
-    model, path: Path, scratch: Path, quantize: str, optimize: bool, per_channel: bool, opset: int
-) -> float:
+def _write_graph(model, path: Path, scratch: Path, graph: GraphSettings) -> float:
     """Trace, check against torch, fuse and quantize; returns the fp32 graph's largest deviation."""
     traced = scratch / "traced.onnx"
     with _quiet():
-        _trace(model, traced, opset)
+        _trace(model, traced, graph.opset)
     current = traced
-    if optimize:
+    if graph.optimize:
         current = scratch / "optimized.onnx"
         with _quiet():
             _optimize(traced, current, model.encoder.config)
     diff = _compare_with_torch(model, current)
-    if quantize == "int8":
+    if graph.quantize == "int8":
         quantized = scratch / "quantized.onnx"
         with _quiet():
-            _quantize(current, quantized, per_channel)
+            _quantize(current, quantized, graph)
         current = quantized
     os.replace(current, path)
     return diff
@@ -308,7 +326,7 @@ def _optimize(source: Path, target: Path, encoder_config) -> None:
     optimized.save_model_to_file(str(target))
 
 
-def _quantize(source: Path, target: Path, per_channel: bool) -> None:
+def _quantize(source: Path, target: Path, graph: GraphSettings) -> None:
     """Dynamic int8 quantization: int8 weights (embeddings included), uint8 activations at run time.
 
     ``DefaultTensorType`` lets the quantizer type the outputs of fused com.microsoft ops,
@@ -321,7 +339,8 @@ def _quantize(source: Path, target: Path, per_channel: bool) -> None:
         str(source),
         str(target),
         weight_type=QuantType.QInt8,
-        per_channel=per_channel,
+        per_channel=graph.per_channel,
+        reduce_range=graph.reduce_range,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
@@ -342,9 +361,7 @@ def _compare_with_torch(model, path: Path) -> float:
     return diff
 
 
-def _write_config(
-    model, path: Path, quantize: str, optimize: bool, per_channel: bool, opset: int, source: Path
-) -> None:
+def _write_config(model, path: Path, graph: GraphSettings, source: Path) -> None:
     import onnxruntime
     import torch
 
@@ -360,10 +377,11 @@ def _write_config(
         "inputs": list(INPUTS),
         "outputs": {name: output_name(i) for i, name in enumerate(model.corpora)},
         "crf": crf,
-        "quantize": quantize,
-        "per_channel": per_channel,
-        "optimized": optimize,
-        "opset": opset,
+        "quantize": graph.quantize,
+        "per_channel": graph.per_channel if graph.quantize != "none" else None,
+        "reduce_range": graph.reduce_range if graph.quantize != "none" else None,
+        "optimized": graph.optimize,
+        "opset": graph.opset,
         "exported_from": str(source),
         "torch_version": torch.__version__,
         "onnxruntime_version": onnxruntime.__version__,
@@ -580,7 +598,12 @@ def export_command(
     limit: Annotated[int | None, typer.Option(help="--check only the first N sentences of each corpus.")] = None,
     max_drop: Annotated[float, typer.Option(help="Abort (write nothing) if --check loses more F1 points.")] = 0.5,
     optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's transformer fusions.")] = True,
-    per_channel: Annotated[bool, typer.Option("--per-channel", help="int8: one scale per output channel.")] = False,
+    per_channel: Annotated[
+        bool, typer.Option("--per-channel/--per-tensor", help="int8: a weight scale per output channel or per tensor.")
+    ] = True,
+    reduce_range: Annotated[
+        bool, typer.Option("--reduce-range/--full-range", help="int8: 7-bit weights (closer to fp32 without VNNI).")
+    ] = True,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
 ) -> None:
     """Export a model to one ONNX graph (encoder + all heads) for ONNX Runtime; optionally int8.
@@ -598,7 +621,14 @@ def export_command(
     settings = CheckSettings(specs, data_dir, split, limit, max_drop) if specs else None
     try:
         report = export_onnx(
-            model, out, quantize, optimize=optimize, per_channel=per_channel, opset=opset, check=settings
+            model,
+            out,
+            quantize,
+            optimize=optimize,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            opset=opset,
+            check=settings,
         )
     except ExportCheckError as exc:
         typer.echo(format_checks(exc.rows, split))
