@@ -70,8 +70,11 @@ def test_tiny_model_learns_toy_two_corpus_problem(
     corpora = _toy(toy_dir)
     model = train(corpora, tmp_path / "m", _fast(tiny_encoder, epochs=40, head=head), progress=False)
     for corpus in corpora:
+        learned, _ = evaluate_corpus(model, corpus, "train")
+        assert learned.overall.f1 == 100.0, (corpus.name, learned)  # the toy problem is learned exactly
         report, _ = evaluate_corpus(model, corpus, "test")
-        # An untrained head scores near 0; one wrong span of 24 is the most the toy problem tolerates.
+        # An untrained head scores near 0. On unseen sentences the 2-layer, 32-wide model may miss one span
+        # of 24 ("hydrogen peroxide" before a full stop, seen in training only before other words).
         assert report.overall.f1 >= 95.0, (corpus.name, report)
     log = (tmp_path / "m" / "log.jsonl").read_text().splitlines()
     assert len(log) == 40
