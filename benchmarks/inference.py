@@ -312,6 +312,25 @@ def ratio(row: dict, key: str) -> str:
     return f"{row[key]}x" if key in row else "-"
 
 
+def targets(rows: dict[str, dict]) -> list[tuple[str, str, bool]]:
+    """The issue's goals on 2 cores, each with what was measured and whether it was met."""
+    got = []
+    a, b, c, e = (rows.get(k) for k in ("hf-pipeline", "single-x4", "mt-torch", "mt-int8"))
+    if a and e:
+        x = e["sentences_per_s"] / a["sentences_per_s"]
+        got.append(("(e) at least 5x the throughput of (a)", f"{x:.2f}x", x >= 5))
+    if e:
+        got.append(("(e) at least 500 sentences/s", f"{e['sentences_per_s']}", e["sentences_per_s"] >= 500))
+        got.append(("(e) under 25 MB on disk", f"{e['disk_mb']} MB", e["disk_mb"] < 25))
+    if b and c:
+        x = c["sentences_per_s"] / b["sentences_per_s"]
+        got.append(("(c) at least 3x faster than (b)", f"{x:.2f}x", x >= 3))
+    if c and e:
+        drop = c["bc5cdr_f1"] - e["bc5cdr_f1"]
+        got.append(("(e) loses at most 0.5 F1 against (c)", f"{drop:+.2f} points", drop <= 0.5))
+    return got
+
+
 def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
     lines = [
         f"Inference on the BC5CDR test set ({meta['sentences']} sentences, text in, entities with offsets out), "
@@ -332,8 +351,13 @@ def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
         "",
         f"Threads: {meta['threads']}; mtbioner batch: {meta['batch_size']} windows (sorted by length); "
         f"pipeline batch: {meta['pipeline_batch_size']} texts. Load average before/after the run: "
-        f"{meta['load_before']} / {meta['load_after']} (other processes shared the cores, so figures are "
-        'conservative). Peak memory is each system\'s own process; "above imports" subtracts what '
+        f"{meta['load_before']} / {meta['load_after']} "
+        + (
+            "(other processes shared the cores, so figures are conservative). "
+            if max(meta["load_before"], meta["load_after"]) > facts["cores"]
+            else "(nothing else ran). "
+        )
+        + 'Peak memory is each system\'s own process; "above imports" subtracts what '
         "the process held after importing torch and transformers (which every system, ONNX ones included, "
         "imports: transformers loads torch when it is installed); (b) holds its four models at once. "
         "F1: exact character span and type of BC5CDR entities against the gold annotation "
@@ -341,8 +365,13 @@ def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
         "",
         f"Model: {meta['model']} (trained with: {meta['training']}).",
         "",
-        f"Command: `{meta['command']}`",
     ]
+    goals = targets(rows)
+    if goals:
+        lines += ["| target (2 cores) | measured | met |", "|---|---:|---|"]
+        lines += [f"| {goal} | {value} | {'yes' if met else '**no**'} |" for goal, value, met in goals]
+        lines.append("")
+    lines.append(f"Command: `{meta['command']}`")
     return "\n".join(lines) + "\n"
 
 

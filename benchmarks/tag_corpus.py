@@ -75,8 +75,7 @@ def make_model(folder: Path) -> None:
 
     from mtbioner.model import MultiTaskTagger
 
-    labels = {name: sorted([f"{p}-{t}" for t in kinds for p in "BI"] + ["O"]) 
-              for name, kinds in LABELS.items()}
+    labels = {name: sorted([f"{p}-{t}" for t in kinds for p in "BI"] + ["O"]) for name, kinds in LABELS.items()}
     model = MultiTaskTagger.from_encoder(labels)
     with torch.no_grad():
         for name, head in model.config.corpora.items():
@@ -86,8 +85,22 @@ def make_model(folder: Path) -> None:
 
 def run(model: Path, shards: Path, out: Path, workers: int, cpus: int, timeout: int) -> dict:
     """One command-line run; wall time, the tool's own summary, and the steady rate from markers."""
-    command = [sys.executable, "-m", "mtbioner", "tag-corpus", str(model), "-i", str(shards), "-o", str(out),
-               "--num-workers", str(workers), "--cpus-per-worker", str(cpus), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "mtbioner",
+        "tag-corpus",
+        str(model),
+        "-i",
+        str(shards),
+        "-o",
+        str(out),
+        "--num-workers",
+        str(workers),
+        "--cpus-per-worker",
+        str(cpus),
+        "--no-progress",
+    ]
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -100,12 +113,18 @@ def run(model: Path, shards: Path, out: Path, workers: int, cpus: int, timeout: 
     window = max(m["end"] for m in markers) - min(m["end"] - m["seconds"] for m in markers)
     steady = documents / window
     return {
-        "workers": workers, "cpus_per_worker": cpus, "documents": documents, "shards": len(markers),
-        "wall_s": round(wall, 1), "end_to_end_docs_per_s": round(documents / wall, 2),
-        "entities_per_doc": round(entities / documents, 1), "tagging_window_s": round(window, 1),
+        "workers": workers,
+        "cpus_per_worker": cpus,
+        "documents": documents,
+        "shards": len(markers),
+        "wall_s": round(wall, 1),
+        "end_to_end_docs_per_s": round(documents / wall, 2),
+        "entities_per_doc": round(entities / documents, 1),
+        "tagging_window_s": round(window, 1),
         "steady_docs_per_s": round(steady, 2),
         "per_worker_docs_per_s": round(steady / workers, 2),
-        "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2),
+        "load_avg_before": round(load_before, 2),
+        "load_avg_after": round(os.getloadavg()[0], 2),
         "summary": result.stderr.strip().splitlines()[-3:],
         "command": " ".join(["mtbioner", "tag-corpus", "MODEL", "-i", "SHARDS", "-o", "OUT", *command[9:]]),
     }
@@ -115,20 +134,38 @@ def machine() -> dict:
     import ray
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "torch": torch.__version__, "ray": ray.__version__, "platform": platform.platform()}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def to_markdown(result: dict) -> str:
     facts, docs = result["machine"], result["corpus"]
+    # a run loads the machine by its own worker count; more than the cores means other jobs ran too
+    loaded = any(r["load_avg_before"] > facts["cores"] for r in result["runs"])
     lines = [
         "# Corpus tagging on Ray Data (`mtbioner tag-corpus`)",
         "",
         f"Machine: {facts['cores']} cores ({facts['cpu']}), Python {facts['python']}, "
-        f"torch {facts['torch']}, Ray {facts['ray']}. Load average before/after each run is shown: "
-        "other jobs shared the cores, so the figures are conservative.",
+        f"torch {facts['torch']}, Ray {facts['ray']}. Load average before/after each run is shown"
+        + (
+            ": other jobs shared the cores, so the figures are conservative."
+            if loaded
+            else " (the runs themselves; nothing else ran)."
+        ),
         "",
         f"Input: {docs['documents']} documents in {docs['shards']} JSONL shards, rebuilt from the test "
         f"and devel splits of {', '.join(CORPORA)} (mean {docs['mean_words']:.0f} words, "
@@ -166,9 +203,9 @@ def to_markdown(result: dict) -> str:
         "words; scale by real mean words / "
         f"{docs['mean_words']:.0f}); (2) a worker is one core of this CPU type with one torch thread; "
         "(3) workers scale linearly, since they share nothing but the file system (each reads its own "
-        "shards and writes its own outputs) — on this 2-core machine the measured 2-worker speed-up "
-        "is bounded by the other jobs sharing the cores; (4) start-up (Ray, Python and model loading in "
-        f"each actor: wall - tagging window = {startup} s here, under load) is paid once per run and "
+        "shards and writes its own outputs) — on this 2-core machine the 2-worker run also shares the cores "
+        "with Ray, the driver and the writers, which bounds its speed-up; (4) start-up (Ray, Python and model "
+        f"loading in each actor: wall - tagging window = {startup} s here) is paid once per run and "
         "negligible against hours of tagging; (5) no GPU.",
         "",
         "Reproduce:",
@@ -203,23 +240,27 @@ def main() -> int:
         make_model(work / "model")
         runs = []
         for workers, cpus in RUNS:
-            runs.append(run(work / "model", work / "shards", work / f"out-{workers}x{cpus}", workers, cpus,
-                            args.timeout))
+            runs.append(
+                run(work / "model", work / "shards", work / f"out-{workers}x{cpus}", workers, cpus, args.timeout)
+            )
             print(json.dumps(runs[-1]), flush=True)
     one = runs[0]["per_worker_docs_per_s"]
     seconds = PUBMED / one
     result = {
         "machine": machine(),
         "corpus": {
-            "documents": len(documents), "shards": args.shards,
+            "documents": len(documents),
+            "shards": args.shards,
             "mean_words": sum(len(d.split()) for d in documents) / len(documents),
             "mean_chars": sum(len(d) for d in documents) / len(documents),
         },
         "runs": runs,
         "projection": {
-            "abstracts": PUBMED, "per_worker_docs_per_s": one,
+            "abstracts": PUBMED,
+            "per_worker_docs_per_s": one,
             "speedup_2_workers": runs[1]["steady_docs_per_s"] / runs[0]["steady_docs_per_s"],
-            "worker_hours": seconds / 3600, "worker_days": seconds / 86400,
+            "worker_hours": seconds / 3600,
+            "worker_days": seconds / 86400,
             "hours_by_workers": {n: seconds / n / 3600 for n in (1, 2, 16, 64, 256, 1024)},
         },
     }

@@ -252,8 +252,12 @@ def markdown(r: dict) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch threads: {m['torch_threads']}, torch {m['torch']}, "
         f"Python {m['python']}. Load average before/after: {r['load_average_before']} / {r['load_average_after']}"
-        " (1, 5, 15 min); above the core count, other processes competed for the CPU and the figures are "
-        "conservative.",
+        " (1, 5, 15 min)"
+        + (
+            "; above the core count, other processes competed for the CPU and the figures are conservative."
+            if max(r["load_average_before"][0], r["load_average_after"][0]) > m["cores"]
+            else ": no other work ran on the machine."
+        ),
         "",
         f"Command: `{r['command']}`",
     ]
