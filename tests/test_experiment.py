@@ -83,6 +83,7 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path: Path, tiny_encoder: Path,
     assert both["train"]["peak_rss_mb"] > 50 and both["evaluate"]["peak_rss_mb"] > 50
     assert both["commands"]["train"].startswith("mtbioner train toy_gene toy_chem")
     assert [e["epoch"] for e in both["log"]] == [1, 2]
+    assert len(both["load_average"]["start"]) == 3 and len(both["load_average"]["end"]) == 3
     curve = json.loads((tmp_path / "results" / "curve.json").read_text())
     assert "scores" not in curve and set(curve["log"][-1]["devel"]) == {"toy_gene"}
     assert run_study(study) == []  # finished runs are skipped
@@ -92,6 +93,8 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path: Path, tiny_encoder: Path,
     report = write_report(study, tmp_path / "reports" / "r.md")
     text = report.read_text()
     assert "Runs finished: 2 of 2" in text and "mtbioner train toy_gene toy_chem" in text
+    start, end = both["load_average"]["start"][0], both["load_average"]["end"][0]
+    assert f"| {start:.1f} / {end:.1f} |" in text  # the cost table shows each run's load
 
 
 def _record(run: str, f1: dict[str, float], log: list | None = None) -> dict:
@@ -117,14 +120,18 @@ def test_report_tables_and_plots_come_from_the_results(tmp_path: Path) -> None:
     shutil.copy(REPO / "experiments" / "paper.yaml", tmp_path / "paper.yaml")
     corpora = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
     runs = "\n".join(f"  single-{c}: {{corpora: [{c}]}}" for c in corpora)
-    file = _study(tmp_path, f"results: results\nruns:\n{runs}\n  mt4: {{corpora: [{', '.join(corpora)}]}}\n"
-                  "  curve-mixed: {corpora: [BC2GM]}\n  mt3: {corpora: [BC2GM]}\n")
+    file = _study(
+        tmp_path,
+        f"results: results\nruns:\n{runs}\n  mt4: {{corpora: [{', '.join(corpora)}]}}\n"
+        "  curve-mixed: {corpora: [BC2GM]}\n  mt3: {corpora: [BC2GM]}\n",
+    )
     results = tmp_path / "results"
     results.mkdir()
     for i, c in enumerate(corpora):
         (results / f"single-{c}.json").write_text(json.dumps(_record(f"single-{c}", {c: 70.0 + i})))
-    (results / "mt4.json").write_text(json.dumps(_record("mt4", {"BC2GM": 69.5, "BC5CDR": 75.25, "NCBI-disease": 72.0,
-                                                                  "JNLPBA": 73.0})))
+    (results / "mt4.json").write_text(
+        json.dumps(_record("mt4", {"BC2GM": 69.5, "BC5CDR": 75.25, "NCBI-disease": 72.0, "JNLPBA": 73.0}))
+    )
     log = [{"epoch": e, "devel": {"BC2GM": {"f1": 50.0 + e}}, "mean_devel_f1": 50.0 + e} for e in (1, 2)]
     (results / "curve-mixed.json").write_text(json.dumps(_record("curve-mixed", {}, log)))
     text = write_report(load_study(file), tmp_path / "out" / "report.md").read_text()

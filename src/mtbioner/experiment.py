@@ -107,13 +107,21 @@ def load_study(path: str | Path) -> Study:
         _check_options(file, f"run {name!r}", options)
         runs.append(
             Run(
-                str(name), list(spec["corpora"]), options, bool(spec.get("evaluate", True)),
+                str(name),
+                list(spec["corpora"]),
+                options,
+                bool(spec.get("evaluate", True)),
                 spec.get("description", ""),
             )
         )
     return Study(
-        file, place("data_dir", "../shared/data"), place("results", "results"), place("models", "runs"),
-        budget, runs, str(data.get("split", "test")),
+        file,
+        place("data_dir", "../shared/data"),
+        place("results", "results"),
+        place("models", "runs"),
+        budget,
+        runs,
+        str(data.get("split", "test")),
     )
 
 
@@ -140,8 +148,18 @@ def train_command(study: Study, run: Run) -> list[str]:
 
 def evaluate_command(study: Study, run: Run, json_file: Path) -> list[str]:
     model = study.models / run.name
-    return ["evaluate", str(model), *run.corpora, "--data-dir", str(study.data_dir), "--split", study.split,
-            "--json", str(json_file), "--no-progress"]
+    return [
+        "evaluate",
+        str(model),
+        *run.corpora,
+        "--data-dir",
+        str(study.data_dir),
+        "--split",
+        study.split,
+        "--json",
+        str(json_file),
+        "--no-progress",
+    ]
 
 
 def _child(args: list[str], log: Path) -> tuple[float, float]:
@@ -235,6 +253,8 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
         "commit": _commit(),
         "hardware": hardware(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # other work on the machine slows every timing: a 1-minute load above the core count says so
+        "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
     }
     if not _finished(model):
         resume = model.is_dir() and (model / "checkpoint").exists()
@@ -259,12 +279,14 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
         record["evaluate"] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak), "split": study.split}
         record["scores"] = json.loads(scores_file.read_text(encoding="utf-8"))["corpora"]
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["load_average"]["end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(result, record)
     logger.info(f"[{run.name}] wrote {result}")
     return result
 
 
 # ---------------------------------------------------------------- CLI: mtbioner experiment ...
+
 
 def _typer_app() -> typer.Typer:
     app = typer.Typer(no_args_is_help=True, help="Run a study from a YAML file and write its report.")

@@ -174,8 +174,8 @@ def _f1_plot(results: dict, out: Path) -> bool:
 def _cost(results: dict) -> list[str]:
     lines = [
         "| Run | training windows / epoch | epochs | windows/s | training time (s) | peak RSS train (MB) "
-        "| test tagging time (s) | peak RSS evaluate (MB) | model size (MB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| test tagging time (s) | peak RSS evaluate (MB) | model size (MB) | load average start / end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run, r in results.items():
         train, ev = r.get("train", {}), r.get("evaluate", {})
@@ -183,10 +183,30 @@ def _cost(results: dict) -> list[str]:
         tag_seconds = sum(s.get("seconds", 0.0) for s in r.get("scores", {}).values()) if r.get("scores") else None
         lines.append(
             f"| `{run}` | {per_epoch} | {len(r.get('log', []))} | {train.get('windows_per_s', '–')} "
-            f"| {train.get('seconds') or '–'} | {train.get('peak_rss_mb') or '–'} | {_f(tag_seconds)} "
-            f"| {ev.get('peak_rss_mb', '–')} | {r.get('model', {}).get('size_mb', '–')} |"
+            f"| {_train_seconds(train)} | {train.get('peak_rss_mb') or '–'} | {_f(tag_seconds)} "
+            f"| {ev.get('peak_rss_mb', '–')} | {r.get('model', {}).get('size_mb', '–')} | {_load(r)} |"
         )
-    return lines
+    return lines + [
+        "",
+        "Load average: the 1-minute load when the run started and ended (not recorded: –); on this 2-core machine "
+        "a load above 2 means other work shared the CPU and that run's timings are slower than an idle machine's.",
+    ]
+
+
+def _train_seconds(train: dict) -> str:
+    """Wall time of the training command; a resumed run's covers only the epochs after the resume."""
+    if not train.get("seconds"):
+        return "–"
+    return (
+        f"{train['seconds']} (resumed: later epochs only)" if train.get("resumed") is True else str(train["seconds"])
+    )
+
+
+def _load(result: dict) -> str:
+    load = result.get("load_average", {})
+    if "start" not in load:
+        return "–"
+    return f"{load['start'][0]:.1f} / {load['end'][0]:.1f}" if "end" in load else f"{load['start'][0]:.1f} / –"
 
 
 def _one_vs_four(results: dict) -> list[str]:
@@ -262,6 +282,13 @@ def render(study: Study, figures: Path, relative_to: Path) -> str:
             "Investigation runs (sampling temperature, loss weights, epochs) are listed under *Other runs*.",
             "",
         ]
+    elif {"mt3", "mt4"} <= set(results) and all(f"single-{c}" in results for c in CORPORA):
+        out += [
+            "Multi-task is not worse than single-task on any corpus here. The budget is counted in epochs, as in "
+            "the paper, so the shared encoder of a multi-task model gets as many updates as all its corpora's "
+            "batches together, while each single-task model gets only its own corpus's.",
+            "",
+        ]
     out += ["## Ablations (4 corpora, test F1)", "", *_ablations(results), ""]
     curves = figures / "learning-curves.png"
     out += ["## Learning curves: mixed vs sequential (devel F1 per epoch, trained on train only)", ""]
@@ -274,8 +301,12 @@ def render(study: Study, figures: Path, relative_to: Path) -> str:
     standard = {"mt3", "curve-mixed", "curve-sequential", *ABLATIONS, *(f"single-{c}" for c in CORPORA)}
     others = [r for r in results if r not in standard]
     if others:
-        out += ["## Other runs", "", "| Run | description | " + " | ".join(CORPORA) + " |",
-                "|---|---|" + "---|" * len(CORPORA)]
+        out += [
+            "## Other runs",
+            "",
+            "| Run | description | " + " | ".join(CORPORA) + " |",
+            "|---|---|" + "---|" * len(CORPORA),
+        ]
         for run in others:
             f1s = " | ".join(_f((_score(results, run, c) or {}).get("f1")) for c in CORPORA)
             out.append(f"| `{run}` | {results[run].get('description', '')} | {f1s} |")
