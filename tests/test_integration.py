@@ -14,6 +14,9 @@ from .conlleval import conlleval
 
 pytestmark = pytest.mark.integration
 
+CORPORA = ("BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA")
+TYPES = {"GENE", "Chemical", "Disease", "DNA", "RNA", "cell_line", "cell_type", "protein"}
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mtbioner", *args], capture_output=True, text=True, timeout=900)
@@ -21,11 +24,28 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real-encoder model trained briefly on 64 sentences of each of two corpora."""
+    """A real-encoder model trained briefly on 50 sentences of each of the four shared corpora."""
     out = tmp_path_factory.mktemp("real") / "model"
     data = str(shared_data_dir())
-    result = _cli("train", "BC5CDR", "NCBI-disease", "--data-dir", data, "--output", str(out), "--limit", "64",
-                  "--epochs", "1", "--lr", "1e-4", "--warmup", "0.1", "--batch-size", "16", "--no-progress")
+    result = _cli(
+        "train",
+        *CORPORA,
+        "--data-dir",
+        data,
+        "--output",
+        str(out),
+        "--limit",
+        "50",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-4",
+        "--warmup",
+        "0.1",
+        "--batch-size",
+        "16",
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -35,19 +55,31 @@ def test_model_folder_and_info(trained: Path) -> None:
     assert {"config.json", "model.safetensors", "training.json", "log.jsonl", "tokenizer.json"} <= names
     assert "checkpoint" not in names  # a finished run keeps no resume state
     config = json.loads((trained / "config.json").read_text())
-    assert set(config["corpora"]) == {"BC5CDR", "NCBI-disease"}
+    assert set(config["corpora"]) == set(CORPORA)
     info = _cli("info", str(trained))
     assert info.returncode == 0, info.stderr
-    assert "Chemical, Disease" in info.stdout and "22,7" in info.stdout  # types and ~22.7M parameters
+    assert "Chemical, Disease" in info.stdout and "DNA, RNA, cell_line, cell_type, protein" in info.stdout
+    assert "22,7" in info.stdout  # ~22.7M parameters
 
 
 def test_evaluate_json_and_predictions_rescore_identically(trained: Path, tmp_path: Path) -> None:
     scores, predictions = tmp_path / "scores.json", tmp_path / "pred"
-    result = _cli("evaluate", str(trained), "--data-dir", str(shared_data_dir()), "--limit", "60", "--json",
-                  str(scores), "--predictions", str(predictions), "--no-progress")
+    result = _cli(
+        "evaluate",
+        str(trained),
+        "--data-dir",
+        str(shared_data_dir()),
+        "--limit",
+        "60",
+        "--json",
+        str(scores),
+        "--predictions",
+        str(predictions),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(scores.read_text())["corpora"]
-    assert set(report) == {"BC5CDR", "NCBI-disease"}
+    assert set(report) == set(CORPORA)
     for name, row in report.items():
         assert row["sentences"] == 60
         lines = (predictions / f"{name}.txt").read_text(encoding="utf-8").splitlines()
@@ -67,14 +99,18 @@ def test_tag_raw_text_offsets(trained: Path) -> None:
     assert record["text"] == text
     for entity in record["entities"]:
         assert text[entity["start"] : entity["end"]] == entity["text"]
-        assert entity["type"] in {"Chemical", "Disease"} and 0 <= entity["score"] <= 1
+        assert entity["type"] in TYPES and 0 <= entity["score"] <= 1
 
 
 def test_user_mistakes_exit_2_without_traceback(trained: Path, tmp_path: Path) -> None:
+    other = tmp_path / "OtherCorpus"  # a valid corpus the model has no head for
+    other.mkdir()
+    for split in ("train", "devel", "test"):
+        (other / f"{split}.tsv").write_text("IL-2\tB-protein\n\n", encoding="utf-8")
     for args in (
         ("evaluate", str(tmp_path / "no-model")),
         ("train", "NoSuchCorpus", "--data-dir", str(shared_data_dir()), "--output", str(tmp_path / "m")),
-        ("evaluate", str(trained), "JNLPBA", "--data-dir", str(shared_data_dir()), "--limit", "5"),
+        ("evaluate", str(trained), str(other)),
     ):
         result = _cli(*args)
         assert result.returncode == 2, (args, result.stderr)
