@@ -156,9 +156,7 @@ def to_markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
     lines += ["", CHOICE.strip()]
     for corpus, by_splitter in results.items():
         lines += ["", f"## {corpus}", ""]
-        lines.append(
-            "| splitter | boundary P | boundary R | boundary F1 | exact sentences | runaways | chars/s |"
-        )
+        lines.append("| splitter | boundary P | boundary R | boundary F1 | exact sentences | runaways | chars/s |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|")
         for name, r in by_splitter.items():
             lines.append(

@@ -177,9 +177,7 @@ def test_cli_reports_broken_file_in_one_line(
         ("no_such_corpus", "corpus 'no_such_corpus' not found"),
     ],
 )
-def test_cli_reports_bad_corpus_folder(
-    spec: str, words: str, tiny_encoder: Path, monkeypatch, capsys
-) -> None:
+def test_cli_reports_bad_corpus_folder(spec: str, words: str, tiny_encoder: Path, monkeypatch, capsys) -> None:
     code, _, err = run_cli(["inspect", spec, "--encoder", str(tiny_encoder)], monkeypatch, capsys)
     assert code == 2
     assert words in _one_error_line(err)
@@ -206,9 +204,7 @@ def _tags(split) -> list[tuple[str, ...]]:
     return [s.tags for s in split.sentences]
 
 
-@pytest.mark.parametrize(
-    ("name", "scheme"), [("iob2.tsv", "IOB2"), ("iob1.tsv", "IOB1"), ("iobes.tsv", "IOBES")]
-)
+@pytest.mark.parametrize(("name", "scheme"), [("iob2.tsv", "IOB2"), ("iob1.tsv", "IOB1"), ("iobes.tsv", "IOBES")])
 def test_schemes_are_read_as_iob2(name: str, scheme: str) -> None:
     reference = read_split(SCHEMES / "iob2.tsv")
     split = read_split(SCHEMES / name)
@@ -354,9 +350,7 @@ any_line = st.one_of(
     st.sampled_from(MARKERS + BLANKS),
     st.sampled_from(["BRCA1", "a\tO\tX", "a\t\tO", "\tO", "a O"]),
 )
-good_line = st.builds(
-    lambda t, label: f"{t}\t{label}", st.sampled_from(TOKENS[:3]), st.sampled_from(GOOD_LABELS)
-)
+good_line = st.builds(lambda t, label: f"{t}\t{label}", st.sampled_from(TOKENS[:3]), st.sampled_from(GOOD_LABELS))
 
 
 @st.composite
@@ -364,9 +358,7 @@ def well_formed_files(draw: st.DrawFn) -> str:
     """Sentences of good lines, one blank line apart, with ``-DOCSTART-`` blocks among them."""
     blocks = draw(
         st.lists(
-            st.one_of(
-                st.lists(good_line, min_size=1, max_size=6).map("\n".join), st.sampled_from(MARKERS[:3])
-            ),
+            st.one_of(st.lists(good_line, min_size=1, max_size=6).map("\n".join), st.sampled_from(MARKERS[:3])),
             min_size=1,
             max_size=12,
         )
@@ -400,9 +392,7 @@ LIMIT = st.one_of(st.none(), st.integers(1, 5))
     limit=LIMIT,
     scheme=SCHEME_ARG,
 )
-def test_fast_reader_agrees_or_falls_back_on_any_file(
-    lines: list[str], newline: str, limit, scheme: str
-) -> None:
+def test_fast_reader_agrees_or_falls_back_on_any_file(lines: list[str], newline: str, limit, scheme: str) -> None:
     _compare(newline.join(lines), limit, scheme)
 
 

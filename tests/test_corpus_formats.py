@@ -147,9 +147,7 @@ def test_folder_of_ann_files_is_a_one_split_corpus(
     assert split.format == "brat" and split.skipped == 1 and len(split.warnings) == 2
     assert any("T4: discontinuous annotation" in w for w in split.warnings)
     assert any("T2: 'COX' is not on word boundaries; widened to 'COX2'" in w for w in split.warnings)
-    messages = [
-        r.getMessage() for r in caplog.records if "a brat folder without train/devel/test" in r.getMessage()
-    ]
+    messages = [r.getMessage() for r in caplog.records if "a brat folder without train/devel/test" in r.getMessage()]
     assert len(messages) == 1
     if logged:
         assert logged in messages[0]
@@ -186,9 +184,7 @@ def test_split_given_twice_is_refused(tmp_path: Path) -> None:
 
 def test_missing_split_in_a_brat_corpus(tmp_path: Path) -> None:
     shutil.copytree(BRAT / "train", tmp_path / "c" / "train")
-    with pytest.raises(
-        CorpusFormatError, match="missing split 'devel': no devel.tsv, devel/ or devel.pubtator"
-    ):
+    with pytest.raises(CorpusFormatError, match="missing split 'devel': no devel.tsv, devel/ or devel.pubtator"):
         read_corpus(tmp_path / "c")
 
 
@@ -271,9 +267,7 @@ def test_train_on_brat_and_pubtator_then_evaluate_a_brat_folder(
     assert code == 0, err
     assert f"saved model to {model}" in out
     logged = [r.getMessage() for r in caplog.records]
-    assert any(
-        "brat_single is a brat folder without train/devel/test: read as its 'train'" in m for m in logged
-    )
+    assert any("brat_single is a brat folder without train/devel/test: read as its 'train'" in m for m in logged)
     assert any("d3.ann: T2: discontinuous annotation" in m for m in logged)
     info = json.loads((model / "training.json").read_text())
     assert set(info["corpora"]) == {"brat_corpus", "pubtator_corpus", "brat_single"}

@@ -267,9 +267,7 @@ def test_read_pubtator_sentences() -> None:
     assert sentences == [
         # The title has no full stop, yet it is its own sentence.
         TaggedSentence(("Naloxone", "reverses", "clonidine"), ("B-Chemical", "O", "B-Chemical"), 0),
-        TaggedSentence(
-            ("Clonidine", "induced", "hypotension", "."), ("B-Chemical", "O", "B-Disease", "O"), 0
-        ),
+        TaggedSentence(("Clonidine", "induced", "hypotension", "."), ("B-Chemical", "O", "B-Disease", "O"), 0),
         TaggedSentence(("In", "rats", ",", "naloxone", "did", "not", "."), ("O",) * 7, 0),
         TaggedSentence(("The", "IL2R", "chain", "."), ("O", "B-protein", "O", "O"), 1),
     ]
@@ -330,9 +328,7 @@ def test_annotations_outside_words_are_reported(annotation: dict, warning: str) 
 
 
 def test_surrounding_whitespace_is_not_a_misalignment() -> None:
-    sentences, warnings = annotations_to_sentences(
-        "say IL-2 now", [{"start": 3, "end": 9, "type": "P"}], source="s"
-    )
+    sentences, warnings = annotations_to_sentences("say IL-2 now", [{"start": 3, "end": 9, "type": "P"}], source="s")
     assert sentences[0].tags == ("O", "B-P", "I-P", "I-P", "O")
     assert warnings == []
 
@@ -367,9 +363,7 @@ def flat(text: str) -> str:
 
 @settings(max_examples=150, deadline=None)
 @given(tagged_records())
-def test_writers_round_trip_offsets_on_any_unicode(
-    tmp_path_factory: pytest.TempPathFactory, record: dict
-) -> None:
+def test_writers_round_trip_offsets_on_any_unicode(tmp_path_factory: pytest.TempPathFactory, record: dict) -> None:
     tmp = tmp_path_factory.mktemp("round_trip")
     text = record["text"]
     expected = [(e["start"], e["end"], flat(e["text"]), "T") for e in record["entities"]]

@@ -87,7 +87,9 @@ def test_crash_during_save_leaves_old_folder_intact(model: MultiTaskTagger, tmp_
         ),
         (
             lambda d: (
-                d.mkdir(), (d / "config.json").write_text('{"a": 1}'), (d / "model.safetensors").write_bytes(b"")
+                d.mkdir(),
+                (d / "config.json").write_text('{"a": 1}'),
+                (d / "model.safetensors").write_bytes(b""),
             ),
             "not an mtbioner model config",
         ),

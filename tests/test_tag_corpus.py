@@ -151,8 +151,13 @@ def test_settings_that_change_the_output_make_a_marker_stale(tmp_path: Path) -> 
     job = CorpusJob(tmp_path / "m", "", tmp_path / "out")
     shard.output.parent.mkdir()
     shard.output.write_text("{}\n")
-    marker = {"input_file": scaling._fingerprint(shard.input), "settings": job.settings(), "output_bytes": 3,
-              "documents": 1, "written": 1}
+    marker = {
+        "input_file": scaling._fingerprint(shard.input),
+        "settings": job.settings(),
+        "output_bytes": 3,
+        "documents": 1,
+        "written": 1,
+    }
     write_json(shard.marker, marker)
     assert scaling.read_marker(shard, job.settings()) == marker
     assert count_check([shard], job.settings()) == (1, 1, {})
@@ -189,8 +194,15 @@ def test_two_workers_give_exactly_the_entities_of_mtbioner_tag_despite_failures(
     bad = tmp_path / "in" / "broken.jsonl"
     bad.write_text('{"id": 1, "text": "fine"}\n{"id": 2, "text": 3}\n', encoding="utf-8")
     monkeypatch.setattr(scaling, "ShardWorker", FailingWorker)
-    job = CorpusJob(model=model_dir, inputs=str(tmp_path / "in"), output=tmp_path / "out", num_workers=2,
-                    chunk=32, batch_size=16, progress=False)
+    job = CorpusJob(
+        model=model_dir,
+        inputs=str(tmp_path / "in"),
+        output=tmp_path / "out",
+        num_workers=2,
+        chunk=32,
+        batch_size=16,
+        progress=False,
+    )
     with caplog.at_level("WARNING", logger="mtbioner.scaling"):
         report = tag_corpus(job)
     assert (tmp_path / "failed-part-1").exists() and (tmp_path / "failed-part-2").exists()
@@ -205,8 +217,19 @@ def test_two_workers_give_exactly_the_entities_of_mtbioner_tag_despite_failures(
     ours = read_output(tmp_path / "out")
     runner = CliRunner()
     for shard in sorted((tmp_path / "in").glob("[!b]*")):
-        args = ["tag", str(model_dir), "-i", str(shard), "-o", str(tmp_path / "tag" / f"{shard.stem}.jsonl"),
-                "--chunk", "32", "--batch-size", "16", "--no-progress"]
+        args = [
+            "tag",
+            str(model_dir),
+            "-i",
+            str(shard),
+            "-o",
+            str(tmp_path / "tag" / f"{shard.stem}.jsonl"),
+            "--chunk",
+            "32",
+            "--batch-size",
+            "16",
+            "--no-progress",
+        ]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
     assert ours == read_output(tmp_path / "tag")
@@ -247,8 +270,22 @@ def _kill_tree(pid: int) -> None:
 def test_a_run_killed_midway_then_rerun_has_every_document_once(model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     documents = write_corpus(tmp_path / "in", sizes=(100,) * 8, text_docs=60)
-    command = [sys.executable, "-m", "mtbioner", "tag-corpus", str(model_dir), "-i", str(tmp_path / "in"),
-               "-o", str(tmp_path / "out"), "--num-workers", "2", "--chunk", "16", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "mtbioner",
+        "tag-corpus",
+        str(model_dir),
+        "-i",
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--num-workers",
+        "2",
+        "--chunk",
+        "16",
+        "--no-progress",
+    ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done = tmp_path / "out" / "_done"

@@ -18,9 +18,7 @@ _TRICKY = list("ab Z9.-/()+,;'\"\t\n\r\u00a0\u2028\u3000\u0301\u0308\u200b\u200d
 _ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=80)
 _TRICKY_TEXT = st.text(st.sampled_from(_TRICKY), max_size=80)
 _TEXTS = (
-    _ANY_TEXT
-    | _TRICKY_TEXT
-    | st.lists(st.sampled_from(["Dr.", "e.g.", "IL-2", "\r\n", "\n\n", ". "])).map(" ".join)
+    _ANY_TEXT | _TRICKY_TEXT | st.lists(st.sampled_from(["Dr.", "e.g.", "IL-2", "\r\n", "\n\n", ". "])).map(" ".join)
 )
 
 
@@ -133,9 +131,7 @@ def test_split_sentences(text: str, expected: list[str]) -> None:
 
 
 def test_retokenize_keeps_entity_extent() -> None:
-    tokens, tags = retokenize(
-        ["CD4+", "T-cells", "and", "C/EBP"], ["B-cell_type", "I-cell_type", "O", "B-protein"]
-    )
+    tokens, tags = retokenize(["CD4+", "T-cells", "and", "C/EBP"], ["B-cell_type", "I-cell_type", "O", "B-protein"])
     assert tokens == ["CD4", "+", "T", "-", "cells", "and", "C", "/", "EBP"]
     assert tags == [
         "B-cell_type",
@@ -166,9 +162,7 @@ def annotated_texts(draw: st.DrawFn) -> tuple[str, list[dict]]:
     n = len(text)
     spans = draw(st.lists(st.tuples(st.integers(-1, n + 1), st.integers(-1, n + 1)), max_size=6))
     kinds = st.sampled_from(["Gene", "Disease"])
-    return text, [
-        {"id": f"T{i}", "start": a, "end": b, "type": draw(kinds)} for i, (a, b) in enumerate(spans)
-    ]
+    return text, [{"id": f"T{i}", "start": a, "end": b, "type": draw(kinds)} for i, (a, b) in enumerate(spans)]
 
 
 @settings(max_examples=300, deadline=None)

@@ -138,18 +138,56 @@ def test_two_cpu_processes_take_the_same_steps_as_one(tiny_encoder: Path, toy_di
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0  # dropout masks differ per process
     config.save_pretrained(str(quiet))
     args = [
-        "train", str(toy_dir / "toy_gene"), str(toy_dir / "toy_chem"), "--encoder", str(quiet), "--epochs", "2",
-        "--batch-size", "4", "--lr", "3e-3", "--max-length", "32", "--no-progress",
+        "train",
+        str(toy_dir / "toy_gene"),
+        str(toy_dir / "toy_chem"),
+        "--encoder",
+        str(quiet),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--max-length",
+        "32",
+        "--no-progress",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    one = subprocess.run([sys.executable, "-m", "mtbioner", *args, "--output", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "mtbioner", *args, "--output", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-         "-m", "mtbioner", *args, "--output", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29517",
+            "-m",
+            "mtbioner",
+            *args,
+            "--output",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     a = load_file(str(tmp_path / "one" / "model.safetensors"))

@@ -279,9 +279,7 @@ def _normalise(sentences: list[Sentence], scheme: str) -> tuple[list[Sentence], 
     return converted, repaired, used
 
 
-def read_split(
-    path: str | Path, name: str | None = None, limit: int | None = None, scheme: str = "auto"
-) -> Split:
+def read_split(path: str | Path, name: str | None = None, limit: int | None = None, scheme: str = "auto") -> Split:
     """Read one split: a ``token<TAB>label`` file, a brat folder or a ``.pubtator`` file.
 
     A folder is read as brat standoff and a file ending in ``.pubtator`` as PubTator (both
@@ -320,9 +318,7 @@ def _clean(text: str) -> str:
     return text
 
 
-def read_tsv(
-    path: str | Path, name: str | None = None, limit: int | None = None, scheme: str = "auto"
-) -> Split:
+def read_tsv(path: str | Path, name: str | None = None, limit: int | None = None, scheme: str = "auto") -> Split:
     """Read one ``token<TAB>label`` file and normalise its tags to IOB2.
 
     Lines end at ``"\\n"`` only (not at every ``str.splitlines`` separator), so a token
@@ -410,9 +406,7 @@ def _single_source(path: Path) -> Path | None:
 
 
 def _is_corpus(path: Path) -> bool:
-    return _single_source(path) is not None or (
-        path.is_dir() and any(_split_sources(path, split) for split in SPLITS)
-    )
+    return _single_source(path) is not None or (path.is_dir() and any(_split_sources(path, split) for split in SPLITS))
 
 
 def read_corpus(

@@ -90,9 +90,7 @@ def viterbi(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitio
     return np.array(path[::-1], dtype=np.int64)
 
 
-def crf_marginals(
-    emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray
-) -> np.ndarray:
+def crf_marginals(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray) -> np.ndarray:
     """``[n_words, C]`` marginal probability of each label at each word (forward-backward)."""
     n, c = emissions.shape
     alpha = np.zeros((n, c))

@@ -66,9 +66,7 @@ def read_documents(path: str | Path) -> Iterator[tuple[int, Record]]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".jsonl"):
-        raise RequestError(
-            f"{path}: unknown input format {suffix!r}; use .txt (one document per line) or .jsonl"
-        )
+        raise RequestError(f"{path}: unknown input format {suffix!r}; use .txt (one document per line) or .jsonl")
     try:
         handle = path.open("rb")
     except OSError as exc:
@@ -100,14 +98,10 @@ def read_jsonl_entities(path: str | Path) -> list[Record]:
             raise RequestError(f'{path}:{number}: "entities" must be a list of objects')
         for entity in entities:
             start, end = entity.get("start"), entity.get("end")
-            if not (
-                isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(record["text"])
-            ):
+            if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(record["text"])):
                 raise RequestError(f"{path}:{number}: entity offsets {start!r}..{end!r} are outside the text")
             if "text" in entity and record["text"][start:end] != entity["text"]:
-                raise RequestError(
-                    f"{path}:{number}: entity text {entity['text']!r} is not text[{start}:{end}]"
-                )
+                raise RequestError(f"{path}:{number}: entity text {entity['text']!r} is not text[{start}:{end}]")
         records.append(record)
     return records
 
@@ -169,18 +163,14 @@ def write_brat(records: Iterable[Record], folder: str | Path) -> int:
             p.name for p in folder.iterdir() if p.suffix not in (".txt", ".ann") and p.name not in _BRAT_CONFS
         ]
         if strangers:
-            raise RequestError(
-                f"{folder}: refusing to replace a folder that holds other files ({strangers[0]})"
-            )
+            raise RequestError(f"{folder}: refusing to replace a folder that holds other files ({strangers[0]})")
     types: set[str] = set()
     seen: set[str] = set()
     with atomic_dir(folder) as tmp:
         for ordinal, record in enumerate(records, 1):
             doc_id = _doc_id(record, ordinal)
             if not doc_id or doc_id in (".", "..") or re.search(r"[/\\\x00]", doc_id) or doc_id in seen:
-                raise RequestError(
-                    f"document id {doc_id!r} cannot name a brat file (empty, a path or repeated)"
-                )
+                raise RequestError(f"document id {doc_id!r} cannot name a brat file (empty, a path or repeated)")
             seen.add(doc_id)
             lines = []
             for n, entity in enumerate(_sorted_entities(record, doc_id), 1):
@@ -193,11 +183,7 @@ def write_brat(records: Iterable[Record], folder: str | Path) -> int:
                 lines.append(f"#{n}\tAnnotatorNotes T{n}\tcorpus={corpus} score={score}\n")
             (tmp / f"{doc_id}.txt").write_bytes(record["text"].encode("utf-8"))
             (tmp / f"{doc_id}.ann").write_bytes("".join(lines).encode("utf-8"))
-        conf = (
-            "[entities]\n"
-            + "".join(f"{t}\n" for t in sorted(types))
-            + "[relations]\n[events]\n[attributes]\n"
-        )
+        conf = "[entities]\n" + "".join(f"{t}\n" for t in sorted(types)) + "[relations]\n[events]\n[attributes]\n"
         (tmp / "annotation.conf").write_text(conf, encoding="utf-8")
     return len(seen)
 
@@ -220,9 +206,7 @@ def read_brat_ann(path: str | Path) -> list[Record]:
         if line.startswith("T"):
             match = re.fullmatch(r"(\S+) (\d+ \d+(?:;\d+ \d+)*)", fields[1]) if len(fields) >= 2 else None
             if match is None:
-                raise CorpusFormatError(
-                    path, number, f"expected 'T<n><TAB>Type start end<TAB>text', got {line!r}"
-                )
+                raise CorpusFormatError(path, number, f"expected 'T<n><TAB>Type start end<TAB>text', got {line!r}")
             fragments = [[int(a), int(b)] for a, b in (f.split() for f in match.group(2).split(";"))]
             if any(a > b for a, b in fragments):
                 raise CorpusFormatError(path, number, f"fragment end before start in {fields[1]!r}")
@@ -269,9 +253,7 @@ def read_brat_folder(folder: str | Path) -> tuple[list[TaggedSentence], list[str
         annotations = read_brat_ann(ann) if ann.is_file() else []
         if not ann.is_file():
             warnings.append(f"{txt}: no {ann.name}; read as a document without entities")
-        found, problems = annotations_to_sentences(
-            _read_utf8(txt), annotations, source=str(ann), document=index
-        )
+        found, problems = annotations_to_sentences(_read_utf8(txt), annotations, source=str(ann), document=index)
         sentences += found
         warnings += problems
     return sentences, warnings
@@ -288,9 +270,7 @@ def write_pubtator(records: Iterable[Record], path: str | Path) -> int:
         for count, record in enumerate(records, 1):
             doc_id = _doc_id(record, count)
             if not doc_id or re.search(r"[|\t\r\n]", doc_id):
-                raise RequestError(
-                    f"document id {doc_id!r} cannot be a PubTator id (empty, or holds | or a tab)"
-                )
+                raise RequestError(f"document id {doc_id!r} cannot be a PubTator id (empty, or holds | or a tab)")
             title, _, abstract = record["text"].partition("\n")
             handle.write(f"{doc_id}|t|{_flat(title)}\n{doc_id}|a|{_flat(abstract)}\n")
             for entity in _sorted_entities(record, doc_id):
@@ -335,9 +315,7 @@ def read_pubtator(path: str | Path) -> list[Record]:
             entity["identifier"] = fields[5] if len(fields) > 5 else "-"
             current["entities"].append(entity)
         elif len(fields) != 4 or fields[1].isdigit():
-            raise CorpusFormatError(
-                path, number, f"expected 'ID|t|title', 'ID|a|abstract' or a mention, got {line!r}"
-            )
+            raise CorpusFormatError(path, number, f"expected 'ID|t|title', 'ID|a|abstract' or a mention, got {line!r}")
     for document in documents:
         title, abstract = document.pop("title"), document.pop("abstract")
         document["text"] = f"{title}\n{abstract}" if abstract else title
@@ -350,9 +328,7 @@ def read_pubtator_sentences(path: str | Path) -> tuple[list[TaggedSentence], lis
     warnings: list[str] = []
     for index, document in enumerate(read_pubtator(path)):
         annotations = [{"id": f"{document['id']}:{e['start']}-{e['end']}", **e} for e in document["entities"]]
-        found, problems = annotations_to_sentences(
-            document["text"], annotations, source=str(path), document=index
-        )
+        found, problems = annotations_to_sentences(document["text"], annotations, source=str(path), document=index)
         sentences += found
         warnings += problems
     return sentences, warnings
@@ -369,9 +345,7 @@ def _parse_record(line: str, path: Path, number: int) -> Record:
         got = type(record["text"]).__name__ if "text" in record else "nothing"
         raise RequestError(f'{path}:{number}: "text" must be a string, got {got}')
     if _SURROGATE.search(record["text"]):
-        raise RequestError(
-            f'{path}:{number}: "text" holds an unpaired surrogate escape, which is not Unicode'
-        )
+        raise RequestError(f'{path}:{number}: "text" holds an unpaired surrogate escape, which is not Unicode')
     if "id" in record and (isinstance(record["id"], bool) or not isinstance(record["id"], str | int)):
         raise RequestError(f'{path}:{number}: "id" must be a string or an integer, got {record["id"]!r}')
     return record
@@ -414,9 +388,7 @@ def _sorted_entities(record: Record, doc_id: str) -> list[Record]:
                 f"document {doc_id}: entity offsets {entity['start']}..{entity['end']} are outside the text"
             )
         if not entity["type"] or re.search(r"\s", entity["type"]):
-            raise RequestError(
-                f"document {doc_id}: entity type {entity['type']!r} is empty or holds whitespace"
-            )
+            raise RequestError(f"document {doc_id}: entity type {entity['type']!r} is empty or holds whitespace")
     return entities
 
 

@@ -85,13 +85,22 @@ class CorpusJob:
     progress: bool = True
 
     def tagging_options(self) -> dict[str, Any]:
-        return {"types": self.types or None, "corpora": self.corpora or None,
-                "min_score": self.min_score, "flat": self.flat}
+        return {
+            "types": self.types or None,
+            "corpora": self.corpora or None,
+            "min_score": self.min_score,
+            "flat": self.flat,
+        }
 
     def settings(self) -> dict[str, Any]:
         """What decides the output of a shard; a marker written under other settings is stale."""
-        return {"model": str(self.model.resolve()), "types": sorted(self.types),
-                "corpora": sorted(self.corpora), "min_score": self.min_score, "flat": self.flat}
+        return {
+            "model": str(self.model.resolve()),
+            "types": sorted(self.types),
+            "corpora": sorted(self.corpora),
+            "min_score": self.min_score,
+            "flat": self.flat,
+        }
 
 
 @dataclass(frozen=True)
@@ -224,8 +233,17 @@ class ShardWorker:
     decides what to retry. A worker process that dies is restarted by Ray, its shard retried.
     """
 
-    def __init__(self, model: str, batch_size: int, chunk: int, threads: int, use_gpu: bool,
-                 options: dict[str, Any], settings: dict[str, Any], counter: Any = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        batch_size: int,
+        chunk: int,
+        threads: int,
+        use_gpu: bool,
+        options: dict[str, Any],
+        settings: dict[str, Any],
+        counter: Any = None,
+    ) -> None:
         import torch
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -270,16 +288,19 @@ class ShardWorker:
             raise OSError(f"{shard.input} changed while it was being tagged")
         with shard.output.open("rb") as handle:
             lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-        write_json(shard.marker, {
-            "input": str(shard.input),
-            "input_file": before,
-            "documents": documents,
-            "written": lines,
-            "output_bytes": shard.output.stat().st_size,
-            "settings": self.settings,
-            "seconds": round(time.perf_counter() - started, 3),
-            "host": os.uname().nodename,
-        })
+        write_json(
+            shard.marker,
+            {
+                "input": str(shard.input),
+                "input_file": before,
+                "documents": documents,
+                "written": lines,
+                "output_bytes": shard.output.stat().st_size,
+                "settings": self.settings,
+                "seconds": round(time.perf_counter() - started, 3),
+                "host": os.uname().nodename,
+            },
+        )
         return documents
 
     def _reporting(self, records: Iterator[dict]) -> Iterator[dict]:
@@ -331,8 +352,7 @@ def ray_session(address: str | None) -> Iterator[Any]:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:
-            ray.init(include_dashboard=False, object_store_memory=_OBJECT_STORE_BYTES,
-                     logging_level=logging.WARNING)
+            ray.init(include_dashboard=False, object_store_memory=_OBJECT_STORE_BYTES, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise MtbionerError(f"cannot start or reach {where}: {exc}") from exc
@@ -429,8 +449,9 @@ def tag_corpus(job: CorpusJob) -> CorpusReport:
     pending = [s for s in shards if read_marker(s, settings) is None]
     skipped = len(shards) - len(pending)
     if skipped:
-        log.info("%d of %d shards already done in %s; tagging the other %d", skipped, len(shards), job.output,
-                 len(pending))
+        log.info(
+            "%d of %d shards already done in %s; tagging the other %d", skipped, len(shards), job.output, len(pending)
+        )
     started = time.perf_counter()
     failed: dict[str, str] = {}
     documents_tagged = 0
@@ -520,9 +541,14 @@ def _pool_dataset(ray, job: CorpusJob, rows: list[dict], settings: dict, counter
         batch_size=1,
         compute=ActorPoolStrategy(size=min(job.num_workers, len(rows)), max_tasks_in_flight_per_actor=1),
         fn_constructor_kwargs={
-            "model": str(job.model.resolve()), "batch_size": job.batch_size, "chunk": job.chunk,
-            "threads": job.cpus_per_worker, "use_gpu": job.gpus_per_worker > 0,
-            "options": job.tagging_options(), "settings": settings, "counter": counter,
+            "model": str(job.model.resolve()),
+            "batch_size": job.batch_size,
+            "chunk": job.chunk,
+            "threads": job.cpus_per_worker,
+            "use_gpu": job.gpus_per_worker > 0,
+            "options": job.tagging_options(),
+            "settings": settings,
+            "counter": counter,
         },
         num_cpus=job.cpus_per_worker,
         num_gpus=job.gpus_per_worker or None,
@@ -540,12 +566,15 @@ def summary(report: CorpusReport, output: Path) -> str:
         f"({report.docs_per_second:.1f} documents/s)",
     ]
     if report.failed:
-        lines.append(f"count check: {report.documents} documents in the {report.shards - len(report.failed)} "
-                     f"finished shards")
+        lines.append(
+            f"count check: {report.documents} documents in the {report.shards - len(report.failed)} finished shards"
+        )
         lines += [f"FAILED {name}: {error}" for name, error in sorted(report.failed.items())]
     else:
-        lines.append(f"count check: {report.documents} documents read = {report.documents} written, "
-                     f"each once, in {report.shards} shards: OK")
+        lines.append(
+            f"count check: {report.documents} documents read = {report.documents} written, "
+            f"each once, in {report.shards} shards: OK"
+        )
     return "\n".join(lines)
 
 
@@ -583,9 +612,20 @@ def tag_corpus_command(
 
     _setup()
     job = CorpusJob(
-        model=model, inputs=inputs, output=output, address=address, num_workers=num_workers,
-        cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, batch_size=batch_size, chunk=chunk,
-        retries=retries, types=types or [], corpora=corpora or [], min_score=min_score, flat=flat,
+        model=model,
+        inputs=inputs,
+        output=output,
+        address=address,
+        num_workers=num_workers,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+        batch_size=batch_size,
+        chunk=chunk,
+        retries=retries,
+        types=types or [],
+        corpora=corpora or [],
+        min_score=min_score,
+        flat=flat,
         progress=progress,
     )
     report = tag_corpus(job)

@@ -53,9 +53,7 @@ def parse_tag(tag: str) -> tuple[str, str | None]:
         return "O", None
     prefix, dash, type_ = tag.partition("-")
     if prefix not in _PREFIXES or not dash or not type_ or type_ != type_.strip() or "\t" in type_:
-        raise ValueError(
-            f"malformed tag {tag!r}: expected 'O' or B-, I-, E-, S- followed by an entity type"
-        )
+        raise ValueError(f"malformed tag {tag!r}: expected 'O' or B-, I-, E-, S- followed by an entity type")
     return prefix, type_
 
 

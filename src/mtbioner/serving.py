@@ -473,8 +473,7 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # Echo where and what, never the input itself: it may be large, or not even encodable.
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 

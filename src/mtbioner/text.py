@@ -212,9 +212,7 @@ def annotations_to_sentences(
     for _, first, last, name, ann in sorted(spans, key=lambda s: (-s[0], s[1])):
         rival = next((o for o in owner[first:last] if o is not None), None)
         if rival is not None:
-            warnings.append(
-                f"{source}: {name} overlaps {rival}, which is longer (or as long and earlier); left out"
-            )
+            warnings.append(f"{source}: {name} overlaps {rival}, which is longer (or as long and earlier); left out")
             continue
         owner[first:last] = [name] * (last - first)
         tags[first:last] = [f"B-{ann['type']}"] + [f"I-{ann['type']}"] * (last - first - 1)
@@ -258,9 +256,7 @@ def _cut_at_line_breaks(text: str, sentences: Sequence[TextSentence]) -> list[li
     for sentence in sentences:
         piece: list[Token] = []
         for token in sentence.tokens:
-            if piece and bisect.bisect_right(breaks, piece[-1].end) != bisect.bisect_right(
-                breaks, token.start
-            ):
+            if piece and bisect.bisect_right(breaks, piece[-1].end) != bisect.bisect_right(breaks, token.start):
                 pieces.append(piece)
                 piece = []
             piece.append(token)
