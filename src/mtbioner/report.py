@@ -119,6 +119,7 @@ def _curves_plot(results: dict, out: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(CORPORA) + 1, figsize=(16, 3.4), sharey=False)
     for label, run in runs.items():
@@ -131,6 +132,7 @@ def _curves_plot(results: dict, out: Path) -> bool:
     for ax, title in zip(axes, [*CORPORA, "mean"], strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("devel F1 (%)")
     axes[-1].legend(fontsize=8)
@@ -188,8 +190,10 @@ def _cost(results: dict) -> list[str]:
         )
     return lines + [
         "",
-        "Load average: the 1-minute load when the run started and ended (not recorded: –); on this 2-core machine "
-        "a load above 2 means other work shared the CPU and that run's timings are slower than an idle machine's.",
+        "Load average: the 1-minute load when the run started and ended (not recorded: –). A run keeps about as "
+        "many threads busy as the machine has cores, and the average lags by a minute, so a value near the core "
+        "count (or a little above, from the previous run) is a run alone; far above it, other work shared the CPU "
+        "and that run's timings are slower than an idle machine's.",
     ]
 
 
