@@ -23,7 +23,6 @@ stays fast.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import tempfile
@@ -484,17 +483,11 @@ class OnnxTagger:
 def read_onnx_config(folder: Path) -> tuple[TaggerConfig, dict]:
     """Read and check an exported folder's ``config.json``: the model config and its ``onnx`` section."""
     from .loading import read_config_onnx
-    from .model import FORMAT_VERSION
+    from .model import FORMAT_VERSION, read_config_json
 
-    if not folder.is_dir():
-        raise ModelFormatError(f"{folder}: no such model folder")
-    config_file = folder / CONFIG_NAME
-    if not (folder / ONNX_NAME).is_file() or not config_file.is_file():
-        raise ModelFormatError(f"{folder}: not an exported mtbioner model (needs {ONNX_NAME} and {CONFIG_NAME})")
-    try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{config_file}: not valid JSON: {exc}") from exc
+    config_file, data = read_config_json(
+        folder, ONNX_NAME, f"{folder}: not an exported mtbioner model (needs {ONNX_NAME} and {CONFIG_NAME})"
+    )
     info = data.get("onnx") if isinstance(data, dict) else None
     if not isinstance(info, dict) or not isinstance(info.get("outputs"), dict) or "corpora" not in data:
         raise ModelFormatError(f"{config_file}: not an exported mtbioner config (no onnx/outputs or corpora)")

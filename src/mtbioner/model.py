@@ -251,18 +251,28 @@ class MultiTaskTagger(nn.Module):
         return model
 
 
-def read_config(path: str | Path) -> TaggerConfig:
-    """Read and check a model folder's ``config.json``."""
-    folder = Path(path)
+def read_config_json(folder: Path, weights: str, not_a_model: str) -> tuple[Path, object]:
+    """The parsed ``config.json`` of a model folder that must also hold ``weights``.
+
+    Torch and exported folders share these checks; ``not_a_model`` is the error when a file is missing.
+    """
     if not folder.is_dir():
         raise ModelFormatError(f"{folder}: no such model folder")
     config_file = folder / CONFIG_NAME
-    if not config_file.is_file() or not (folder / WEIGHTS_NAME).is_file():
-        raise ModelFormatError(f"{folder}: not an mtbioner model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    if not config_file.is_file() or not (folder / weights).is_file():
+        raise ModelFormatError(not_a_model)
     try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
+        return config_file, json.loads(config_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{config_file}: not valid JSON: {exc}") from exc
+
+
+def read_config(path: str | Path) -> TaggerConfig:
+    """Read and check a model folder's ``config.json``."""
+    folder = Path(path)
+    config_file, data = read_config_json(
+        folder, WEIGHTS_NAME, f"{folder}: not an mtbioner model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})"
+    )
     version = data.get("format_version") if isinstance(data, dict) else None
     if version is None or "corpora" not in data:
         raise ModelFormatError(f"{config_file}: not an mtbioner model config (no format_version/corpora)")
