@@ -384,6 +384,7 @@ def test_writers_round_trip_offsets_on_any_unicode(tmp_path_factory: pytest.Temp
 
 def test_write_jsonl_accepts_numpy_scores(tmp_path: Path) -> None:
     import numpy as np  # a hard dependency (torch, decoding): this test must run, never skip
+
     record = {
         "id": "1",
         "text": "abc",
