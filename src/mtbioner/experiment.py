@@ -253,7 +253,7 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
         "commit": _commit(),
         "hardware": hardware(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        # other work on the machine slows every timing: a 1-minute load above the core count says so
+        # other work on the machine slows every timing: a load far above the core count says so (see the report)
         "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
     }
     if not _finished(model):
