@@ -31,13 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import describe, machine
 
 SYSTEMS = {
     "hf-pipeline": "(a) HF pipeline, single-task BC5CDR model",
@@ -262,22 +263,9 @@ def f1(gold: list[list[list]], predicted: list[list[list]]) -> float:
 
 def machine_facts() -> dict:
     import onnxruntime
-    import torch
     import transformers
 
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
-    return {
-        "cpu": model,
-        "cores": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
+    return machine(transformers=transformers.__version__, onnxruntime=onnxruntime.__version__)
 
 
 def summarize(results: dict[str, dict], gold: list, sizes: dict[str, float], n: int) -> dict[str, dict]:
@@ -334,7 +322,7 @@ def targets(rows: dict[str, dict]) -> list[tuple[str, str, bool]]:
 def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
     lines = [
         f"Inference on the BC5CDR test set ({meta['sentences']} sentences, text in, entities with offsets out), "
-        f"CPU only, {facts['cores']} cores ({facts['cpu']}), torch {facts['torch']}, "
+        f"CPU only: {describe(facts)}; torch {facts['torch']}, "
         f"transformers {facts['transformers']}, onnxruntime {facts['onnxruntime']}.",
         "",
         "| system | sentences/s | vs (a) | peak memory (MB) | above imports (MB) | size on disk (MB) | vs (a) "

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shlex
 import socket
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from _machine import describe, machine
 
 from mtbioner.fileio import atomic_write, write_json
 from mtbioner.serving import default_threads
@@ -275,20 +275,12 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def machine() -> dict:
-    import torch
-
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    return {
-        "cpu": names[0] if names else platform.processor(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads_in_server": default_threads(1),
-        "http_stack": "httptools + uvloop" if _installed("httptools") and _installed("uvloop") else "h11 + asyncio",
-        "load_average_before": [round(x, 2) for x in os.getloadavg()],
-    }
+def machine_facts() -> dict:
+    return machine(
+        torch_threads_in_server=default_threads(1),
+        http_stack="httptools + uvloop" if _installed("httptools") and _installed("uvloop") else "h11 + asyncio",
+        load_average_before=[round(x, 2) for x in os.getloadavg()],
+    )
 
 
 def to_markdown(report: dict) -> str:
@@ -298,7 +290,7 @@ def to_markdown(report: dict) -> str:
         "",
         "Method: see the docstring of `benchmarks/serving.py`. Server and client are two processes on one machine.",
         "",
-        f"- machine: {facts['cpu']}, {facts['cores']} cores; Python {facts['python']}, torch {facts['torch']} "
+        f"- machine: {describe(facts)}; Python {facts['python']}, torch {facts['torch']} "
         f"({facts['torch_threads_in_server']} torch thread(s) in the server); uvicorn with {facts['http_stack']}",
         f"- load average before / after: {facts['load_average_before']} / {facts['load_average_after']} "
         + (
@@ -337,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    facts = machine()
+    facts = machine_facts()
     texts = abstracts(args.data_dir)
     utterance_50 = ("utterance-50rps", UTTERANCES, "open", args.rate)
     utterance_max = ("utterance-max", UTTERANCES, "closed", args.concurrency)

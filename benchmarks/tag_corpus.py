@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import describe, machine
 from tokenizer_agreement import CORPORA, detokenize, read_tsv
 
 from mtbioner.fileio import atomic_write, write_json
@@ -130,26 +131,10 @@ def run(model: Path, shards: Path, out: Path, workers: int, cpus: int, timeout: 
     }
 
 
-def machine() -> dict:
+def machine_facts() -> dict:
     import ray
-    import torch
 
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "cores": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "platform": platform.platform(),
-    }
+    return machine(ray=ray.__version__, platform=platform.platform())
 
 
 def to_markdown(result: dict) -> str:
@@ -159,7 +144,7 @@ def to_markdown(result: dict) -> str:
     lines = [
         "# Corpus tagging on Ray Data (`mtbioner tag-corpus`)",
         "",
-        f"Machine: {facts['cores']} cores ({facts['cpu']}), Python {facts['python']}, "
+        f"Machine: {describe(facts)}, Python {facts['python']}, "
         f"torch {facts['torch']}, Ray {facts['ray']}. Load average before/after each run is shown"
         + (
             ": other jobs shared the cores, so the figures are conservative."
@@ -247,7 +232,7 @@ def main() -> int:
     one = runs[0]["per_worker_docs_per_s"]
     seconds = PUBMED / one
     result = {
-        "machine": machine(),
+        "machine": machine_facts(),
         "corpus": {
             "documents": len(documents),
             "shards": args.shards,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import describe, machine
 
 from mtbioner.corpus import read_corpus
 from mtbioner.fileio import atomic_write, write_json
@@ -129,19 +129,6 @@ def run_cli(model: Path, docs: list[str], folder: Path, threads: int) -> dict:
     }
 
 
-def machine() -> dict:
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor() or "unknown"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
@@ -149,6 +136,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="16,64,128", help="windows per forward pass, comma-separated")
     parser.add_argument("--cli-docs", type=int, default=1000, help="documents in the JSONL file given to the CLI")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads")
+    parser.add_argument("--model", type=Path, help="a trained model folder instead of the seeded untrained heads")
     parser.add_argument("--o-bias", type=float, default=0.6, help="added to each untrained head's O logit")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -162,8 +150,9 @@ def main() -> None:
     words = sum(len(s.tokens) for doc in docs for s in split_sentences(doc))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        untrained_model(labels, args.o_bias).save_pretrained(model_dir)
+        model_dir = args.model or Path(tmp) / "model"
+        if args.model is None:
+            untrained_model(labels, args.o_bias).save_pretrained(model_dir)
         started = time.perf_counter()
         tagger = Tagger.load(model_dir)
         load_seconds = time.perf_counter() - started
@@ -189,6 +178,7 @@ def main() -> None:
     result = {
         "benchmark": "tagging",
         "encoder": "all-MiniLM-L6-v2 (packaged), 4 linear heads",
+        "model": f"trained: {args.model}" if args.model else f"untrained heads, O bias {args.o_bias}",
         "corpora": CORPORA,
         "documents": len(docs),
         "sentences": sentences,
@@ -205,6 +195,7 @@ def main() -> None:
         + (f" --docs {args.docs}" if args.docs != 200 else "")
         + (f" --batch-sizes {args.batch_sizes}" if args.batch_sizes != "16,64,128" else "")
         + (f" --cli-docs {args.cli_docs}" if args.cli_docs != 1000 else "")
+        + (f" --model {args.model}" if args.model else "")
         + (f" --threads {args.threads}" if args.threads != DEFAULT_THREADS else "")
         + (f" --o-bias {args.o_bias}" if args.o_bias != 0.6 else ""),
     }
@@ -222,7 +213,7 @@ def markdown(r: dict) -> str:
         "",
         f"{r['documents']} abstracts from the test sets of {', '.join(r['corpora'])} "
         f"({r['sentences']} sentences, {r['words']} words, {r['sentences_per_document']} sentences per document), "
-        f"{r['encoder']}. Model loading: {r['model_load_seconds']} s.",
+        f"{r['encoder']} ({r.get('model', 'untrained heads')}). Model loading: {r['model_load_seconds']} s.",
         "",
         "| mode | batch size | seconds | sentences/s | documents/s | words/s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -250,7 +241,7 @@ def markdown(r: dict) -> str:
         ]
     lines += [
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch threads: {m['torch_threads']}, torch {m['torch']}, "
+        f"Machine: {describe(m)}, torch threads: {m['torch_threads']}, torch {m['torch']}, "
         f"Python {m['python']}. Load average before/after: {r['load_average_before']} / {r['load_average_after']}"
         " (1, 5, 15 min)"
         + (

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import describe, machine
 
 from mtbioner.corpus import read_corpus
 from mtbioner.model import MultiTaskTagger
@@ -34,20 +34,6 @@ from mtbioner.training import TrainingConfig, _training_windows, schedule_batche
 
 CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
 GOAL = 35.0  # sentences/s on 2 cores (issue 3)
-
-
-def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
-    """Best-of-3 fp32 matrix-multiply rate on this machine with the current torch threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9)
-    return best
 
 
 def padded_tokens_per_sentence(model: MultiTaskTagger, corpora, config: TrainingConfig) -> float:
@@ -71,7 +57,8 @@ def main() -> None:
     corpora = [read_corpus(args.data_dir / name, splits=["train", "devel"], limit=args.limit) for name in CORPORA]
     config = TrainingConfig(epochs=1, limit=args.limit, batch_size=args.batch_size, encoder=args.encoder)
     load_before = os.getloadavg()
-    gflops = matmul_gflops()
+    facts = machine()
+    gflops = facts["matmul_gflops"]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model = train(corpora, Path(tmp) / "model", config, progress=sys.stderr.isatty())
@@ -105,17 +92,19 @@ def main() -> None:
         "load_average_before": [round(x, 1) for x in load_before],
         "load_average_after": [round(x, 1) for x in os.getloadavg()],
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": facts,
         "command": "python benchmarks/training.py --data-dir ../shared/data"
         + (f" --limit {args.limit}" if args.limit != 640 else ""),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "training.json").write_text(json.dumps(result, indent=2) + "\n")
     table = [
-        "| encoder | corpora | batch | steps | sentences/s | peak memory (MB) | machine |",
+        "| encoder | corpora | batch | steps | sentences/s | peak memory (MB) | threads |",
         "|---|---|---|---|---|---|---|",
         f"| {result['encoder']} | {len(CORPORA)} (mixed) | {args.batch_size} | {result['steps']} | "
-        f"{result['sentences_per_s']} | {result['peak_rss_mb']} | {result['machine']} |",
+        f"{result['sentences_per_s']} | {result['peak_rss_mb']} | {result['threads']} |",
+        "",
+        f"Machine: {describe(facts)}; torch {facts['torch']}.",
         "",
         f"Goal: >= {GOAL:g} sentences/s: **{'met' if result['goal_met'] else 'not met'}**.",
         "",

@@ -1,0 +1,70 @@
+"""What machine a benchmark ran on, recorded the same way by every script in ``benchmarks/``.
+
+Two hosts of this project that both call themselves "AMD EPYC" with 2 cores differed by 1.8x in
+fp32 matrix-multiply speed (63.7 vs 112-118 GFLOP/s), so a CPU's name is not enough to compare two
+results: each one records the CPU family and model, the SIMD extensions that matter for int8 and
+fp32 kernels, and a measured matrix-multiply rate. Compare figures only where these match.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
+    """Best-of-3 fp32 matrix-multiply rate (GFLOP/s) with the current torch threads."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def _cpuinfo() -> dict[str, str]:
+    path = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def machine(**extra) -> dict:
+    """CPU, cores, SIMD, measured fp32 matmul rate and versions, plus the caller's own facts."""
+    import torch
+
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu": info.get("model name") or platform.processor() or "unknown",
+        "cpu_family": info.get("cpu family"),
+        "cpu_model": info.get("model"),
+        "simd": [flag for flag in SIMD if flag in flags],
+        "cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "matmul_gflops": round(matmul_gflops(), 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        **extra,
+    }
+
+
+def describe(facts: dict) -> str:
+    """One line for a results table: which CPU, how fast."""
+    family = f" (family {facts['cpu_family']} model {facts['cpu_model']})" if facts.get("cpu_family") else ""
+    simd = ", ".join(facts["simd"]) or "no AVX2" if "simd" in facts else "SIMD not recorded"
+    gflops = f"fp32 matmul {facts['matmul_gflops']} GFLOP/s" if "matmul_gflops" in facts else "matmul not measured"
+    return f"{facts['cpu']}{family}, {facts['cores']} cores, {simd}, {gflops}"
