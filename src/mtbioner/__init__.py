@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: Windows per forward pass when tagging or scoring. On CPU, batches of 16-32 length-sorted windows ran
+#: 10-40% faster than 64 (less padding, better cache use) on both 2-core hosts measured; on a GPU pass a
+#: larger ``--batch-size``.
+INFERENCE_BATCH_SIZE = 32
+
 _EXPORTS = {
     "MultiTaskTagger": "mtbioner.model",
     "TaggerConfig": "mtbioner.model",

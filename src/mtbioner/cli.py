@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from . import INFERENCE_BATCH_SIZE
 from .errors import MtbionerError
 
 app = typer.Typer(
@@ -152,7 +153,7 @@ def evaluate(
     limit: Limit = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON.")] = None,
     predictions: Annotated[Path | None, typer.Option(help="Write DIR/NAME.txt in conlleval's input format.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Windows per inference batch.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Windows per inference batch.")] = INFERENCE_BATCH_SIZE,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Entity-level P/R/F1 per corpus and entity type (exact match, as conlleval).
@@ -209,7 +210,7 @@ def tag(
     corpora: Annotated[list[str] | None, typer.Option("--corpora", help="Run only these heads (repeatable).")] = None,
     min_score: Annotated[float, typer.Option(help="Drop entities less confident than this (0..1).")] = 0.0,
     flat: Annotated[bool, typer.Option("--flat", help="Resolve overlapping entities to the best one.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = INFERENCE_BATCH_SIZE,
     chunk: Annotated[int, typer.Option(help="Documents tagged together (sorted by length inside a chunk).")] = 256,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (stderr) for --input files.")] = True,
 ) -> None:

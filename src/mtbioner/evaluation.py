@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
+from . import INFERENCE_BATCH_SIZE
 from .fileio import atomic_write, write_json
 from .inference import predict_tags
 
@@ -92,7 +93,7 @@ def evaluate_corpus(
     corpus: Corpus,
     split: str = "test",
     head: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = INFERENCE_BATCH_SIZE,
     progress: bool = False,
 ) -> tuple[CorpusReport, list[list[str]]]:
     """Tag one split of a corpus with a head (by default the one named like the corpus) and score it.

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import numpy as np
 import typer
 
+from . import INFERENCE_BATCH_SIZE
 from .decoding import Decoder
 from .errors import ModelFormatError, MtbionerError
 
@@ -92,7 +93,7 @@ class CheckSettings:
     split: str = "test"
     limit: int | None = None
     max_drop: float = 0.5
-    batch_size: int = 64
+    batch_size: int = INFERENCE_BATCH_SIZE
 
 
 @dataclass

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import INFERENCE_BATCH_SIZE
 from .encoding import collate, encode, length_grouped_batches
 
 
@@ -31,7 +32,7 @@ def sentence_emissions(
     model,
     sentences: Sequence[Sequence[str]],
     corpora: list[str] | None = None,
-    batch_size: int = 64,
+    batch_size: int = INFERENCE_BATCH_SIZE,
     progress: bool = False,
 ) -> list[dict[str, np.ndarray]]:
     """Emission scores ``[n_words, C]`` of every sentence for every requested head.
@@ -68,7 +69,11 @@ def sentence_emissions(
 
 
 def predict_tags(
-    model, sentences: Sequence[Sequence[str]], corpus: str, batch_size: int = 64, progress: bool = False
+    model,
+    sentences: Sequence[Sequence[str]],
+    corpus: str,
+    batch_size: int = INFERENCE_BATCH_SIZE,
+    progress: bool = False,
 ) -> list[list[str]]:
     """IOB2 labels of each sentence from one corpus' head."""
     decoder = model.decoders()[corpus]

@@ -37,6 +37,7 @@ from typing import Annotated, Any
 
 import typer
 
+from . import INFERENCE_BATCH_SIZE
 from .errors import MtbionerError
 from .fileio import write_json
 
@@ -75,7 +76,7 @@ class CorpusJob:
     num_workers: int = 1
     cpus_per_worker: int = 1
     gpus_per_worker: float = 0.0
-    batch_size: int = 64
+    batch_size: int = INFERENCE_BATCH_SIZE
     chunk: int = 256
     retries: int = 2
     types: list[str] = field(default_factory=list)
@@ -591,7 +592,7 @@ def tag_corpus_command(
     num_workers: Annotated[int, typer.Option(help="Ray actors, each with one copy of the model.")] = 1,
     cpus_per_worker: Annotated[int, typer.Option(help="CPUs (and torch threads) per actor.")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor (0: CPU only).")] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = INFERENCE_BATCH_SIZE,
     chunk: Annotated[int, typer.Option(help="Documents tagged together inside a shard.")] = 256,
     retries: Annotated[int, typer.Option(help="Extra attempts for a shard whose worker failed.")] = 2,
     types: Annotated[list[str] | None, typer.Option("--types", help="Keep only these entity types.")] = None,

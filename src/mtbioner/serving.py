@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import __version__
+from . import INFERENCE_BATCH_SIZE, __version__
 from .errors import MtbionerError
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class ServeSettings:
     max_bytes: int = 1_000_000
     batch_window_ms: float = 2.0
     max_batch_texts: int = 64
-    batch_size: int = 64
+    batch_size: int = INFERENCE_BATCH_SIZE
 
     def __post_init__(self) -> None:
         for name in ("max_texts", "max_bytes", "max_batch_texts", "batch_size"):

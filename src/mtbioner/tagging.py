@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import INFERENCE_BATCH_SIZE
 from .errors import RequestError
 from .inference import sentence_emissions
 from .schemes import tags_to_spans
@@ -85,7 +86,7 @@ class Tagger:
         [{'start': 13, 'end': 18, 'text': 'BRCA1', 'type': 'GENE', ...}, ...]
     """
 
-    def __init__(self, backend, batch_size: int = 64) -> None:
+    def __init__(self, backend, batch_size: int = INFERENCE_BATCH_SIZE) -> None:
         if batch_size < 1:
             raise RequestError(f"batch_size must be at least 1, not {batch_size}")
         self.backend = backend
@@ -95,7 +96,7 @@ class Tagger:
             backend.eval()  # a torch model fresh from from_encoder/training still has dropout on
 
     @classmethod
-    def load(cls, model_dir: str | Path, batch_size: int = 64) -> Tagger:
+    def load(cls, model_dir: str | Path, batch_size: int = INFERENCE_BATCH_SIZE) -> Tagger:
         """Open a model folder (torch or exported ONNX)."""
         from .loading import load_backend
 
