@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from _machine import describe, machine
 
+from mtbioner import INFERENCE_BATCH_SIZE
 from mtbioner.corpus import read_corpus
 from mtbioner.fileio import atomic_write, write_json
 from mtbioner.model import MultiTaskTagger
@@ -133,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--docs", type=int, default=200, help="documents for the batch-size comparison")
-    parser.add_argument("--batch-sizes", default="16,64,128", help="windows per forward pass, comma-separated")
+    parser.add_argument("--batch-sizes", default="16,32,64", help="windows per forward pass, comma-separated")
     parser.add_argument("--cli-docs", type=int, default=1000, help="documents in the JSONL file given to the CLI")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads")
     parser.add_argument("--model", type=Path, help="a trained model folder instead of the seeded untrained heads")
@@ -157,7 +158,7 @@ def main() -> None:
         tagger = Tagger.load(model_dir)
         load_seconds = time.perf_counter() - started
         tagger.tag_batch(docs[:8])  # warm-up: first calls allocate
-        runs = [(b, True) for b in batch_sizes] + [(64, False)]
+        runs = [(b, True) for b in batch_sizes] + [(INFERENCE_BATCH_SIZE, False)]
         for batch_size, one_call in runs:
             tagger.batch_size = batch_size
             seconds = time_tagging(tagger, docs, one_call)
@@ -186,6 +187,7 @@ def main() -> None:
         "sentences_per_document": round(sentences / len(docs), 1),
         "entities_per_document_cli": round(cli["entities"] / cli["documents"], 1),
         "model_load_seconds": round(load_seconds, 2),
+        "default_batch_size": INFERENCE_BATCH_SIZE,
         "runs": rows,
         "cli": cli,
         "machine": machine(),
@@ -193,7 +195,7 @@ def main() -> None:
         "load_average_after": [round(x, 1) for x in os.getloadavg()],
         "command": "python benchmarks/tagging.py --data-dir ../shared/data"
         + (f" --docs {args.docs}" if args.docs != 200 else "")
-        + (f" --batch-sizes {args.batch_sizes}" if args.batch_sizes != "16,64,128" else "")
+        + (f" --batch-sizes {args.batch_sizes}" if args.batch_sizes != "16,32,64" else "")
         + (f" --cli-docs {args.cli_docs}" if args.cli_docs != 1000 else "")
         + (f" --model {args.model}" if args.model else "")
         + (f" --threads {args.threads}" if args.threads != DEFAULT_THREADS else "")
@@ -225,7 +227,8 @@ def markdown(r: dict) -> str:
         )
     lines += [
         "",
-        "CLI path (`python -m mtbioner tag MODEL --input docs.jsonl --output out.jsonl`, chunks of 256 documents, "
+        f"CLI path (`python -m mtbioner tag MODEL --input docs.jsonl --output out.jsonl`, chunks of 256 documents, "
+        f"default batch of {r.get('default_batch_size', 64)} windows, "
         "wall time including start-up and model loading):",
         "",
         "| documents | input MB | seconds | documents/s | entities | peak memory (MB) | progress bar |",
