@@ -189,7 +189,8 @@ class FailingWorker(ShardWorker):
 def test_two_workers_give_exactly_the_entities_of_mtbioner_tag_despite_failures(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (a test dependency: a missing ray must fail, not skip)
+
     documents = write_corpus(tmp_path / "in")
     bad = tmp_path / "in" / "broken.jsonl"
     bad.write_text('{"id": 1, "text": "fine"}\n{"id": 2, "text": 3}\n', encoding="utf-8")
@@ -268,7 +269,8 @@ def _kill_tree(pid: int) -> None:
 
 
 def test_a_run_killed_midway_then_rerun_has_every_document_once(model_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (a test dependency: a missing ray must fail, not skip)
+
     documents = write_corpus(tmp_path / "in", sizes=(100,) * 8, text_docs=60)
     command = [
         sys.executable,
