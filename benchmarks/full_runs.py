@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from mtbioner.fileio import atomic_write
+from mtbioner.training import CHECKPOINT_DIR, LOG_FILE, read_training_info
 
 MODELS = {
     "mt3": ["BC2GM", "BC5CDR", "NCBI-disease"],
@@ -51,9 +52,10 @@ def run_model(name: str, corpora: list[str], args: argparse.Namespace) -> None:
     train = ["mtbioner", "train", *corpora, "--data-dir", str(args.data_dir), "--output", str(out), *args.train_args]
     if args.encoder:
         train += ["--encoder", str(args.encoder)]
-    if (out / "checkpoint").is_dir():
-        train.append("--resume")  # an interrupted run: go on from its last epoch
-    if (out / "checkpoint").is_dir() or not (out / "training.json").exists():
+    interrupted = (out / CHECKPOINT_DIR).is_dir()
+    if interrupted:
+        train.append("--resume")  # go on from its last epoch
+    if interrupted or not read_training_info(out):  # a finished run is not trained again
         subprocess.run(train, check=True)
     evaluate = ["mtbioner", "evaluate", str(out), "--data-dir", str(args.data_dir)]
     evaluate += ["--json", str(args.work / f"{name}-test.json"), "--predictions", str(args.work / f"{name}-pred")]
@@ -62,10 +64,10 @@ def run_model(name: str, corpora: list[str], args: argparse.Namespace) -> None:
 
 def collect(work: Path, name: str) -> dict | None:
     folder = work / name
-    if not (folder / "log.jsonl").exists() or not (work / f"{name}-test.json").exists():
+    training = read_training_info(folder)
+    if not training or not (work / f"{name}-test.json").exists():
         return None
-    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
-    training = json.loads((folder / "training.json").read_text())
+    log = [json.loads(line) for line in (folder / LOG_FILE).read_text().splitlines() if line.strip()]
     test = json.loads((work / f"{name}-test.json").read_text())["corpora"]
     return {
         "corpora": MODELS[name],
@@ -132,7 +134,7 @@ def main() -> int:
             run_model(name, MODELS[name], args)
         result = collect(args.work, name)
         if result is None:
-            print(f"error: {args.work}/{name}: no log.jsonl or {name}-test.json to read", file=sys.stderr)
+            print(f"error: {args.work}/{name}: no training.json or {name}-test.json to read", file=sys.stderr)
             return 2
         results[name] = {"encoder": args.encoder_name, **result}
         if args.device_name:
