@@ -213,6 +213,28 @@ def test_failed_run_keeps_the_previous_output(rules, monkeypatch, capsys, tmp_pa
     assert rc == 2 and output.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == ["x.jsonl"]
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tag", "m", "x", "--no-such-option"], "No such option: --no-such-option"),
+        (["tagg"], "No such command 'tagg'"),
+        (["tag"], "Missing argument 'model'"),
+        (["export", "m", "out", "--quantize"], "Option '--quantize' requires an argument"),
+    ],
+)
+def test_usage_mistakes_print_usage_and_exit_2_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, argv: list[str], message: str
+) -> None:
+    """Typer's own errors (it may run on a vendored copy of click) end as a usage line, not a traceback."""
+    monkeypatch.setattr(sys, "argv", ["mtbioner", *argv])
+    with pytest.raises(SystemExit) as done:
+        main()
+    out, err = capsys.readouterr()
+    assert done.value.code == 2 and out == ""
+    assert f"Error: {message}" in err and "Traceback" not in err, err
+    assert "Usage: mtbioner" in err or "Usage" not in err, err  # the program's name, not the test runner's
+
+
 # --- The installed entry point on a real (tiny, random) model --------------------------------------
 
 

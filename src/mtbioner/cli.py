@@ -322,26 +322,45 @@ from .experiment import experiment_app  # noqa: E402
 app.add_typer(experiment_app, name="experiment")
 
 
+def _click_errors() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
+    """Usage-error and abort classes of the click that typer runs on.
+
+    typer 0.2x vendors its own copy of click (``typer._click``), whose exceptions are not
+    ``click``'s; catching only one of them turned a mistyped option into a traceback.
+    """
+    errors: list[type[Exception]] = []
+    aborts: list[type[BaseException]] = [typer.Abort]
+    try:
+        import click
+
+        errors.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:  # pragma: no cover - click is a dependency of uvicorn and older typers
+        pass
+    try:
+        from typer._click.exceptions import ClickException
+
+        errors.append(ClickException)
+    except ImportError:  # typer before the vendored click
+        pass
+    return tuple(errors), tuple(aborts)
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit status 2."""
-    import click
-
+    usage_errors, aborts = _click_errors()
     try:
-        rc = app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name="mtbioner")
     except MtbionerError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except usage_errors as exc:
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except aborts:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
-
-
-if __name__ == "__main__":
-    main()
