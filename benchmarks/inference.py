@@ -12,7 +12,7 @@ into entities with character offsets, on the CPU:
                    loaded together and run one after another on the text (the paper's baseline).
   (c) mt-torch     mtbioner, one torch model, every head from one encoder pass.
   (d) mt-onnx      the same model exported to ONNX (fp32), ONNX Runtime.
-  (e) mt-int8      the same, int8 dynamic quantization.
+  (e) mt-int8      the same, int8 (outlier rewrites + dynamic quantization, mtbioner.quantization).
 
 Each system runs in its own subprocess, so its peak resident memory (VmHWM) is its own;
 throughput is sentences / seconds of tagging after loading and a short warm-up. F1 scores
@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 
 from _machine import describe, machine
+
+from mtbioner import INFERENCE_BATCH_SIZE
 
 SYSTEMS = {
     "hf-pipeline": "(a) HF pipeline, single-task BC5CDR model",
@@ -268,6 +270,74 @@ def machine_facts() -> dict:
     return machine(transformers=transformers.__version__, onnxruntime=onnxruntime.__version__)
 
 
+def gemm_rates(threads: int, rows: int = 1280, hidden: int = 384, inner: int = 1536) -> dict[str, float]:
+    """Best-of-3 ONNX Runtime rates (G multiply-adds x 2 per second) of one encoder-shaped product.
+
+    ``rows`` x ``hidden`` times ``hidden`` x ``inner`` is the default encoder's first feed-forward
+    product on a batch of 32 sentences of 40 sub-tokens: fp32 ``MatMul`` and the int8
+    ``DynamicQuantizeMatMul`` that dynamic quantization puts in its place.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((hidden, inner)).astype(np.float32)
+    x = rng.standard_normal((rows, hidden)).astype(np.float32)
+    scale = (np.abs(weight).max(axis=0) / 63).astype(np.float32)
+    graphs = {
+        "fp32": ([numpy_helper.from_array(weight, "w")], helper.make_node("MatMul", ["x", "w"], ["y"])),
+        "int8": (
+            [
+                numpy_helper.from_array(np.round(weight / scale).astype(np.int8), "w"),
+                numpy_helper.from_array(scale, "s"),
+                numpy_helper.from_array(np.zeros(inner, np.int8), "z"),
+            ],
+            helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s", "z"], ["y"], domain="com.microsoft"),
+        ),
+    }
+    rates = {}
+    for name, (initializers, node) in graphs.items():
+        graph = helper.make_graph(
+            [node],
+            name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, hidden])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, inner])],
+            initializers,
+        )
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        model = helper.make_model(graph, opset_imports=opsets).SerializeToString()
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        for _ in range(5):
+            session.run(None, {"x": x})
+        best = 0.0
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(30):
+                session.run(None, {"x": x})
+            best = max(best, 2 * rows * hidden * inner * 30 / (time.perf_counter() - started) / 1e9)
+        rates[name] = round(best, 1)
+    return rates
+
+
+def encoder_gop_per_sentence(model_dir: Path, texts: list[str]) -> tuple[float, float]:
+    """Mean sub-tokens per sentence (with [CLS]/[SEP]) and the encoder's GOP for such a sentence.
+
+    Linear layers 2 x (4 H^2 + 2 H I) per token and layer, attention scores and mixing 4 T H per
+    token and layer; embeddings, softmax and layer norms are left out (a lower bound).
+    """
+    from transformers import AutoTokenizer
+
+    config = json.loads((model_dir / "config.json").read_text())["encoder_config"]
+    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"]) / len(texts)
+    per_token = layers * (2 * (4 * hidden**2 + 2 * hidden * inner) + 4 * tokens * hidden)
+    return round(tokens, 1), round(per_token * tokens / 1e9, 3)
+
+
 def summarize(results: dict[str, dict], gold: list, sizes: dict[str, float], n: int) -> dict[str, dict]:
     base = results.get("hf-pipeline")
     reference = results.get("mt-torch")
@@ -354,6 +424,17 @@ def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
         f"Model: {meta['model']} (trained with: {meta['training']}).",
         "",
     ]
+    if "ceiling" in meta:
+        c = meta["ceiling"]
+        lines += [
+            f"Compute ceiling of this CPU: ONNX Runtime multiplies an encoder-shaped product "
+            f"({c['shape']}) at {c['gemm_gops']['fp32']} GFLOP/s in fp32 and {c['gemm_gops']['int8']} GOP/s in "
+            f"int8. A BC5CDR test sentence has {c['subtokens']} sub-tokens on average, {c['gop_per_sentence']} GOP "
+            f"of encoder products, so the encoder alone, with nothing else to do, cannot pass "
+            f"{c['sentences_per_s']['fp32']} sentences/s in fp32 or {c['sentences_per_s']['int8']} in int8 "
+            "on these cores.",
+            "",
+        ]
     goals = targets(rows)
     if goals:
         lines += ["| target (2 cores) | measured | met |", "|---|---:|---|"]
@@ -369,7 +450,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--limit", type=int, default=None, help="first N test sentences (quick checks)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--batch-size", type=int, default=64, help="mtbioner windows per forward pass")
+    parser.add_argument(
+        "--batch-size", type=int, default=INFERENCE_BATCH_SIZE, help="mtbioner windows per forward pass"
+    )
     parser.add_argument("--pipeline-batch-size", type=int, default=32, help="texts per HF pipeline batch")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
     parser.add_argument("--work", type=Path, default=None, help="keep built models here (default: a temp dir)")
@@ -389,6 +472,7 @@ def main() -> None:
         parser.error(f"unknown systems {unknown}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     load_before = round(os.getloadavg()[0], 2)
+    gemm = gemm_rates(args.threads)
     with tempfile.TemporaryDirectory(prefix="mtbioner-bench-") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -423,6 +507,14 @@ def main() -> None:
         "model": str(args.model),
         "training": ", ".join(f"{k}={v}" for k, v in training.items()) or "unknown",
         "command": command,
+    }
+    subtokens, gop = encoder_gop_per_sentence(args.model, texts)
+    meta["ceiling"] = {
+        "shape": "1280 x 384 by 384 x 1536",
+        "gemm_gops": gemm,
+        "subtokens": subtokens,
+        "gop_per_sentence": gop,
+        "sentences_per_s": {name: round(rate / gop) for name, rate in gemm.items()},
     }
     facts = machine_facts()
     text = markdown(rows, facts, meta)

@@ -14,9 +14,10 @@ so both backends produce entities the same way.
 
 Pipeline: ``torch.onnx.export`` (TorchScript exporter, eager attention so that ONNX
 Runtime's BERT fusions recognise the pattern) -> ``onnxruntime.transformers.optimizer``
-(fused embedding, attention, GELU and layer-norm kernels) -> optionally
-``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantized on the
-fly). onnxruntime, onnx and torch are imported inside functions so that ``mtbioner --help``
+(fused embedding, attention, GELU and layer-norm kernels) -> optionally int8 with
+:mod:`mtbioner.quantization` (outlier channels of the feed-forward blocks rewritten, then
+``onnxruntime.quantization.quantize_dynamic``: int8 weights, activations quantized on the fly).
+onnxruntime, onnx and torch are imported inside functions so that ``mtbioner --help``
 stays fast.
 """
 
@@ -43,6 +44,7 @@ from .errors import ModelFormatError, MtbionerError
 if TYPE_CHECKING:
     from .corpus import Corpus
     from .model import TaggerConfig
+    from .quantization import OutlierReport
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class GraphSettings:
         per_channel: int8: one weight scale per output channel instead of per tensor.
         reduce_range: int8: 7-bit weights. With per-channel scales this keeps the emissions
             closest to fp32 on CPUs without VNNI (AVX2's u8 x s8 multiply-add saturates).
+        outliers: int8: first rewrite the feed-forward blocks so that their few outlier
+            channels no longer set the activation scale (:mod:`mtbioner.quantization`).
         opset: ONNX opset of the graph.
     """
 
@@ -71,6 +75,7 @@ class GraphSettings:
     optimize: bool = True
     per_channel: bool = True
     reduce_range: bool = True
+    outliers: bool = True
     opset: int = DEFAULT_OPSET
 
 
@@ -143,6 +148,7 @@ def export_onnx(
     optimize: bool = True,
     per_channel: bool = True,
     reduce_range: bool = True,
+    outliers: bool = True,
     opset: int = DEFAULT_OPSET,
     check: CheckSettings | None = None,
 ) -> ExportReport:
@@ -153,7 +159,7 @@ def export_onnx(
         out: Destination folder. It is written atomically: an existing export there is
             replaced only when the new one is complete (and has passed ``check``).
         quantize: ``"int8"`` for dynamic int8 quantization of the weights.
-        optimize, per_channel, reduce_range, opset: See :class:`GraphSettings`.
+        optimize, per_channel, reduce_range, outliers, opset: See :class:`GraphSettings`.
         check: Score torch and exported models on these corpora before keeping the export.
 
     Raises:
@@ -166,7 +172,7 @@ def export_onnx(
     if quantize not in QUANTIZE_CHOICES:
         raise MtbionerError(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
     model_dir, out = Path(model_dir), Path(out)
-    graph = GraphSettings(quantize, optimize, per_channel, reduce_range, opset)
+    graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset)
     _check_source(model_dir)
     _check_destination(model_dir, out)
     corpora = _read_check_corpora(check) if check else []
@@ -174,8 +180,8 @@ def export_onnx(
     model = MultiTaskTagger.from_pretrained(model_dir)
     try:
         with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="mtbioner-export-") as scratch:
-            diff = _write_graph(model, tmp / ONNX_NAME, Path(scratch), graph)
-            _write_config(model, tmp / CONFIG_NAME, graph, model_dir)
+            diff, outlier_report = _write_graph(model, tmp / ONNX_NAME, Path(scratch), graph)
+            _write_config(model, tmp / CONFIG_NAME, graph, model_dir, outlier_report)
             model.tokenizer.save_pretrained(str(tmp))
             rows = _run_checks(model, OnnxTagger.from_pretrained(tmp), corpora, check) if check else []
             _enforce(rows, check, out)
@@ -231,8 +237,12 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _write_graph(model, path: Path, scratch: Path, graph: GraphSettings) -> float:
-    """Trace, check against torch, fuse and quantize; returns the fp32 graph's largest deviation."""
+def _write_graph(model, path: Path, scratch: Path, graph: GraphSettings) -> tuple[float, OutlierReport | None]:
+    """Trace, check against torch, fuse and quantize.
+
+    Returns the fp32 graph's largest deviation from torch and, for int8, what the outlier
+    rewrites moved.
+    """
     traced = scratch / "traced.onnx"
     with _quiet():
         _trace(model, traced, graph.opset)
@@ -242,13 +252,23 @@ def _write_graph(model, path: Path, scratch: Path, graph: GraphSettings) -> floa
         with _quiet():
             _optimize(traced, current, model.encoder.config)
     diff = _compare_with_torch(model, current)
+    report = None
     if graph.quantize == "int8":
+        from .quantization import quantize_int8
+
         quantized = scratch / "quantized.onnx"
         with _quiet():
-            _quantize(current, quantized, graph)
+            report = quantize_int8(
+                current,
+                quantized,
+                per_channel=graph.per_channel,
+                reduce_range=graph.reduce_range,
+                outliers=graph.outliers,
+                scratch=scratch,
+            )
         current = quantized
     os.replace(current, path)
-    return diff
+    return diff, report
 
 
 def _wrapper(model):
@@ -326,25 +346,6 @@ def _optimize(source: Path, target: Path, encoder_config) -> None:
     optimized.save_model_to_file(str(target))
 
 
-def _quantize(source: Path, target: Path, graph: GraphSettings) -> None:
-    """Dynamic int8 quantization: int8 weights (embeddings included), uint8 activations at run time.
-
-    ``DefaultTensorType`` lets the quantizer type the outputs of fused com.microsoft ops,
-    which ONNX shape inference does not know.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        per_channel=graph.per_channel,
-        reduce_range=graph.reduce_range,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-
-
 def _compare_with_torch(model, path: Path) -> float:
     """Largest emission difference on a batch shaped unlike the trace; a mismatch is a bug."""
     import torch
@@ -361,7 +362,7 @@ def _compare_with_torch(model, path: Path) -> float:
     return diff
 
 
-def _write_config(model, path: Path, graph: GraphSettings, source: Path) -> None:
+def _write_config(model, path: Path, graph: GraphSettings, source: Path, outliers: OutlierReport | None) -> None:
     import onnxruntime
     import torch
 
@@ -380,6 +381,7 @@ def _write_config(model, path: Path, graph: GraphSettings, source: Path) -> None
         "quantize": graph.quantize,
         "per_channel": graph.per_channel if graph.quantize != "none" else None,
         "reduce_range": graph.reduce_range if graph.quantize != "none" else None,
+        "outliers": outliers.summary() if outliers is not None else None,
         "optimized": graph.optimize,
         "opset": graph.opset,
         "exported_from": str(source),

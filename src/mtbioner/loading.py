@@ -37,6 +37,12 @@ def describe_model(path: str | Path) -> str:
         config, onnx_info = read_onnx_config(folder)
         quantize = onnx_info.get("quantize", "none")
         backend, parameters = f"onnx ({'fp32' if quantize == 'none' else quantize}, ONNX Runtime)", None
+        outliers = onnx_info.get("outliers")
+        if outliers:
+            backend += (
+                f"; outlier rewrites: {outliers['ffn_output_channels_fp32']} FFN channels in fp32, "
+                f"{outliers['ffn_input_channels_smoothed']} FFN input channels smoothed"
+            )
     else:
         config = read_config(folder)
         backend = "torch"
