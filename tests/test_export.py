@@ -151,6 +151,32 @@ def test_check_prints_both_f1s_and_a_failed_check_writes_nothing(
     assert not [p for p in model_dir.parent.iterdir() if p.name.startswith(".failed")]
 
 
+def test_cli_passes_plain_int8_and_the_check_batch_size(
+    model_dir: Path, toy_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import onnx
+
+    import mtbioner.export as export_module
+
+    seen: dict = {}
+    real = export_module.export_onnx
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export_module, "export_onnx", spy)
+    out = model_dir.parent / "plain-int8"
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "export", model_dir, out, "--quantize", "int8", "--plain", "--check", "toy_gene",
+        "--data-dir", toy_dir, "--batch-size", "2", "--max-drop", "100",
+    )  # fmt: skip
+    assert code == 0, err
+    assert seen["outliers"] is False and seen["check"].batch_size == 2
+    assert json.loads((out / "config.json").read_text())["onnx"]["outliers"] is None
+    assert not any(n.name.startswith("mtbioner_outliers") for n in onnx.load(str(out / "model.onnx")).graph.node)
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [

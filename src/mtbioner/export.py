@@ -381,7 +381,7 @@ def _write_config(model, path: Path, graph: GraphSettings, source: Path, outlier
         "quantize": graph.quantize,
         "per_channel": graph.per_channel if graph.quantize != "none" else None,
         "reduce_range": graph.reduce_range if graph.quantize != "none" else None,
-        "outliers": outliers.summary() if outliers is not None else None,
+        "outliers": outliers.summary() if outliers is not None and graph.outliers else None,
         "optimized": graph.optimize,
         "opset": graph.opset,
         "exported_from": str(source),
@@ -600,6 +600,15 @@ def export_command(
     reduce_range: Annotated[
         bool, typer.Option("--reduce-range/--full-range", help="int8: 7-bit weights (closer to fp32 without VNNI).")
     ] = True,
+    outliers: Annotated[
+        bool,
+        typer.Option(
+            "--outliers/--plain",
+            help="int8: first move the feed-forward outlier channels out of the int8 scale's way, or plain "
+            "dynamic quantization.",
+        ),
+    ] = True,
+    batch_size: Annotated[int, typer.Option(help="Windows per inference batch for --check.")] = INFERENCE_BATCH_SIZE,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
 ) -> None:
     """Export a model to one ONNX graph (encoder + all heads) for ONNX Runtime; optionally int8.
@@ -614,7 +623,7 @@ def export_command(
 
     _setup(verbose=False)
     specs = [s.strip() for item in (check or []) for s in item.split(",") if s.strip()]
-    settings = CheckSettings(specs, data_dir, split, limit, max_drop) if specs else None
+    settings = CheckSettings(specs, data_dir, split, limit, max_drop, batch_size) if specs else None
     try:
         report = export_onnx(
             model,
@@ -623,6 +632,7 @@ def export_command(
             optimize=optimize,
             per_channel=per_channel,
             reduce_range=reduce_range,
+            outliers=outliers,
             opset=opset,
             check=settings,
         )
