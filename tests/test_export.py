@@ -189,6 +189,8 @@ def test_cli_passes_plain_int8_and_the_check_batch_size(
         ("not-model", "exists and is not a model folder"),
         ("quantize", "--quantize 'int4'"),
         ("check", "corpus 'NOPE' not found"),
+        ("batch", "--batch-size must be at least 1, not 0"),
+        ("limit", "--limit must be at least 1, not 0"),
     ],
 )
 def test_user_mistakes_give_one_line_and_status_2(
@@ -222,6 +224,8 @@ def test_user_mistakes_give_one_line_and_status_2(
         extra = ["--quantize", "int4"]
     elif case == "check":
         extra = ["--check", "NOPE", "--data-dir", tmp_path]
+    elif case in ("batch", "limit"):
+        extra = ["--check", "toy_gene", f"--{'batch-size' if case == 'batch' else 'limit'}", "0"]
     code, stdout, err = run_cli(monkeypatch, capsys, "export", source, out, *extra)
     assert code == 2
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err

@@ -100,6 +100,13 @@ class CheckSettings:
     max_drop: float = 0.5
     batch_size: int = INFERENCE_BATCH_SIZE
 
+    def __post_init__(self) -> None:
+        """Fail before the (minute-long) export, not after it."""
+        if self.batch_size < 1:
+            raise MtbionerError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise MtbionerError(f"--limit must be at least 1, not {self.limit}")
+
 
 @dataclass
 class CheckRow:
