@@ -16,20 +16,25 @@ from pathlib import Path
 SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
+def best_rate(run, operations: float, repeats: int = 20, warmup: int = 3) -> float:
+    """Best-of-3 rate of ``run()`` in G``operations``/s (``operations`` per call), after ``warmup`` calls."""
+    for _ in range(warmup):
+        run()
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        best = max(best, operations * repeats / (time.perf_counter() - started) / 1e9)
+    return best
+
+
 def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
     """Best-of-3 fp32 matrix-multiply rate (GFLOP/s) with the current torch threads."""
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9)
-    return best
+    return best_rate(lambda: a @ b, 2 * size**3, repeats)
 
 
 def _cpuinfo() -> dict[str, str]:

@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import describe, machine
+from _machine import best_rate, describe, machine
 
 from mtbioner import INFERENCE_BATCH_SIZE
 
@@ -270,11 +270,17 @@ def machine_facts() -> dict:
     return machine(transformers=transformers.__version__, onnxruntime=onnxruntime.__version__)
 
 
-def gemm_rates(threads: int, rows: int = 1280, hidden: int = 384, inner: int = 1536) -> dict[str, float]:
+def encoder_dims(model_dir: Path) -> tuple[int, int, int]:
+    """Hidden size, feed-forward size and layers of the model's encoder."""
+    config = json.loads((model_dir / "config.json").read_text())["encoder_config"]
+    return config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+
+
+def gemm_rates(threads: int, hidden: int, inner: int, rows: int = 1280) -> dict[str, float]:
     """Best-of-3 ONNX Runtime rates (G multiply-adds x 2 per second) of one encoder-shaped product.
 
-    ``rows`` x ``hidden`` times ``hidden`` x ``inner`` is the default encoder's first feed-forward
-    product on a batch of 32 sentences of 40 sub-tokens: fp32 ``MatMul`` and the int8
+    ``rows`` x ``hidden`` times ``hidden`` x ``inner`` is the encoder's first feed-forward product
+    on a batch of 32 sentences of 40 sub-tokens: fp32 ``MatMul`` and the int8
     ``DynamicQuantizeMatMul`` that dynamic quantization puts in its place.
     """
     import numpy as np
@@ -310,15 +316,8 @@ def gemm_rates(threads: int, rows: int = 1280, hidden: int = 384, inner: int = 1
         options.intra_op_num_threads = threads
         model = helper.make_model(graph, opset_imports=opsets).SerializeToString()
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        for _ in range(5):
-            session.run(None, {"x": x})
-        best = 0.0
-        for _ in range(3):
-            started = time.perf_counter()
-            for _ in range(30):
-                session.run(None, {"x": x})
-            best = max(best, 2 * rows * hidden * inner * 30 / (time.perf_counter() - started) / 1e9)
-        rates[name] = round(best, 1)
+        rate = best_rate(lambda s=session: s.run(None, {"x": x}), 2 * rows * hidden * inner, repeats=30, warmup=5)
+        rates[name] = round(rate, 1)
     return rates
 
 
@@ -330,8 +329,7 @@ def encoder_gop_per_sentence(model_dir: Path, texts: list[str]) -> tuple[float, 
     """
     from transformers import AutoTokenizer
 
-    config = json.loads((model_dir / "config.json").read_text())["encoder_config"]
-    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    hidden, inner, layers = encoder_dims(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"]) / len(texts)
     per_token = layers * (2 * (4 * hidden**2 + 2 * hidden * inner) + 4 * tokens * hidden)
@@ -472,7 +470,8 @@ def main() -> None:
         parser.error(f"unknown systems {unknown}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     load_before = round(os.getloadavg()[0], 2)
-    gemm = gemm_rates(args.threads)
+    hidden, inner, _ = encoder_dims(args.model)
+    gemm = gemm_rates(args.threads, hidden, inner)
     with tempfile.TemporaryDirectory(prefix="mtbioner-bench-") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -510,7 +509,7 @@ def main() -> None:
     }
     subtokens, gop = encoder_gop_per_sentence(args.model, texts)
     meta["ceiling"] = {
-        "shape": "1280 x 384 by 384 x 1536",
+        "shape": f"1280 x {hidden} by {hidden} x {inner}",
         "gemm_gops": gemm,
         "subtokens": subtokens,
         "gop_per_sentence": gop,
