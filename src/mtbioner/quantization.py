@@ -14,15 +14,16 @@ Two exact rewrites of the fp32 graph, before ``quantize_dynamic``, remove them:
 
 * FFN output (mixed-precision decomposition, as LLM.int8(), Dettmers et al. 2022): the few
   intermediate channels with outlier activations are zeroed in the int8 path and computed by a
-  small fp32 side path, ``GELU(x W1[:, k] + b1[k]) W2[k, :]``, added back to the output. It is
-  a [hidden x k] and a [k x hidden] product with k of one or two: no measurable cost.
+  small fp32 side path, ``GELU(x W1[:, k] + b1[k]) W2[k, :]``, added back to the output: a
+  [hidden x k] and a [k x hidden] product with k of one or two.
 * FFN input (migration, as SmoothQuant, Xiao et al. 2023, but only on outlier channels): those
   input channels are divided by ``s`` in front of the MatMul and the matching weight rows are
   multiplied by ``s``, bringing them to the level of the other channels. The weights, quantized
   per output channel, absorb that easily.
 
 Both rewrites leave the fp32 function unchanged (up to float rounding); only what int8 has to
-represent changes. They cut the emission KL to fp32 about four-fold at the same size and speed.
+represent changes. On the default encoder they cut the emission KL to fp32 three- to four-fold at
+the same size, for 1.5-3% of int8 inference time (side path, scaling and add).
 
 Outlier channels are found without data, on random token ids: they are a property of the
 weights (on the default encoder the random ids find the same channels as corpus text).
@@ -197,8 +198,13 @@ def _vocab_size(model) -> int:
     raise ValueError("cannot find the word-embedding table to draw calibration ids from")
 
 
+def _threshold(channel_max: np.ndarray) -> float:
+    """Magnitude above which a channel counts as an outlier (and to which smoothing scales it)."""
+    return OUTLIER_FACTOR * float(np.median(channel_max))
+
+
 def _outlier_channels(channel_max: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(channel_max > OUTLIER_FACTOR * float(np.median(channel_max)))
+    return np.flatnonzero(channel_max > _threshold(channel_max))
 
 
 def _initializer(graph, name: str):
@@ -240,7 +246,7 @@ def _split_down(graph, block: _FfnBlock, channels: np.ndarray, name: str) -> lis
         helper.make_node("MatMul", [f"{prefix}_g", f"{prefix}_w_down"], [f"{prefix}_y"], name=down),
         helper.make_node("Add", [f"{prefix}_main", f"{prefix}_y"], [output], name=f"{prefix}_add"),
     ]
-    _insert_after(graph, block.down, side)
+    _insert(graph, list(graph.node).index(block.down) + 1, side)
     return [up, down]
 
 
@@ -249,7 +255,7 @@ def _smooth_up(graph, block: _FfnBlock, channels: np.ndarray, channel_max: np.nd
     from onnx import helper, numpy_helper
 
     scale = np.ones_like(channel_max, dtype=np.float32)
-    scale[channels] = channel_max[channels] / (OUTLIER_FACTOR * float(np.median(channel_max)))
+    scale[channels] = channel_max[channels] / _threshold(channel_max)
     w1 = numpy_helper.to_array(_initializer(graph, block.up.input[1]))
     _replace(graph, block.up.input[1], w1 * scale[:, None])
     prefix = f"mtbioner_outliers_{name}_smooth"
@@ -257,16 +263,10 @@ def _smooth_up(graph, block: _FfnBlock, channels: np.ndarray, channel_max: np.nd
     scaled = f"{prefix}_x"
     mul = helper.make_node("Mul", [block.up.input[0], f"{prefix}_inv_scale"], [scaled], name=f"{prefix}_mul")
     block.up.input[0] = scaled
-    _insert_before(graph, block.up, [mul])
+    _insert(graph, list(graph.node).index(block.up), [mul])
 
 
-def _insert_after(graph, anchor, nodes: list) -> None:
-    position = list(graph.node).index(anchor) + 1
-    for offset, node in enumerate(nodes):
-        graph.node.insert(position + offset, node)
-
-
-def _insert_before(graph, anchor, nodes: list) -> None:
-    position = list(graph.node).index(anchor)
+def _insert(graph, position: int, nodes: list) -> None:
+    """Insert ``nodes`` at ``position`` of the graph's (topologically ordered) node list."""
     for offset, node in enumerate(nodes):
         graph.node.insert(position + offset, node)
