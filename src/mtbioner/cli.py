@@ -364,3 +364,7 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
