@@ -143,6 +143,78 @@ def train(
 
 
 @app.command()
+def pretrain(
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Corpora (folders or names under --data-dir) and raw-text files (.txt, .jsonl, .pubtator)."
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Encoder folder to write.")] = Path("encoder"),
+    data_dir: DataDir = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Local Hugging Face checkpoint to start from (default: packaged MiniLM).")
+    ] = None,
+    splits: Annotated[
+        str, typer.Option(help="Corpus splits to read: train and/or devel (never test).")
+    ] = "train,devel",
+    epochs: Annotated[int, typer.Option(help="Passes over the text.")] = 3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    warmup: Annotated[float, typer.Option(help="Warm-up proportion of all steps (linear decay after).")] = 0.06,
+    batch_size: Annotated[int, typer.Option(help="Texts (windows) per batch.")] = 32,
+    max_length: Annotated[int, typer.Option(help="Sub-tokens per window; longer texts are cut into windows.")] = 128,
+    mlm_probability: Annotated[float, typer.Option(help="Share of words (or sub-tokens) masked.")] = 0.15,
+    whole_word_mask: Annotated[
+        bool, typer.Option("--whole-word-mask/--token-mask", help="Mask whole words, or single sub-tokens.")
+    ] = True,
+    heldout: Annotated[int, typer.Option(help="Texts kept out to measure held-out MLM loss each epoch.")] = 500,
+    save_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed (held-out sample, batch order, masks).")] = 42,
+    limit: Annotated[int | None, typer.Option(help="Read only the first N texts of each source/split.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Continue masked-LM pre-training of an encoder on biomedical text; train --encoder takes the result.
+
+    Example: mtbioner pretrain BC2GM BC5CDR NCBI-disease JNLPBA abstracts.txt --data-dir ../shared/data --output enc
+    """
+    _setup()
+    from .pretraining import INFO_FILE, PretrainConfig, gather_texts
+    from .pretraining import pretrain as run_pretraining
+
+    if resume:
+        info_file = output / INFO_FILE
+        if not info_file.is_file():
+            raise MtbionerError(f"{output}: nothing to resume (no {INFO_FILE})")
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+        config = PretrainConfig(**info["config"])
+        sources, splits, limit = info["inputs"]["sources"], info["inputs"]["splits"], info["inputs"]["limit"]
+        data_dir = info["inputs"]["data_dir"] and Path(info["inputs"]["data_dir"])
+    else:
+        config = PretrainConfig(
+            encoder=encoder,
+            epochs=epochs,
+            lr=lr,
+            warmup=warmup,
+            batch_size=batch_size,
+            max_length=max_length,
+            mlm_probability=mlm_probability,
+            whole_word_mask=whole_word_mask,
+            seed=seed,
+            heldout=heldout,
+            save_every=save_every,
+        )
+    split_list = [s.strip() for s in splits.split(",") if s.strip()] if isinstance(splits, str) else splits
+    # paths are recorded absolute, so that --resume re-reads the same text from any folder
+    sources = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
+    data_dir = data_dir and data_dir.resolve()
+    texts, counts = gather_texts(sources, data_dir, split_list, limit)
+    inputs = {"sources": sources, "splits": split_list, "limit": limit, "data_dir": data_dir and str(data_dir)}
+    run_pretraining(texts, output, config, resume=resume, progress=progress, sources=counts, inputs=inputs)
+    typer.echo(f"saved encoder to {output}; use it with: mtbioner train ... --encoder {output}")
+
+
+@app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model folder.")],
     corpora: Annotated[

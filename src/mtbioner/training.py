@@ -350,7 +350,7 @@ def _save(output, model, optimizer, scheduler, state, info, improved: bool, fina
         ckpt = tmp / CHECKPOINT_DIR
         ckpt.mkdir()
         save_model(model, str(ckpt / WEIGHTS_NAME))
-        _save_optimizer(optimizer, ckpt / "optimizer.safetensors")
+        save_optimizer(optimizer, ckpt / "optimizer.safetensors")
         save_file({"torch": torch.get_rng_state()}, str(ckpt / "rng.safetensors"))
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
         write_json(ckpt / "state.json", {**{k: v for k, v in state.items() if k != "log"}, "scheduler": sched})
@@ -358,7 +358,7 @@ def _save(output, model, optimizer, scheduler, state, info, improved: bool, fina
     model.save_pretrained(output, extra)
 
 
-def _save_optimizer(optimizer, path: Path) -> None:
+def save_optimizer(optimizer, path: Path) -> None:
     """AdamW state as safetensors (tensors) plus the param groups in the metadata (JSON)."""
     state_dict = optimizer.state_dict()
     tensors = {}
@@ -370,7 +370,7 @@ def _save_optimizer(optimizer, path: Path) -> None:
     save_file(tensors, str(path), metadata={"param_groups": json.dumps(groups)})
 
 
-def _load_optimizer(optimizer, path: Path) -> None:
+def load_optimizer(optimizer, path: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as handle:
@@ -389,7 +389,7 @@ def _load_checkpoint(output: Path, model, optimizer, scheduler) -> dict:
         raise MtbionerError(f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json); a finished run has none")
     saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
     load_model(model, str(ckpt / WEIGHTS_NAME))
-    _load_optimizer(optimizer, ckpt / "optimizer.safetensors")
+    load_optimizer(optimizer, ckpt / "optimizer.safetensors")
     sched = saved.pop("scheduler")
     scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(sched["base_lrs"])})
     torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch"])
