@@ -80,6 +80,10 @@ def train(
     ] = 128,
     seed: Annotated[int, typer.Option(help="Random seed (batch order, dropout, head init).")] = 42,
     freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train the heads only.")] = False,
+    case_features: Annotated[
+        bool,
+        typer.Option("--case-features", help="Feed each word's letter case to the encoder (uncased ones lose it)."),
+    ] = False,
     loss_weight: Annotated[
         list[str] | None, typer.Option(help="lambda of a corpus, NAME=FLOAT (repeatable; default 1).")
     ] = None,
@@ -128,6 +132,7 @@ def train(
             limit=limit,
             encoder=encoder,
             sampling_temperature=sampling_temperature,
+            case_features=case_features,
         )
         paths = [resolve_corpus(c, data_dir) for c in corpora]
     splits = sorted(set(config.train_splits) | {"devel"})

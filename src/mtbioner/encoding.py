@@ -19,6 +19,27 @@ import torch
 IGNORE_INDEX = -100
 """Label id of positions that carry no label (non-first sub-tokens, special tokens, padding)."""
 
+CASE_TYPES = 4
+"""Case classes of a word (:func:`case_type`), fed to the encoder as token types by case-feature models."""
+
+
+def case_type(word: str) -> int:
+    """The word's letter case, which an uncased tokenizer throws away ("BRCA1" and "brca1" become one id).
+
+    0: no capital (``p53``, ``kinase``, ``1.5``), also special tokens and padding; 1: one leading
+    capital (``Tamoxifen``, ``A``); 2: two or more capitals and no lower-case letter (``BRCA1``, ``TNF``);
+    3: mixed (``mRNA``, ``IgG``, ``McCune``).
+
+    >>> [case_type(w) for w in ("p53", "Tamoxifen", "BRCA1", "mRNA")]
+    [0, 1, 2, 3]
+    """
+    capitals = sum(1 for c in word if c.isupper())
+    if capitals == 0:
+        return 0
+    if not any(c.islower() for c in word):
+        return 2 if capitals > 1 else 1
+    return 1 if capitals == 1 and word[0].isupper() else 3
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -30,6 +51,8 @@ class Window:
         words: Indices (in the sentence) of the words this window owns.
         positions: Position in ``input_ids`` of the first sub-token of each owned word.
         labels: Label id of each owned word, or ``None`` at inference time.
+        token_types: Case class (:func:`case_type`) of each sub-token's word, for case-feature
+            models; ``None`` otherwise.
     """
 
     sentence: int
@@ -37,6 +60,7 @@ class Window:
     words: tuple[int, ...]
     positions: tuple[int, ...]
     labels: tuple[int, ...] | None = None
+    token_types: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -51,6 +75,7 @@ class Batch:
     labels: torch.Tensor | None
     windows: list[Window]
     corpus: str | None = None
+    token_type_ids: torch.Tensor | None = None
 
 
 def plan_windows(counts: Sequence[int], budget: int, stride: int) -> list[tuple[int, int]]:
@@ -120,6 +145,7 @@ def encode(
     stride: int | None = None,
     tags: Sequence[Sequence[str]] | None = None,
     label2id: dict[str, int] | None = None,
+    case: bool = False,
 ) -> list[Window]:
     """Tokenize sentences (lists of words) into windows of at most ``max_length`` sub-tokens.
 
@@ -130,6 +156,7 @@ def encode(
         stride: Sub-tokens shared by consecutive windows; default a quarter of the window.
         tags: Optional IOB2 tags of each sentence (training and evaluation).
         label2id: Label ids; required with ``tags``.
+        case: Give each window the case class of every sub-token's word (``token_types``).
 
     Returns:
         Windows in sentence order. A word the tokenizer maps to no sub-token (a lone
@@ -155,7 +182,10 @@ def encode(
                 continue
             pieces = _word_pieces(encoded["input_ids"][i], encoded.word_ids(i), len(words), tokenizer, budget)
             sentence_tags = tags[offset + i] if tags is not None else None
-            windows.extend(_windows_of(offset + i, pieces, sentence_tags, label2id, (prefix, suffix), budget, stride))
+            cases = [case_type(w) for w in words] if case else None
+            windows.extend(
+                _windows_of(offset + i, pieces, sentence_tags, label2id, (prefix, suffix), budget, stride, cases)
+            )
     return windows
 
 
@@ -186,21 +216,27 @@ def _word_pieces(ids: list[int], word_ids: list[int | None], n_words: int, token
     return pieces
 
 
-def _windows_of(sentence, pieces, sentence_tags, label2id, affixes, budget, stride) -> list[Window]:
+def _windows_of(sentence, pieces, sentence_tags, label2id, affixes, budget, stride, cases=None) -> list[Window]:
     ranges = plan_windows([len(p) for p in pieces], budget, stride)
     owners = assign_owners(ranges, len(pieces))
     result = []
     for index, (start, end) in enumerate(ranges):
         ids: list[int] = []
+        types: list[int] = []
         owned_words, owned_positions = [], []
         for word in range(start, end):
             if owners[word] == index:
                 owned_words.append(word)
                 owned_positions.append(len(ids) + len(affixes[0]))
             ids.extend(pieces[word])
+            if cases is not None:
+                types.extend([cases[word]] * len(pieces[word]))
         labels = None
         if sentence_tags is not None:
             labels = tuple(label2id[sentence_tags[w]] for w in owned_words)
+        token_types = None
+        if cases is not None:
+            token_types = (0,) * len(affixes[0]) + tuple(types) + (0,) * len(affixes[1])
         result.append(
             Window(
                 sentence=sentence,
@@ -208,6 +244,7 @@ def _windows_of(sentence, pieces, sentence_tags, label2id, affixes, budget, stri
                 words=tuple(owned_words),
                 positions=tuple(owned_positions),
                 labels=labels,
+                token_types=token_types,
             )
         )
     return result
@@ -217,19 +254,23 @@ def collate(windows: Sequence[Window], pad_id: int, corpus: str | None = None) -
     """Pad windows to the longest in the batch (not to ``max_length``: that halves CPU time).
 
     Labels are placed on the first sub-token of each owned word; every other position gets
-    :data:`IGNORE_INDEX`.
+    :data:`IGNORE_INDEX`. ``token_type_ids`` (case classes, 0 on padding) come when the windows have them.
     """
     width = max(len(w) for w in windows)
     input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(windows), width), dtype=torch.long)
     with_labels = all(w.labels is not None for w in windows)
     labels = torch.full((len(windows), width), IGNORE_INDEX, dtype=torch.long) if with_labels else None
+    with_types = all(w.token_types is not None for w in windows)
+    token_types = torch.zeros((len(windows), width), dtype=torch.long) if with_types else None
     for row, window in enumerate(windows):
         input_ids[row, : len(window)] = torch.tensor(window.input_ids)
         attention_mask[row, : len(window)] = 1
         if labels is not None and window.positions:
             labels[row, list(window.positions)] = torch.tensor(window.labels)
-    return Batch(input_ids, attention_mask, labels, list(windows), corpus)
+        if token_types is not None:
+            token_types[row, : len(window)] = torch.tensor(window.token_types)
+    return Batch(input_ids, attention_mask, labels, list(windows), corpus, token_types)
 
 
 def length_grouped_batches(

@@ -47,7 +47,7 @@ TRAIN_OPTIONS = {
     "train_splits": "--train-splits",
     "sampling_temperature": "--sampling-temperature",
 }
-FLAGS = {"freeze_encoder": "--freeze-encoder"}
+FLAGS = {"freeze_encoder": "--freeze-encoder", "case_features": "--case-features"}
 
 
 @dataclass

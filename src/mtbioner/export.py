@@ -5,8 +5,9 @@ torch model folder needs torch (hundreds of MB installed) and runs the encoder e
 an exported folder needs only ONNX Runtime, runs a fused graph, and with int8 weights is
 a quarter of the size.
 
-An exported folder holds ``model.onnx`` (inputs ``input_ids`` and ``attention_mask``
-with dynamic batch and sequence axes, one ``[B, T, C]`` emission output per head),
+An exported folder holds ``model.onnx`` (inputs ``input_ids`` and ``attention_mask``, plus
+``token_type_ids`` with each word's case class for case-feature models, with dynamic batch and
+sequence axes, one ``[B, T, C]`` emission output per head),
 ``config.json`` (the :class:`~mtbioner.model.TaggerConfig` plus an ``"onnx"`` section that
 maps heads to outputs and carries the CRF scores) and the tokenizer files. Decoding
 (softmax, Viterbi) stays outside the graph, in :mod:`mtbioner.decoding`, shared with torch,
@@ -52,6 +53,14 @@ ONNX_NAME = "model.onnx"
 CONFIG_NAME = "config.json"  # as mtbioner.model, which is not imported here: it pulls in torch
 DEFAULT_OPSET = 17
 INPUTS = ("input_ids", "attention_mask")
+CASE_INPUT = "token_type_ids"
+
+
+def graph_inputs(config) -> tuple[str, ...]:
+    """The graph's input names: case-feature models also take the case class of each sub-token."""
+    return (*INPUTS, CASE_INPUT) if config.case_features else INPUTS
+
+
 Quantize = Literal["none", "int8"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8")
 
@@ -287,22 +296,27 @@ def _wrapper(model):
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask):
-            out = self.model.forward_all(input_ids, attention_mask)
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            out = self.model.forward_all(input_ids, attention_mask, token_type_ids=token_type_ids)
             return tuple(out[name] for name in self.model.corpora)
 
     return Graph().eval()
 
 
-def _dummy_batch(vocab_size: int, rows: int, length: int, seed: int):
-    """Random ids with padding in every other row, so the traced graph keeps the mask path."""
+def _dummy_batch(model, rows: int, length: int, seed: int) -> tuple:
+    """Random ids with padding in every other row, so the traced graph keeps the mask path
+    (and random case classes for case-feature models)."""
     import torch
 
+    from .encoding import CASE_TYPES
+
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (rows, length), generator=generator)
+    ids = torch.randint(0, model.encoder.config.vocab_size, (rows, length), generator=generator)
     mask = torch.ones_like(ids)
     mask[1::2, length // 2 :] = 0
-    return ids, mask
+    if not model.config.case_features:
+        return ids, mask
+    return ids, mask, torch.randint(0, CASE_TYPES, (rows, length), generator=generator)
 
 
 def _trace(model, path: Path, opset: int) -> None:
@@ -318,14 +332,14 @@ def _trace(model, path: Path, opset: int) -> None:
     with contextlib.suppress(AttributeError, ValueError):
         model.encoder.set_attn_implementation("eager")
     outputs = [output_name(i) for i in range(len(model.corpora))]
-    axes = {name: {0: "batch", 1: "sequence"} for name in (*INPUTS, *outputs)}
-    ids, mask = _dummy_batch(model.encoder.config.vocab_size, 2, 8, seed=0)
+    inputs = graph_inputs(model.config)
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*inputs, *outputs)}
     torch.onnx.export(
         _wrapper(model),
-        (ids, mask),
+        _dummy_batch(model, 2, 8, seed=0),
         str(path),
         dynamo=False,
-        input_names=list(INPUTS),
+        input_names=list(inputs),
         output_names=outputs,
         dynamic_axes=axes,
         opset_version=opset,
@@ -357,12 +371,12 @@ def _compare_with_torch(model, path: Path) -> float:
     """Largest emission difference on a batch shaped unlike the trace; a mismatch is a bug."""
     import torch
 
-    ids, mask = _dummy_batch(model.encoder.config.vocab_size, 3, 13, seed=1)
+    batch = _dummy_batch(model, 3, 13, seed=1)
     with torch.inference_mode():
-        expected = [t.numpy() for t in _wrapper(model)(ids, mask)]
+        expected = [t.numpy() for t in _wrapper(model)(*batch)]
     session = _session(path, threads=None)
-    got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
-    real = mask.numpy().astype(bool)
+    got = session.run(None, {name: t.numpy() for name, t in zip(graph_inputs(model.config), batch, strict=True)})
+    real = batch[1].numpy().astype(bool)
     diff = max(float(np.abs(a - b)[real].max()) for a, b in zip(got, expected, strict=True))
     if not diff < 1e-3:
         raise RuntimeError(f"exported graph deviates from torch by {diff:g}: please report this as a bug")
@@ -382,7 +396,7 @@ def _write_config(model, path: Path, graph: GraphSettings, source: Path, outlier
     data = model.config.to_dict()
     data["onnx"] = {
         "file": ONNX_NAME,
-        "inputs": list(INPUTS),
+        "inputs": list(graph_inputs(model.config)),
         "outputs": {name: output_name(i) for i, name in enumerate(model.corpora)},
         "crf": crf,
         "quantize": graph.quantize,
@@ -465,7 +479,13 @@ class OnnxTagger:
     def corpora(self) -> list[str]:
         return list(self.config.corpora)
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, corpora: Sequence[str]) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        corpora: Sequence[str],
+        token_type_ids: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
         """Emission scores ``[B, T, C]`` of the named heads from one graph run."""
         unknown = [name for name in corpora if name not in self._outputs]
         if unknown:
@@ -474,6 +494,10 @@ class OnnxTagger:
             "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
             "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
         }
+        if self.config.case_features:
+            if token_type_ids is None:
+                raise ValueError("this model reads letter case: pass token_type_ids")
+            feed[CASE_INPUT] = np.ascontiguousarray(token_type_ids, dtype=np.int64)
         values = self.session.run([self._outputs[name] for name in corpora], feed)
         return dict(zip(corpora, values, strict=True))
 

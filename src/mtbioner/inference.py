@@ -2,8 +2,8 @@
 
 Works with any *backend* that has ``config`` (a :class:`~mtbioner.model.TaggerConfig`),
 ``tokenizer``, ``decoders()`` and ``run(input_ids, attention_mask, corpora)`` returning
-numpy emissions per corpus: the torch :class:`~mtbioner.model.MultiTaskTagger` (through
-:func:`torch_run`) and the exported ONNX model alike.
+numpy emissions per corpus (case-feature models also get ``token_type_ids=``): the torch
+:class:`~mtbioner.model.MultiTaskTagger` (through :func:`torch_run`) and the exported ONNX model alike.
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ from .encoding import collate, encode, length_grouped_batches
 
 
 def torch_run(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, corpora: list[str]
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    corpora: list[str],
+    token_type_ids: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """One encoder pass feeding the named heads, without gradients, as numpy."""
     device = next(model.parameters()).device
+    types = None if token_type_ids is None else token_type_ids.to(device)
     with torch.inference_mode():
-        logits = model.forward_all(input_ids.to(device), attention_mask.to(device), corpora)
+        logits = model.forward_all(input_ids.to(device), attention_mask.to(device), corpora, types)
     return {name: value.float().cpu().numpy() for name, value in logits.items()}
 
 
@@ -46,7 +51,9 @@ def sentence_emissions(
     out = [
         {name: np.zeros((len(words), size), dtype=np.float32) for name, size in sizes.items()} for words in sentences
     ]
-    windows = encode(model.tokenizer, sentences, model.config.max_length, model.config.stride)
+    windows = encode(
+        model.tokenizer, sentences, model.config.max_length, model.config.stride, case=model.config.case_features
+    )
     if not windows:
         return out
     run = getattr(model, "run", None)
@@ -56,9 +63,10 @@ def sentence_emissions(
     for indices in batches:
         batch = collate([windows[i] for i in indices], pad_id)
         if callable(run):
-            logits = run(batch.input_ids.numpy(), batch.attention_mask.numpy(), corpora)
+            types = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids.numpy()}
+            logits = run(batch.input_ids.numpy(), batch.attention_mask.numpy(), corpora, **types)
         else:
-            logits = torch_run(model, batch.input_ids, batch.attention_mask, corpora)
+            logits = torch_run(model, batch.input_ids, batch.attention_mask, corpora, batch.token_type_ids)
         for row, window in enumerate(batch.windows):
             if window.words:
                 for name in corpora:

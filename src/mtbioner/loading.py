@@ -6,17 +6,19 @@ import json
 from pathlib import Path
 
 from .model import MultiTaskTagger, read_config
+from .shipped import resolve_model
 
 ONNX_NAME = "model.onnx"
 
 
-def load_backend(path: str | Path):
+def load_backend(path: str | Path | None = None):
     """A torch :class:`MultiTaskTagger`, or an ONNX Runtime model for exported folders.
 
-    Both offer ``config``, ``tokenizer``, ``decoders()`` and can be given to
-    :mod:`mtbioner.inference`.
+    ``path`` is a model folder or a shipped model's name (``None``: the shipped default, see
+    :mod:`mtbioner.shipped`). Both backends offer ``config``, ``tokenizer``, ``decoders()`` and
+    can be given to :mod:`mtbioner.inference`.
     """
-    folder = Path(path)
+    folder = resolve_model(path)
     if (folder / ONNX_NAME).is_file():
         from .export import OnnxTagger
 
@@ -28,9 +30,9 @@ def _size_on_disk(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def describe_model(path: str | Path) -> str:
-    """Human-readable summary of a model folder."""
-    folder = Path(path)
+def describe_model(path: str | Path | None = None) -> str:
+    """Human-readable summary of a model folder (or shipped model)."""
+    folder = resolve_model(path)
     if (folder / ONNX_NAME).is_file():
         from .export import read_onnx_config
 
@@ -65,6 +67,7 @@ def describe_model(path: str | Path) -> str:
         f"parameters   {parameters:,}" if parameters is not None else "parameters   (ONNX graph)",
         f"size         {_size_on_disk(folder) / 1e6:.1f} MB on disk",
         f"max length   {config.max_length} sub-tokens per window",
+        f"case         {'letter case of each word fed as token type' if config.case_features else 'not used'}",
         f"version      mtbioner {config.mtbioner_version}, format {config.format_version}",
         "corpora:",
     ]

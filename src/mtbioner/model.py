@@ -66,6 +66,7 @@ class TaggerConfig:
     max_length: int = 128
     stride: int | None = None
     dropout: float = 0.1
+    case_features: bool = False
     format_version: int = FORMAT_VERSION
     mtbioner_version: str = __version__
     extra: dict = field(default_factory=dict)
@@ -126,6 +127,7 @@ class MultiTaskTagger(nn.Module):
         max_length: int = 128,
         stride: int | None = None,
         dropout: float = 0.1,
+        case_features: bool = False,
     ) -> MultiTaskTagger:
         """A new model: a pre-trained encoder from a local folder and fresh heads.
 
@@ -134,6 +136,9 @@ class MultiTaskTagger(nn.Module):
             encoder: Local Hugging Face checkpoint folder; the packaged MiniLM by default.
             head: ``"linear"`` (the paper's softmax) or ``"crf"``.
             loss_weights: lambda of each corpus (default 1).
+            case_features: Feed each word's letter case (``encoding.case_type``) to the encoder as its
+                token type, for uncased encoders; the type table starts as copies of type 0, so the
+                new model computes exactly what the plain one does until training moves it.
         """
         from transformers import AutoModel, AutoTokenizer
 
@@ -153,6 +158,8 @@ class MultiTaskTagger(nn.Module):
             raise MtbionerError(f"{path}: cannot load the encoder: {exc}") from exc
         if not getattr(tokenizer, "is_fast", False):
             raise MtbionerError(f"{path}: a fast (Rust) tokenizer is needed for word alignment; add tokenizer.json")
+        if case_features:
+            _case_token_types(model, path)
         config = TaggerConfig(
             encoder=path,
             encoder_config=model.config.to_dict(),
@@ -163,6 +170,7 @@ class MultiTaskTagger(nn.Module):
             max_length=max_length,
             stride=stride,
             dropout=dropout,
+            case_features=case_features,
         )
         return cls(config, model, tokenizer)
 
@@ -175,9 +183,14 @@ class MultiTaskTagger(nn.Module):
             raise MtbionerError(f"this model has no head {corpus!r}; its heads are {self.corpora}")
         return self.heads[_key(corpus)]  # type: ignore[return-value]
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Shared encoder pass: ``[B, T]`` ids to ``[B, T, H]`` hidden states."""
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Shared encoder pass: ``[B, T]`` ids (and case classes) to ``[B, T, H]`` hidden states."""
+        if self.config.case_features and token_type_ids is None:
+            raise ValueError("this model reads letter case: pass token_type_ids (encoding.encode(..., case=True))")
+        types = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
 
     def forward(
         self,
@@ -186,6 +199,7 @@ class MultiTaskTagger(nn.Module):
         corpus: str,
         labels: torch.Tensor | None = None,
         normalizer: float | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> TaggerOutput:
         """Emission scores of one corpus' head, and its loss when ``labels`` are given.
 
@@ -195,7 +209,7 @@ class MultiTaskTagger(nn.Module):
         gradients over processes gives exactly the one-process loss.
         """
         head = self.head(corpus)
-        logits = head(self.encode(input_ids, attention_mask))
+        logits = head(self.encode(input_ids, attention_mask, token_type_ids))
         if labels is None:
             return TaggerOutput(logits)
         total, count = head.loss_sum(logits, labels)
@@ -203,10 +217,14 @@ class MultiTaskTagger(nn.Module):
         return TaggerOutput(logits, weight * total / max(normalizer or count, 1))
 
     def forward_all(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, corpora: list[str] | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        corpora: list[str] | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One encoder pass feeding every head (or those named): corpus name to ``[B, T, C]``."""
-        hidden = self.encode(input_ids, attention_mask)
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
         return {name: self.head(name)(hidden) for name in (corpora or self.corpora)}
 
     def decoders(self) -> dict[str, Decoder]:
@@ -285,6 +303,21 @@ def read_config(path: str | Path) -> TaggerConfig:
         return TaggerConfig.from_dict(data)
     except TypeError as exc:
         raise ModelFormatError(f"{config_file}: unexpected fields: {exc}") from exc
+
+
+def _case_token_types(encoder: nn.Module, path: str) -> None:
+    """Give the encoder one token type per case class (``encoding.CASE_TYPES``), each a copy of type 0."""
+    from .encoding import CASE_TYPES
+
+    old = getattr(getattr(encoder, "embeddings", None), "token_type_embeddings", None)
+    if not isinstance(old, nn.Embedding):
+        raise MtbionerError(f"{path}: case features need an encoder with token-type embeddings (BERT-style)")
+    rows = old.weight.detach()[:1].expand(CASE_TYPES, -1).clone()
+    encoder.embeddings.token_type_embeddings = nn.Embedding.from_pretrained(rows, freeze=False)  # no random draw
+    encoder.config.type_vocab_size = CASE_TYPES
+    buffer = getattr(encoder.embeddings, "token_type_ids", None)
+    if isinstance(buffer, torch.Tensor):
+        buffer.zero_()
 
 
 def _key(name: str) -> str:

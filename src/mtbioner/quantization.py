@@ -167,6 +167,8 @@ def _channel_absmax(model, tensors: list[str]) -> dict[str, np.ndarray]:
     import onnx
     import onnxruntime as ort
 
+    from .encoding import CASE_TYPES
+
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     for name in tensors:
@@ -180,6 +182,8 @@ def _channel_absmax(model, tensors: list[str]) -> dict[str, np.ndarray]:
     for _ in range(CALIBRATION_BATCHES):
         ids = rng.integers(0, vocab_size, size=CALIBRATION_SHAPE, dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if any(i.name == "token_type_ids" for i in model.graph.input):  # case-feature models
+            feed["token_type_ids"] = rng.integers(0, CASE_TYPES, size=CALIBRATION_SHAPE, dtype=np.int64)
         for name, value in zip(tensors, session.run(tensors, feed), strict=True):
             channel_max = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
             result[name] = np.maximum(result[name], channel_max) if name in result else channel_max

@@ -96,8 +96,8 @@ class Tagger:
             backend.eval()  # a torch model fresh from from_encoder/training still has dropout on
 
     @classmethod
-    def load(cls, model_dir: str | Path, batch_size: int = INFERENCE_BATCH_SIZE) -> Tagger:
-        """Open a model folder (torch or exported ONNX)."""
+    def load(cls, model_dir: str | Path | None = None, batch_size: int = INFERENCE_BATCH_SIZE) -> Tagger:
+        """Open a model folder (torch or exported ONNX), or a shipped model by name (``None``: the default)."""
         from .loading import load_backend
 
         return cls(load_backend(model_dir), batch_size)

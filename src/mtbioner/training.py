@@ -64,6 +64,7 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     eval_batch_size: int = 64
     sampling_temperature: float = 1.0
+    case_features: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -173,6 +174,7 @@ def train(
         config.max_length,
         config.stride,
         config.dropout,
+        config.case_features,
     )
     tokenizer = model.tokenizer
     windows = {c.name: _training_windows(c, config, model) for c in corpora}
@@ -241,6 +243,7 @@ def train(
                 corpus=corpus,
                 labels=batch.labels.to(accelerator.device),
                 normalizer=normalizer,
+                token_type_ids=None if batch.token_type_ids is None else batch.token_type_ids.to(accelerator.device),
             )
             loss = out.loss * weight
             accelerator.backward(loss)
@@ -301,6 +304,7 @@ def _training_windows(corpus: Corpus, config: TrainingConfig, model: MultiTaskTa
         config.stride,
         tags=[s.tags for s in sentences],
         label2id=label2id,
+        case=model.config.case_features,
     )
 
 
