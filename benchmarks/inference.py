@@ -195,8 +195,8 @@ def load_system(name: str, paths: dict[str, Path], threads: int, batch_size: int
 
         return tag_hf
 
-    from mtbioner.export import OnnxTagger
     from mtbioner.model import MultiTaskTagger
+    from mtbioner.onnx_backend import OnnxTagger
     from mtbioner.tagging import Tagger
 
     if name == "single-x4":

@@ -125,6 +125,23 @@ def test_written_files_read_back(rules, monkeypatch, capsys, tmp_path: Path) -> 
         ]
 
 
+@pytest.mark.parametrize("fmt", ["bioc-xml", "bioc-json"])
+def test_bioc_output_reads_back_with_the_same_offsets(rules, monkeypatch, capsys, tmp_path: Path, fmt: str) -> None:
+    from mtbioner.bioc_format import read_bioc
+
+    output = tmp_path / f"out.{fmt.replace('-', '.')}"
+    args = ["--input", DATA / "input.jsonl", "--output", output, "--format", fmt, "--no-progress"]
+    assert tag(monkeypatch, capsys, tmp_path / "m", *args)[0] == 0
+    expected = read_jsonl_entities(DATA / "expected.jsonl")
+    documents = read_bioc(output)
+    assert [d["id"] for d in documents] == [r["id"] for r in expected]
+    assert [d["text"] for d in documents] == [r["text"] for r in expected]
+    for document, record in zip(documents, expected, strict=True):
+        assert [(e["start"], e["end"], e["text"], e["type"]) for e in document["entities"]] == [
+            (e["start"], e["end"], e["text"], e["type"]) for e in record["entities"]
+        ]
+
+
 def test_txt_input_ids_are_line_numbers(rules, monkeypatch, capsys, tmp_path: Path) -> None:
     rc, out, _ = tag(monkeypatch, capsys, tmp_path, "--input", DATA / "documents.txt")
     assert rc == 0
@@ -200,7 +217,7 @@ def test_mistakes_print_one_line_and_exit_2(rules, monkeypatch, capsys, tmp_path
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     args = [str(a).replace("{out}", str(out_dir)) for a in args]
-    rc, out, err = tag(monkeypatch, capsys, tmp_path / "m", *args, "--no-progress")
+    rc, out, err = tag(monkeypatch, capsys, tmp_path, *args, "--no-progress")
     assert rc == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert list(out_dir.iterdir()) == []  # no output, no temporary file
@@ -218,7 +235,7 @@ def test_failed_run_keeps_the_previous_output(rules, monkeypatch, capsys, tmp_pa
     [
         (["tag", "m", "x", "--no-such-option"], "No such option: --no-such-option"),
         (["tagg"], "No such command 'tagg'"),
-        (["tag"], "Missing argument 'model'"),
+        (["evaluate"], "Missing argument 'model'"),
         (["export", "m", "out", "--quantize"], "Option '--quantize' requires an argument"),
     ],
 )
@@ -272,3 +289,32 @@ def test_python_m_bad_record_is_one_error_line_without_traceback(model_dir: Path
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: {BAD_JSON}") and done.stderr.count("\n") == 1, done.stderr
     assert "Traceback" not in done.stderr and not output.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_model_is_the_first_argument_only_when_it_names_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tiny_encoder: Path, tmp_path: Path
+) -> None:
+    """``tag TEXT`` uses the shipped model; ``tag FOLDER TEXT`` and ``tag -m NAME TEXT`` name one."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder))
+    asked: list[object] = []
+
+    def load(cls, model_dir=None, batch_size: int = 64) -> Tagger:
+        asked.append(model_dir)
+        return cls(RuleBackend(tokenizer, RULES), batch_size)
+
+    monkeypatch.setattr(Tagger, "load", classmethod(load))
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for args, model, texts in [
+        ([EXAMPLE], None, [EXAMPLE]),
+        ([folder, EXAMPLE, "BRCA1"], str(folder), [EXAMPLE, "BRCA1"]),
+        (["-m", "fast", EXAMPLE], "fast", [EXAMPLE]),
+        ([tmp_path / "not-a-model", EXAMPLE], None, [str(tmp_path / "not-a-model"), EXAMPLE]),
+    ]:
+        asked.clear()
+        code, out, err = tag(monkeypatch, capsys, *args)
+        assert code == 0, err
+        assert asked == [model]
+        assert [json.loads(line)["text"] for line in out.splitlines()] == texts

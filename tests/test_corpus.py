@@ -72,7 +72,10 @@ def test_broken_file_names_file_and_line(name: str) -> None:
 
 
 def test_missing_split_is_named() -> None:
-    with pytest.raises(CorpusFormatError, match="missing split 'test': no test.tsv, test/ or test.pubtator"):
+    with pytest.raises(
+        CorpusFormatError,
+        match="missing split 'test': no test.tsv, test/, test.pubtator, test.bioc.xml or test.bioc.json",
+    ):
         read_corpus(BROKEN / "missing_split")
     corpus = read_corpus(BROKEN / "missing_split", splits=["train", "devel"])  # the present ones are fine
     assert list(corpus.splits) == ["train", "devel"]

@@ -184,7 +184,10 @@ def test_split_given_twice_is_refused(tmp_path: Path) -> None:
 
 def test_missing_split_in_a_brat_corpus(tmp_path: Path) -> None:
     shutil.copytree(BRAT / "train", tmp_path / "c" / "train")
-    with pytest.raises(CorpusFormatError, match="missing split 'devel': no devel.tsv, devel/ or devel.pubtator"):
+    with pytest.raises(
+        CorpusFormatError,
+        match="missing split 'devel': no devel.tsv, devel/, devel.pubtator, devel.bioc.xml or devel.bioc.json",
+    ):
         read_corpus(tmp_path / "c")
 
 

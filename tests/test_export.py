@@ -16,10 +16,11 @@ import torch
 
 from mtbioner.cli import main
 from mtbioner.errors import ModelFormatError, MtbionerError
-from mtbioner.export import CheckSettings, ExportCheckError, OnnxTagger, export_onnx
+from mtbioner.export import CheckSettings, ExportCheckError, export_onnx
 from mtbioner.inference import sentence_emissions
 from mtbioner.loading import describe_model, load_backend
 from mtbioner.model import MultiTaskTagger
+from mtbioner.onnx_backend import OnnxTagger
 from mtbioner.tagging import Tagger
 
 LABELS = {"toy_gene": ["B-GENE", "I-GENE", "O"], "chem.v2": ["B-CHEM", "I-CHEM", "O"]}

@@ -124,7 +124,8 @@ def test_int8_outlier_rewrites_on_the_real_encoder(trained: Path, tmp_path: Path
 
     from mtbioner.corpus import read_corpus
     from mtbioner.encoding import collate, encode
-    from mtbioner.export import ONNX_NAME, OnnxTagger, export_onnx
+    from mtbioner.export import export_onnx
+    from mtbioner.onnx_backend import ONNX_NAME, OnnxTagger
     from mtbioner.quantization import quantize_int8
 
     export_onnx(trained, tmp_path / "fp32")

@@ -17,9 +17,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from mtbioner.export import ONNX_NAME, export_onnx
+from mtbioner.export import export_onnx
 from mtbioner.loading import describe_model
 from mtbioner.model import MultiTaskTagger
+from mtbioner.onnx_backend import ONNX_NAME
 from mtbioner.quantization import quantize_int8, rewrite_outliers
 
 LABELS = {"toy_gene": ["B-GENE", "I-GENE", "O"], "chem": ["B-CHEM", "I-CHEM", "O"]}

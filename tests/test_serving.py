@@ -158,7 +158,7 @@ def test_model_health_and_docs(client, tagger: Tagger) -> None:
     assert info["entity_types"] == ["CHEM", "GENE"]
     assert info["encoder"]["model_type"] == "bert" and info["encoder"]["layers"] == 2
     assert info["version"]["server"] and info["version"]["format"] == 1
-    assert info["limits"] == {"max_texts": 8, "max_bytes": 4000}
+    assert info["limits"] == {"max_texts": 8, "max_bytes": 4000, "max_request_sentences": 50000}
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["batching"]["calls"] >= 1
     schema = client.get("/openapi.json").json()
@@ -330,13 +330,13 @@ def test_event_loop_answers_while_the_model_works(toy_model: Path) -> None:
     import httpx
 
     slow = Tagger.load(toy_model)
-    inner = slow.entities
+    inner = slow.sentence_entities
 
-    def entities(*args, **kwargs):
+    def sentence_entities(*args, **kwargs):
         time.sleep(1.5)
         return inner(*args, **kwargs)
 
-    slow.entities = entities  # type: ignore[method-assign]
+    slow.sentence_entities = sentence_entities  # type: ignore[method-assign]
     with running(create_app(slow)) as url:
         worker = threading.Thread(target=httpx.post, args=(f"{url}/v1/tag",), kwargs={"json": {"text": "MYC"}})
         worker.start()
@@ -368,37 +368,135 @@ def test_bad_options_fail_alone_among_concurrent_requests(tagger: Tagger) -> Non
 
 
 class Recorder:
-    """A stand-in tagger that records each call's texts."""
+    """A stand-in tagger: every word of a text is one sentence; each call's sentences are recorded."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[str], tuple]] = []
+    corpora = ["toy"]
 
-    def entities(self, texts, types, corpora, min_score, flat):
-        self.calls.append((list(texts), (types, corpora, min_score, flat)))
-        return [[text] for text in texts]
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[list[str]] = []
+        self.delay = delay
+
+    def check_options(self, texts, types, corpora, min_score) -> list[str]:
+        return ["toy"]
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return text.split()
+
+    def sentence_entities(self, units, heads) -> list[list[str]]:
+        time.sleep(self.delay)
+        self.calls.append([sentence for _, sentence in units])
+        return [[sentence] for _, sentence in units]
+
+    @staticmethod
+    def finish(found, types=None, min_score=0.0, flat=False) -> list[str]:
+        return list(found)
 
 
-def test_batcher_groups_by_options_and_respects_the_cap() -> None:
-    recorder = Recorder()
-
+def _batcher_run(recorder: Recorder, *requests, **settings) -> list:
     async def scenario() -> list:
-        batcher = MicroBatcher(recorder, window_s=0.05, max_texts=4)  # type: ignore[arg-type]
+        batcher = MicroBatcher(recorder, **settings)  # type: ignore[arg-type]
         await batcher.start()
         try:
-            return await asyncio.gather(
-                batcher.tag(["a", "b"]),
-                batcher.tag(["c"], types=["GENE"]),
-                batcher.tag(["d", "e"]),
-                batcher.tag(["f"]),
-                batcher.tag(["g"], types=["GENE"]),
-            )
+            return await asyncio.gather(*(request(batcher) for request in requests))
         finally:
             await batcher.close()
 
-    results = asyncio.run(scenario())
-    assert results == [[["a"], ["b"]], [["c"]], [["d"], ["e"]], [["f"]], [["g"]]]
-    texts = [call[0] for call in recorder.calls]
-    assert texts == [["a", "b", "d", "e"], ["c", "g"], ["f"]]
+    return asyncio.run(scenario())
+
+
+def test_batcher_groups_by_options_and_respects_the_caps() -> None:
+    recorder = Recorder()
+    results = _batcher_run(
+        recorder,
+        lambda b: b.tag(["a b", "c"]),
+        lambda b: b.tag(["d"], types=["GENE"]),
+        lambda b: b.tag(["e f g"]),
+        lambda b: b.tag(["h"]),
+        lambda b: b.tag(["i"], types=["GENE"]),
+        window_s=0.05,
+        max_batch_sentences=4,
+        slice_sentences=2,
+    )
+    assert results == [[["a", "b"], ["c"]], [["d"]], [["e", "f", "g"]], [["h"]], [["i"]]]
+    assert recorder.calls[0] == ["a", "b", "e", "f"]  # two sentences from each request, four in all
+    assert all(len(call) <= 4 for call in recorder.calls)
+    assert ["d", "i"] in recorder.calls  # the other options share a call of their own
+    assert sorted(w for call in recorder.calls for w in call) == list("abcdefghi")  # each sentence once
+
+
+def test_a_small_request_is_not_starved_by_a_large_one() -> None:
+    recorder = Recorder(delay=0.01)
+    large = " ".join(f"w{i}" for i in range(400))
+
+    async def small_later(batcher: MicroBatcher):
+        await asyncio.sleep(0.1)  # the large request is being tagged by now
+        return await batcher.tag(["hello"])
+
+    results = _batcher_run(
+        recorder, lambda b: b.tag([large]), small_later, window_s=0.0, max_batch_sentences=64, slice_sentences=8
+    )
+    assert results[1] == [["hello"]]
+    assert len(results[0][0]) == 400
+    small_call = next(i for i, call in enumerate(recorder.calls) if "hello" in call)
+    assert small_call < 25  # ~10 calls in 0.1 s; without slicing it would come after all 50
+    assert len(recorder.calls[small_call]) == 9 and len(recorder.calls) == 50  # it shared a call with a slice
+
+
+def test_work_limits_raise_413_and_503_errors() -> None:
+    from mtbioner.batching import Overloaded, TooMuchWork
+
+    recorder = Recorder(delay=0.05)
+
+    async def too_big(batcher: MicroBatcher):
+        with pytest.raises(TooMuchWork, match="11 sentences in one request; one request may hold 10"):
+            await batcher.tag([" ".join("x" * 11)])
+
+    async def queue_full(batcher: MicroBatcher):
+        await asyncio.sleep(0.02)
+        with pytest.raises(Overloaded, match="sentences are queued") as raised:
+            await batcher.tag(["a b c d e f"])
+        assert raised.value.retry_after >= 1
+
+    _batcher_run(
+        recorder,
+        lambda b: b.tag([" ".join("y" * 10)]),
+        too_big,
+        queue_full,
+        max_request_sentences=10,
+        max_queue_sentences=12,
+        slice_sentences=1,
+    )
+
+
+def test_http_503_carries_retry_after(tagger: Tagger) -> None:
+    import httpx
+
+    app = create_app(tagger, ServeSettings(max_queue_sentences=1, max_request_sentences=5))
+    with running(app) as url:
+        too_many = httpx.post(f"{url}/v1/tag", json={"text": "MYC rose. " * 6})
+        assert too_many.status_code == 413 and "one request may hold 5" in too_many.json()["detail"]
+        app.state.batcher._queued = 1  # as if another request's sentence were waiting
+        try:
+            busy = httpx.post(f"{url}/v1/tag", json={"text": "MYC rose."})
+        finally:
+            app.state.batcher._queued = 0
+        assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+        assert httpx.post(f"{url}/v1/tag", json={"text": "MYC rose."}).status_code == 200
+
+
+def test_long_texts_cut_into_slices_give_the_same_entities(tagger: Tagger) -> None:
+    import httpx
+
+    text = " ".join(f"MYC and aspirin were measured in sample {i}." for i in range(30))
+    expected = tagger.tag_batch([text, "KRAS binds HER2."])
+    with running(create_app(tagger, ServeSettings(slice_sentences=2, max_batch_sentences=4))) as url:
+        response = httpx.post(f"{url}/v1/tag", json={"texts": [text, "KRAS binds HER2."]}, timeout=120)
+        stats = httpx.get(f"{url}/health").json()["batching"]
+    assert response.status_code == 200
+    for got, direct in zip(response.json()["results"], expected, strict=True):
+        same(got["entities"], direct)
+    assert stats["calls"] >= 8 and stats["largest_call"] <= 4  # 31 sentences, at most 4 per call
 
 
 # --------------------------------------------------------------------------- the command

@@ -5,9 +5,10 @@ A split is one of (see :func:`read_corpus`):
 * ``SPLIT.tsv``: one ``token<TAB>label`` line per token and a blank line between sentences;
   ``-DOCSTART-`` lines mark documents. Labels are normalised to IOB2 on read (see
   :mod:`mtbioner.schemes`), so everything downstream sees one scheme.
-* ``SPLIT/``: a brat standoff folder of ``NAME.txt`` + ``NAME.ann`` files, or
-  ``SPLIT.pubtator``: a PubTator file. Both are what annotation teams produce; their texts
-  are cut into sentences and words by :mod:`mtbioner.text`, the tokenizer the tagger uses.
+* ``SPLIT/``: a brat standoff folder of ``NAME.txt`` + ``NAME.ann`` files,
+  ``SPLIT.pubtator``: a PubTator file, or ``SPLIT.bioc.xml`` / ``SPLIT.bioc.json``: a BioC
+  collection (:mod:`mtbioner.bioc_format`). These are what annotation teams produce; their
+  texts are cut into sentences and words by :mod:`mtbioner.text`, the tokenizer the tagger uses.
 
 This module is the boundary where corpus files are validated: any problem raises
 :class:`~mtbioner.errors.CorpusFormatError` naming the file and line and quoting the value.
@@ -34,10 +35,13 @@ SPLITS = ("train", "devel", "test")
 DOCSTART = "-DOCSTART-"
 DATA_ENV = "MTBIONER_DATA"
 PUBTATOR = ".pubtator"
+BIOC = (".bioc.xml", ".bioc.json")
+_ONE_FILE = (PUBTATOR, *BIOC)  # annotated splits held in one file, known by the end of its name
 _LAYOUT = (
     "a corpus folder holds, for each of train, devel and test, SPLIT.tsv (token<TAB>label lines), "
-    "a brat folder SPLIT/ (NAME.txt + NAME.ann) or a PubTator file SPLIT.pubtator; a folder of "
-    ".txt/.ann files or one .pubtator file is a corpus with a single split"
+    "a brat folder SPLIT/ (NAME.txt + NAME.ann), a PubTator file SPLIT.pubtator or a BioC file "
+    "SPLIT.bioc.xml / SPLIT.bioc.json; a folder of .txt/.ann files or one .pubtator, .bioc.xml or "
+    ".bioc.json file is a corpus with a single split"
 )
 # Warnings of formats/text that mean an annotation became no entity at all.
 _LEFT_OUT = re.compile(r"left out$")
@@ -60,9 +64,9 @@ class Split:
     """One file of a corpus, with what reading it found.
 
     ``documents`` counts ``-DOCSTART-`` documents (a file without markers is one document)
-    or, for brat and PubTator, documents with at least one word; ``repaired`` counts tags
-    rewritten because they were ill-formed in ``scheme``. ``format`` is ``"tsv"``, ``"brat"``
-    or ``"pubtator"``; for the latter two, ``warnings`` lists every annotation that was
+    or, for brat, PubTator and BioC, documents with at least one word; ``repaired`` counts tags
+    rewritten because they were ill-formed in ``scheme``. ``format`` is ``"tsv"``, ``"brat"``,
+    ``"pubtator"`` or ``"bioc"``; for all but the first, ``warnings`` lists every annotation that was
     changed or left out (file and annotation id) and ``skipped`` counts those left out.
     """
 
@@ -280,18 +284,18 @@ def _normalise(sentences: list[Sentence], scheme: str) -> tuple[list[Sentence], 
 
 
 def read_split(path: str | Path, name: str | None = None, limit: int | None = None, scheme: str = "auto") -> Split:
-    """Read one split: a ``token<TAB>label`` file, a brat folder or a ``.pubtator`` file.
+    """Read one split: a ``token<TAB>label`` file, a brat folder, a ``.pubtator`` or a BioC file.
 
-    A folder is read as brat standoff and a file ending in ``.pubtator`` as PubTator (both
-    through :func:`_read_annotated`); anything else is a ``token<TAB>label`` file, read by
-    :func:`read_tsv`.
+    A folder is read as brat standoff, a file ending in ``.pubtator`` as PubTator and one
+    ending in ``.bioc.xml`` or ``.bioc.json`` as BioC (all through :func:`_read_annotated`);
+    anything else is a ``token<TAB>label`` file, read by :func:`read_tsv`.
 
     Args:
         path: The file or brat folder.
-        name: Split name (default: the file name without ``.tsv`` / ``.pubtator``).
+        name: Split name (default: the file name without ``.tsv`` / ``.pubtator`` / ``.bioc.*``).
         limit: Read only the first ``limit`` sentences (quick runs, tests).
-        scheme: Tag scheme of a ``.tsv`` file (``"auto"`` to detect it); brat and PubTator
-            annotations are spans, so it does not apply to them.
+        scheme: Tag scheme of a ``.tsv`` file (``"auto"`` to detect it); brat, PubTator and
+            BioC annotations are spans, so it does not apply to them.
 
     Raises:
         CorpusFormatError: The file is missing, empty, not UTF-8, or has a bad line.
@@ -299,7 +303,7 @@ def read_split(path: str | Path, name: str | None = None, limit: int | None = No
     """
     path = Path(path)
     _check_options(limit, scheme)
-    if path.is_dir() or path.suffix == PUBTATOR:
+    if path.is_dir() or _is_one_file(path.name):
         return _read_annotated(path, name, limit)
     return read_tsv(path, name, limit, scheme)
 
@@ -354,17 +358,19 @@ def read_tsv(path: str | Path, name: str | None = None, limit: int | None = None
 
 
 def _read_annotated(path: Path, name: str | None, limit: int | None) -> Split:
-    """A brat folder or PubTator file as IOB2 sentences, logging what could not be kept.
+    """A brat folder, PubTator or BioC file as IOB2 sentences, logging what could not be kept.
 
     Every document is converted (so ``warnings`` and ``skipped`` cover the whole split even
     with ``limit``); ``limit`` then keeps the first sentences.
     """
-    from .formats import read_brat_folder, read_pubtator_sentences  # regex + sentencex, on first use
+    from .bioc_format import read_bioc_sentences  # these pull in regex + sentencex (bioc: on first read)
+    from .formats import read_brat_folder, read_pubtator_sentences
 
-    brat = path.is_dir()
-    if not brat and not path.is_file():
+    kind = "brat" if path.is_dir() else "bioc" if path.name.endswith(BIOC) else "pubtator"
+    if kind != "brat" and not path.is_file():
         raise CorpusFormatError(path, None, f"missing file {path.name}")
-    tagged, warnings = read_brat_folder(path) if brat else read_pubtator_sentences(path)
+    read = {"brat": read_brat_folder, "bioc": read_bioc_sentences, "pubtator": read_pubtator_sentences}[kind]
+    tagged, warnings = read(path)
     sentences = [Sentence(*s) for s in tagged][:limit]
     if not sentences:
         raise CorpusFormatError(path, None, "no sentences: the documents hold no words")
@@ -377,13 +383,13 @@ def _read_annotated(path: Path, name: str | None, limit: int | None) -> Split:
     if warnings:
         logger.warning("%s: %d annotation problems, %d left out", path, len(warnings), skipped)
     return Split(
-        name or path.name.removesuffix(PUBTATOR),
+        name or _stem(path.name),
         path,
         sentences,
         len({s.document for s in sentences}),
         0,
         "IOB2",
-        "brat" if brat else "pubtator",
+        kind,
         skipped,
         warnings,
     )
@@ -391,15 +397,26 @@ def _read_annotated(path: Path, name: str | None, limit: int | None) -> Split:
 
 def _split_sources(folder: Path, split: str) -> list[Path]:
     """Every file or folder in ``folder`` that could hold ``split``."""
-    tsv, brat, pubtator = folder / f"{split}.tsv", folder / split, folder / f"{split}{PUBTATOR}"
-    found = ((tsv, tsv.is_file()), (brat, brat.is_dir()), (pubtator, pubtator.is_file()))
+    tsv, brat = folder / f"{split}.tsv", folder / split
+    files = [folder / f"{split}{suffix}" for suffix in _ONE_FILE]
+    found = [(tsv, tsv.is_file()), (brat, brat.is_dir()), *((file, file.is_file()) for file in files)]
     return [source for source, exists in found if exists]
 
 
+def _is_one_file(name: str) -> bool:
+    """Whether a file name marks a one-file annotated split (PubTator or BioC)."""
+    return name.endswith(_ONE_FILE)
+
+
+def _stem(name: str) -> str:
+    """A split or corpus name: the file name without its one-file suffix."""
+    return next((name.removesuffix(s) for s in _ONE_FILE if name.endswith(s)), name)
+
+
 def _single_source(path: Path) -> Path | None:
-    """``path`` when it is a one-split corpus: a ``.pubtator`` file or a folder of ``.ann`` files."""
+    """``path`` when it is a one-split corpus: a PubTator or BioC file, or a folder of ``.ann`` files."""
     if path.is_file():
-        return path if path.suffix == PUBTATOR else None
+        return path if _is_one_file(path.name) else None
     if path.is_dir() and not any(_split_sources(path, split) for split in SPLITS):
         return path if next(path.glob("*.ann"), None) is not None else None
     return None
@@ -418,11 +435,13 @@ def read_corpus(
 
     * ``SPLIT.tsv``: ``token<TAB>label`` lines (IOB1, IOB2 or IOBES);
     * ``SPLIT/``: a brat standoff folder of ``NAME.txt`` + ``NAME.ann`` (sub-folders too);
-    * ``SPLIT.pubtator``: a PubTator file (``ID|t|``, ``ID|a|`` and mention lines).
+    * ``SPLIT.pubtator``: a PubTator file (``ID|t|``, ``ID|a|`` and mention lines);
+    * ``SPLIT.bioc.xml`` / ``SPLIT.bioc.json``: a BioC collection (see ``docs/bioc.md``).
 
     PubTator files must end in ``.pubtator`` (rename ``*.PubTator.txt`` downloads), so
     that a ``.txt`` is always brat text. A folder holding ``.ann`` files directly (and no
-    split) or a single ``.pubtator`` file (named after its stem) is a one-split corpus: it is
+    split) or a single ``.pubtator``, ``.bioc.xml`` or ``.bioc.json`` file (named after its
+    stem) is a one-split corpus: it is
     read as whichever split is requested, e.g. ``mtbioner evaluate MODEL HEAD=annotated/``;
     when several are requested it serves as ``train`` (or the first one) and the others are
     not loaded, which is logged as a warning.
@@ -441,7 +460,7 @@ def read_corpus(
     single = _single_source(target)
     if single is not None:
         split = _serve_single(single, splits)
-        return Corpus(name.removesuffix(PUBTATOR), target, {split: read_split(single, split, limit, scheme)})
+        return Corpus(_stem(name), target, {split: read_split(single, split, limit, scheme)})
     if not _is_corpus(target):
         kind = "a file" if target.is_file() else "a folder without any split"
         raise MtbionerError(f"{target} is not a corpus: it is {kind}; {_LAYOUT}")
@@ -449,7 +468,7 @@ def read_corpus(
     for split in splits:
         found = _split_sources(target, split)
         if not found:
-            expected = f"no {split}.tsv, {split}/ or {split}{PUBTATOR}"
+            expected = f"no {split}.tsv, {split}/, {split}{PUBTATOR}, {split}.bioc.xml or {split}.bioc.json"
             raise CorpusFormatError(target, None, f"missing split {split!r}: {expected}; {_LAYOUT}")
         if len(found) > 1:
             both = " and ".join(p.name for p in found)
@@ -462,7 +481,7 @@ def read_corpus(
 def _serve_single(source: Path, splits: tuple[str, ...]) -> str:
     """The split a one-split corpus is read as, saying so when other splits go missing."""
     split = "train" if "train" in splits else splits[0]
-    what = "a PubTator file" if source.is_file() else "a brat folder without train/devel/test"
+    what = "a PubTator or BioC file" if source.is_file() else "a brat folder without train/devel/test"
     if len(splits) > 1:
         others = ", ".join(s for s in splits if s != split)
         logger.warning("%s is %s: read as its %r split; it has no %s", source, what, split, others)
@@ -478,9 +497,9 @@ def _available(folder: Path) -> list[str]:
 
 
 def resolve_corpus(spec: str, data_dir: str | Path | None = None) -> Path:
-    """Find a corpus (folder or ``.pubtator`` file) from a path or a name.
+    """Find a corpus (folder, ``.pubtator`` or BioC file) from a path or a name.
 
-    ``spec`` is used as a path when that folder (or ``.pubtator`` file) exists; otherwise it
+    ``spec`` is used as a path when that folder (or one-file corpus) exists; otherwise it
     is a name looked up under ``data_dir`` or, when none is given, under ``$MTBIONER_DATA``
     (so ``--data-dir`` overrides the environment).
 
@@ -490,7 +509,7 @@ def resolve_corpus(spec: str, data_dir: str | Path | None = None) -> Path:
     if not spec.strip():
         raise MtbionerError("empty corpus name: give a corpus folder or a name under --data-dir")
     direct = Path(spec).expanduser()
-    if direct.is_dir() or (direct.is_file() and direct.suffix == PUBTATOR):
+    if direct.is_dir() or (direct.is_file() and _is_one_file(direct.name)):
         return direct
     if direct.is_file():
         raise MtbionerError(f"{direct} is a file; give the corpus folder instead ({_LAYOUT})")
@@ -498,7 +517,7 @@ def resolve_corpus(spec: str, data_dir: str | Path | None = None) -> Path:
     root = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
     if root:
         candidate = Path(root).expanduser() / spec
-        if candidate.is_dir() or (candidate.is_file() and candidate.suffix == PUBTATOR):
+        if candidate.is_dir() or (candidate.is_file() and _is_one_file(candidate.name)):
             return candidate
         tried.append(str(candidate))
         corpora = _available(Path(root).expanduser())
@@ -519,7 +538,7 @@ def corpus_stats(corpus: Corpus, tokenizer: Any = None) -> dict[str, dict[str, A
 
     Returns:
         ``{split: {format, documents, sentences, tokens, entities: {type: n}, repaired, scheme,
-        skipped, warnings[, longest_subtokens]}}``; ``skipped`` counts brat/PubTator
+        skipped, warnings[, longest_subtokens]}}``; ``skipped`` counts brat/PubTator/BioC
         annotations left out and ``warnings`` all annotation problems (see :class:`Split`).
     """
     stats: dict[str, dict[str, Any]] = {}

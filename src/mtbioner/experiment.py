@@ -22,9 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from .errors import MtbionerError
 from .fileio import write_json
@@ -283,37 +281,3 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
     write_json(result, record)
     logger.info(f"[{run.name}] wrote {result}")
     return result
-
-
-# ---------------------------------------------------------------- CLI: mtbioner experiment ...
-
-
-def _typer_app() -> typer.Typer:
-    app = typer.Typer(no_args_is_help=True, help="Run a study from a YAML file and write its report.")
-
-    @app.command("run")
-    def run_cmd(
-        config: Annotated[Path, typer.Argument(help="Study file, e.g. experiments/mt-bioner.yaml.")],
-        only: Annotated[list[str] | None, typer.Option("--only", help="Run only this run (repeatable).")] = None,
-    ) -> None:
-        """Run every unfinished run of a study (finished runs are skipped, interrupted ones resumed)."""
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-        run_study(load_study(config), only)
-
-    @app.command("report")
-    def report_cmd(
-        config: Annotated[Path, typer.Argument(help="Study file whose results to report.")],
-        output: Annotated[Path, typer.Option("--output", "-o", help="Markdown report to write.")] = Path(
-            "reports/mt-bioner.md"
-        ),
-    ) -> None:
-        """Write the Markdown report and its PNG plots from the stored results (no training)."""
-        from .report import write_report
-
-        write_report(load_study(config), output)
-        typer.echo(f"wrote {output}")
-
-    return app
-
-
-experiment_app = _typer_app()

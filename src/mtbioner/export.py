@@ -33,32 +33,21 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import typer
 
 from . import INFERENCE_BATCH_SIZE
-from .decoding import Decoder
 from .errors import ModelFormatError, MtbionerError
+from .onnx_backend import CONFIG_NAME, ONNX_NAME, OnnxTagger, graph_inputs, open_session
 
 if TYPE_CHECKING:
     from .corpus import Corpus
-    from .model import TaggerConfig
     from .quantization import OutlierReport
 
 logger = logging.getLogger(__name__)
 
-ONNX_NAME = "model.onnx"
-CONFIG_NAME = "config.json"  # as mtbioner.model, which is not imported here: it pulls in torch
 DEFAULT_OPSET = 17
-INPUTS = ("input_ids", "attention_mask")
-CASE_INPUT = "token_type_ids"
-
-
-def graph_inputs(config) -> tuple[str, ...]:
-    """The graph's input names: case-feature models also take the case class of each sub-token."""
-    return (*INPUTS, CASE_INPUT) if config.case_features else INPUTS
 
 
 Quantize = Literal["none", "int8"]
@@ -374,7 +363,7 @@ def _compare_with_torch(model, path: Path) -> float:
     batch = _dummy_batch(model, 3, 13, seed=1)
     with torch.inference_mode():
         expected = [t.numpy() for t in _wrapper(model)(*batch)]
-    session = _session(path, threads=None)
+    session = open_session(path, threads=None)
     got = session.run(None, {name: t.numpy() for name, t in zip(graph_inputs(model.config), batch, strict=True)})
     real = batch[1].numpy().astype(bool)
     diff = max(float(np.abs(a - b)[real].max()) for a, b in zip(got, expected, strict=True))
@@ -410,134 +399,6 @@ def _write_config(model, path: Path, graph: GraphSettings, source: Path, outlier
         "onnxruntime_version": onnxruntime.__version__,
     }
     write_json(path, data)
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-def _threads() -> int:
-    """Cores this process may use (cgroup/affinity aware), the best intra-op thread count on CPU."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _session(path: Path, threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or _threads()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-class OnnxTagger:
-    """An exported model run by ONNX Runtime, usable wherever a torch model is.
-
-    It offers what :mod:`mtbioner.inference` needs (``config``, ``tokenizer``,
-    ``decoders()``, ``run``), so ``Tagger``, ``evaluate`` and the server use it unchanged.
-    """
-
-    def __init__(self, session, config: TaggerConfig, tokenizer, onnx_info: dict) -> None:
-        self.session = session
-        self.config = config
-        self.tokenizer = tokenizer
-        self.onnx_info = onnx_info
-        self._outputs: dict[str, str] = dict(onnx_info["outputs"])
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, threads: int | None = None) -> OnnxTagger:
-        """Open an exported folder.
-
-        Args:
-            path: Folder written by :func:`export_onnx`.
-            threads: Intra-op threads (default: the cores this process may use).
-        """
-        from transformers import AutoTokenizer
-
-        folder = Path(path)
-        config, info = read_onnx_config(folder)
-        try:
-            session = _session(folder / ONNX_NAME, threads)
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise ModelFormatError(f"{folder / ONNX_NAME}: ONNX Runtime cannot load it: {exc}") from exc
-        names = {o.name for o in session.get_outputs()}
-        missing = sorted(set(info["outputs"].values()) - names)
-        if missing:
-            raise ModelFormatError(f"{folder / ONNX_NAME}: graph lacks outputs {missing} named in {CONFIG_NAME}")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as exc:
-            raise ModelFormatError(f"{folder}: cannot load the tokenizer files: {exc}") from exc
-        return cls(session, config, tokenizer, info)
-
-    @property
-    def corpora(self) -> list[str]:
-        return list(self.config.corpora)
-
-    def run(
-        self,
-        input_ids: np.ndarray,
-        attention_mask: np.ndarray,
-        corpora: Sequence[str],
-        token_type_ids: np.ndarray | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Emission scores ``[B, T, C]`` of the named heads from one graph run."""
-        unknown = [name for name in corpora if name not in self._outputs]
-        if unknown:
-            raise MtbionerError(f"this model has no head {unknown[0]!r}; its heads are {self.corpora}")
-        feed = {
-            "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
-            "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
-        }
-        if self.config.case_features:
-            if token_type_ids is None:
-                raise ValueError("this model reads letter case: pass token_type_ids")
-            feed[CASE_INPUT] = np.ascontiguousarray(token_type_ids, dtype=np.int64)
-        values = self.session.run([self._outputs[name] for name in corpora], feed)
-        return dict(zip(corpora, values, strict=True))
-
-    def decoders(self) -> dict[str, Decoder]:
-        """Numpy decoders of every head; CRF scores come from ``config.json``."""
-        result = {}
-        for name, head in self.config.corpora.items():
-            crf = self.onnx_info.get("crf", {}).get(name)
-            if head.head == "crf" and crf:
-                arrays = {key: np.asarray(crf[key], dtype=np.float32) for key in ("start", "end", "transitions")}
-                result[name] = Decoder(tuple(head.labels), "crf", **arrays)
-            else:
-                result[name] = Decoder(tuple(head.labels), "linear")
-        return result
-
-
-def read_onnx_config(folder: Path) -> tuple[TaggerConfig, dict]:
-    """Read and check an exported folder's ``config.json``: the model config and its ``onnx`` section."""
-    from .loading import read_config_onnx
-    from .model import FORMAT_VERSION, read_config_json
-
-    config_file, data = read_config_json(
-        folder, ONNX_NAME, f"{folder}: not an exported mtbioner model (needs {ONNX_NAME} and {CONFIG_NAME})"
-    )
-    info = data.get("onnx") if isinstance(data, dict) else None
-    if not isinstance(info, dict) or not isinstance(info.get("outputs"), dict) or "corpora" not in data:
-        raise ModelFormatError(f"{config_file}: not an exported mtbioner config (no onnx/outputs or corpora)")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{config_file}: model format {data.get('format_version')}, this mtbioner reads format {FORMAT_VERSION}; "
-            f"re-export with the mtbioner version in use"
-        )
-    try:
-        config = read_config_onnx(data)
-    except TypeError as exc:
-        raise ModelFormatError(f"{config_file}: unexpected fields: {exc}") from exc
-    missing = sorted(set(config.corpora) - set(info["outputs"]))
-    if missing:
-        raise ModelFormatError(f"{config_file}: onnx.outputs lacks heads {missing}")
-    return config, info
 
 
 # --------------------------------------------------------------------------- --check
@@ -605,74 +466,3 @@ def format_checks(rows: Sequence[CheckRow], split: str) -> str:
         changed = f"{r.changed} / {r.sentences}"
         lines.append(f"{name:<24} {r.torch_f1:9.2f} {r.onnx_f1:9.2f} {r.onnx_f1 - r.torch_f1:+7.2f} {changed:>18}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def export_command(
-    model: Annotated[Path, typer.Argument(help="Trained (torch) model folder.")],
-    out: Annotated[Path, typer.Argument(help="Folder to write the ONNX model to.")],
-    quantize: Annotated[str, typer.Option(help="none (fp32) or int8 (dynamic quantization, ~4x smaller).")] = "none",
-    check: Annotated[
-        list[str] | None,
-        typer.Option(help="Score torch vs export on CORPUS (repeatable or comma-separated; HEAD=PATH works)."),
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder holding corpora by name (default: $MTBIONER_DATA).")
-    ] = None,
-    split: Annotated[str, typer.Option(help="Split --check scores.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="--check only the first N sentences of each corpus.")] = None,
-    max_drop: Annotated[float, typer.Option(help="Abort (write nothing) if --check loses more F1 points.")] = 0.5,
-    optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's transformer fusions.")] = True,
-    per_channel: Annotated[
-        bool, typer.Option("--per-channel/--per-tensor", help="int8: a weight scale per output channel or per tensor.")
-    ] = True,
-    reduce_range: Annotated[
-        bool, typer.Option("--reduce-range/--full-range", help="int8: 7-bit weights (closer to fp32 without VNNI).")
-    ] = True,
-    outliers: Annotated[
-        bool,
-        typer.Option(
-            "--outliers/--plain",
-            help="int8: first move the feed-forward outlier channels out of the int8 scale's way, or plain "
-            "dynamic quantization.",
-        ),
-    ] = True,
-    batch_size: Annotated[int, typer.Option(help="Windows per inference batch for --check.")] = INFERENCE_BATCH_SIZE,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
-) -> None:
-    """Export a model to one ONNX graph (encoder + all heads) for ONNX Runtime; optionally int8.
-
-    The folder works everywhere a model folder does (tag, evaluate, info, serve, Tagger.load).
-
-    Examples:
-      mtbioner export m m-onnx
-      mtbioner export m m-int8 --quantize int8 --check BC5CDR,NCBI-disease --data-dir ../shared/data
-    """
-    from .cli import _setup
-
-    _setup(verbose=False)
-    specs = [s.strip() for item in (check or []) for s in item.split(",") if s.strip()]
-    settings = CheckSettings(specs, data_dir, split, limit, max_drop, batch_size) if specs else None
-    try:
-        report = export_onnx(
-            model,
-            out,
-            quantize,
-            optimize=optimize,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            outliers=outliers,
-            opset=opset,
-            check=settings,
-        )
-    except ExportCheckError as exc:
-        typer.echo(format_checks(exc.rows, split))
-        raise
-    if report.checks:
-        typer.echo(format_checks(report.checks, split))
-    typer.echo(
-        f"exported {model} -> {out} ({report.quantize if report.quantize != 'none' else 'fp32'}, "
-        f"{report.size_bytes / 1e6:.1f} MB, {report.seconds:.0f} s)"
-    )

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 from .model import MultiTaskTagger, read_config
+from .onnx_backend import ONNX_NAME
 from .shipped import resolve_model
-
-ONNX_NAME = "model.onnx"
 
 
 def load_backend(path: str | Path | None = None):
@@ -20,7 +19,7 @@ def load_backend(path: str | Path | None = None):
     """
     folder = resolve_model(path)
     if (folder / ONNX_NAME).is_file():
-        from .export import OnnxTagger
+        from .onnx_backend import OnnxTagger
 
         return OnnxTagger.from_pretrained(folder)
     return MultiTaskTagger.from_pretrained(folder)
@@ -34,7 +33,7 @@ def describe_model(path: str | Path | None = None) -> str:
     """Human-readable summary of a model folder (or shipped model)."""
     folder = resolve_model(path)
     if (folder / ONNX_NAME).is_file():
-        from .export import read_onnx_config
+        from .onnx_backend import read_onnx_config
 
         config, onnx_info = read_onnx_config(folder)
         quantize = onnx_info.get("quantize", "none")
@@ -84,9 +83,3 @@ def describe_model(path: str | Path | None = None) -> str:
         lines.append("  " + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg))
         lines.append(f"  epochs done {training.get('epochs_done')}, best epoch {training.get('best_epoch')}")
     return "\n".join(lines)
-
-
-def read_config_onnx(data: dict):
-    from .model import TaggerConfig
-
-    return TaggerConfig.from_dict({k: v for k, v in data.items() if k != "onnx"})

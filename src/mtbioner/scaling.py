@@ -33,9 +33,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from . import INFERENCE_BATCH_SIZE
 from .errors import MtbionerError
@@ -365,8 +363,8 @@ def ray_session(address: str | None) -> Iterator[Any]:
 
 def check_job(job: CorpusJob) -> None:
     """Reject bad options and model folders in the driver, before any worker starts."""
-    from .loading import ONNX_NAME, read_config_onnx
-    from .model import CONFIG_NAME, read_config
+    from .model import read_config
+    from .onnx_backend import ONNX_NAME, read_onnx_config
 
     if job.num_workers < 1 or job.cpus_per_worker < 1 or job.chunk < 1 or job.batch_size < 1:
         raise MtbionerError("--num-workers, --cpus-per-worker, --chunk and --batch-size must be at least 1")
@@ -375,10 +373,7 @@ def check_job(job: CorpusJob) -> None:
     if not 0.0 <= job.min_score <= 1.0:
         raise MtbionerError(f"--min-score must be between 0 and 1, not {job.min_score}")
     if (job.model / ONNX_NAME).is_file():
-        try:
-            config = read_config_onnx(json.loads((job.model / CONFIG_NAME).read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise MtbionerError(f"{job.model}: unreadable {CONFIG_NAME} next to {ONNX_NAME}: {exc}") from exc
+        config, _ = read_onnx_config(job.model)
     else:
         config = read_config(job.model)
     known_types = sorted({t for head in config.corpora.values() for t in head.entity_types})
@@ -577,59 +572,3 @@ def summary(report: CorpusReport, output: Path) -> str:
             f"each once, in {report.shards} shards: OK"
         )
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- command line
-
-_ADDRESS_HELP = "Existing Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local Ray)."
-
-
-def tag_corpus_command(
-    model: Annotated[Path, typer.Argument(help="Model folder (torch or ONNX), seen by every worker.")],
-    inputs: Annotated[str, typer.Option("--input", "-i", help="Folder of .jsonl/.txt shards, or a glob.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for <shard>.jsonl and markers.")],
-    address: Annotated[str | None, typer.Option("--ray-address", help=_ADDRESS_HELP)] = None,
-    num_workers: Annotated[int, typer.Option(help="Ray actors, each with one copy of the model.")] = 1,
-    cpus_per_worker: Annotated[int, typer.Option(help="CPUs (and torch threads) per actor.")] = 1,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor (0: CPU only).")] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = INFERENCE_BATCH_SIZE,
-    chunk: Annotated[int, typer.Option(help="Documents tagged together inside a shard.")] = 256,
-    retries: Annotated[int, typer.Option(help="Extra attempts for a shard whose worker failed.")] = 2,
-    types: Annotated[list[str] | None, typer.Option("--types", help="Keep only these entity types.")] = None,
-    corpora: Annotated[list[str] | None, typer.Option("--corpora", help="Run only these heads.")] = None,
-    min_score: Annotated[float, typer.Option(help="Drop entities less confident than this (0..1).")] = 0.0,
-    flat: Annotated[bool, typer.Option("--flat", help="Resolve overlapping entities to the best.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show shards done and documents/s.")] = True,
-) -> None:
-    """Tag a corpus of shards on Ray (locally or on a cluster): OUT/<shard>.jsonl per input shard.
-
-    A rerun skips finished shards; failed shards are retried, then listed (exit status 1).
-
-    Examples:
-      mtbioner tag-corpus m --input abstracts/ --output tagged/ --num-workers 2
-      mtbioner tag-corpus m --input 'pubmed/*.jsonl' --output tagged/ --ray-address auto --num-workers 64
-    """
-    from .cli import _setup
-
-    _setup()
-    job = CorpusJob(
-        model=model,
-        inputs=inputs,
-        output=output,
-        address=address,
-        num_workers=num_workers,
-        cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker,
-        batch_size=batch_size,
-        chunk=chunk,
-        retries=retries,
-        types=types or [],
-        corpora=corpora or [],
-        min_score=min_score,
-        flat=flat,
-        progress=progress,
-    )
-    report = tag_corpus(job)
-    typer.echo(summary(report, output), err=True)
-    if report.failed:
-        raise typer.Exit(1)

@@ -8,10 +8,11 @@
   the OpenAPI pages, their JavaScript and CSS served by the app (fastapi-offline), so
   that everything works without internet access.
 
-Inference never runs on the event loop: a :class:`MicroBatcher` gathers the texts of
-concurrent requests for a short window and tags them in one ``Tagger.entities`` call on a
-worker thread, because one forward pass over many short utterances costs little more
-than a pass over one. Oversized requests get 413, malformed ones 422, each as JSON.
+Inference never runs on the event loop: a :class:`~mtbioner.batching.MicroBatcher` cuts
+requests into sentences and tags the sentences of concurrent requests together on a worker
+thread, a few sentences of each request per call, so that one forward pass serves many
+clients and a short utterance is never stuck behind a large request. Oversized requests get
+413, malformed ones 422, and a full queue 503 with ``Retry-After``, each as JSON.
 """
 
 import contextlib
@@ -21,24 +22,19 @@ import os
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from . import INFERENCE_BATCH_SIZE, __version__
+from .batching import BatchStats, MicroBatcher, Overloaded, TooMuchWork
 from .errors import MtbionerError
 
 if TYPE_CHECKING:
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
     from fastapi import FastAPI
 
-    from .tagging import Entity, Tagger
+    from .tagging import Tagger
 
 logger = logging.getLogger("mtbioner.serve")
 
@@ -54,178 +50,30 @@ class ServeSettings:
         max_bytes: Largest request body in bytes (larger: 413).
         batch_window_ms: How long the first waiting request holds the batch open for others.
             Requests that arrive while the model is busy are batched whatever the window.
-        max_batch_texts: Most texts tagged in one call (a larger request still runs alone).
+        max_batch_sentences: Most sentences tagged in one model call.
+        slice_sentences: Most sentences one request puts into one model call: what a short request
+            waits behind at most while a large one is being tagged.
+        max_request_sentences: Most sentences one request may hold (more: 413).
+        max_queue_sentences: Most sentences waiting in all; a request past it gets 503 + Retry-After.
         batch_size: Windows per forward pass inside one call.
     """
 
     max_texts: int = 64
     max_bytes: int = 1_000_000
     batch_window_ms: float = 2.0
-    max_batch_texts: int = 64
+    max_batch_sentences: int = 64
+    slice_sentences: int = 8
+    max_request_sentences: int = 50_000
+    max_queue_sentences: int = 100_000
     batch_size: int = INFERENCE_BATCH_SIZE
 
     def __post_init__(self) -> None:
-        for name in ("max_texts", "max_bytes", "max_batch_texts", "batch_size"):
+        names = ("max_texts", "max_bytes", "max_batch_sentences", "slice_sentences", "max_request_sentences")
+        for name in (*names, "max_queue_sentences", "batch_size"):
             if getattr(self, name) < 1:
                 raise MtbionerError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not 0 <= self.batch_window_ms <= 1000:
             raise MtbionerError(f"batch_window_ms must be between 0 and 1000, not {self.batch_window_ms}")
-
-
-# --------------------------------------------------------------------------- batching
-
-
-@dataclass(eq=False)
-class _Job:
-    texts: list[str]
-    options: tuple  # (types, corpora, min_score, flat): requests batch together only when these agree
-    future: "asyncio.Future"
-    arrival: float
-
-
-@dataclass
-class BatchStats:
-    """Counters that show whether batching happens (``GET /health`` reports them)."""
-
-    requests: int = 0
-    calls: int = 0
-    texts: int = 0
-    largest_call: int = 0
-
-
-class MicroBatcher:
-    """Gathers the texts of concurrent requests into one ``Tagger.entities`` call on a worker thread.
-
-    The first waiting request opens a window of ``window_s``; every request with the same
-    options that arrives before it closes (or while the previous call is still running)
-    joins the call, up to ``max_texts`` texts. One thread runs the calls one after another,
-    so the model is never used concurrently and the event loop never waits for it.
-    """
-
-    def __init__(self, tagger: "Tagger", window_s: float = 0.002, max_texts: int = 64) -> None:
-        self.tagger = tagger
-        self.window_s = window_s
-        self.max_texts = max_texts
-        self.stats = BatchStats()
-        self._pending: deque[_Job] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._pool: ThreadPoolExecutor | None = None
-
-    @property
-    def waiting(self) -> int:
-        """Requests queued for the next model call."""
-        return len(self._pending)
-
-    async def start(self) -> None:
-        import asyncio
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._wakeup = asyncio.Event()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbioner-tagger")
-        self._task = asyncio.create_task(self._run(), name="mtbioner-batcher")
-
-    async def close(self) -> None:
-        import asyncio
-
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for job in self._pending:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("server shutting down"))
-        self._pending.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    async def tag(
-        self,
-        texts: Sequence[str],
-        types: Sequence[str] | None = None,
-        corpora: Sequence[str] | None = None,
-        min_score: float = 0.0,
-        flat: bool = False,
-    ) -> list[list["Entity"]]:
-        """Entities of each text, tagged together with whatever other requests are waiting."""
-        import asyncio
-
-        if self._task is None or self._wakeup is None or self._task.done():
-            raise RuntimeError("the batcher is not running (is the app's lifespan running?)")
-        loop = asyncio.get_running_loop()
-        options = (_freeze(types), _freeze(corpora), float(min_score), bool(flat))
-        job = _Job(list(texts), options, loop.create_future(), loop.time())
-        self._pending.append(job)
-        self._wakeup.set()
-        return await job.future
-
-    async def _run(self) -> None:
-        import asyncio
-
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            delay = self._pending[0].arrival + self.window_s - loop.time()
-            if delay > 0 and sum(len(j.texts) for j in self._pending) < self.max_texts:
-                await asyncio.sleep(delay)
-            batch = self._take()
-            try:
-                await self._execute(batch)
-            except Exception as exc:  # a bug here must fail these requests, not stall every later one
-                logger.exception("batch failed")
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-
-    def _take(self) -> list[_Job]:
-        """The oldest jobs whose options match the oldest one's, up to ``max_texts`` texts."""
-        first = self._pending.popleft()
-        batch, count, later = [first], len(first.texts), deque()
-        while self._pending:
-            job = self._pending.popleft()
-            if job.options == first.options and count + len(job.texts) <= self.max_texts:
-                batch.append(job)
-                count += len(job.texts)
-            else:
-                later.append(job)
-        self._pending.extendleft(reversed(later))
-        return batch
-
-    async def _execute(self, batch: list[_Job]) -> None:
-        batch = [job for job in batch if not job.future.done()]  # clients that gave up
-        if not batch:
-            return
-        import asyncio
-
-        texts = [text for job in batch for text in job.texts]
-        types, corpora, min_score, flat = batch[0].options
-        loop = asyncio.get_running_loop()
-        try:
-            found = await loop.run_in_executor(
-                self._pool, self.tagger.entities, texts, types, corpora, min_score, flat
-            )
-        except Exception as exc:  # handed to each request, which maps it to a status code
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
-        self.stats.requests += len(batch)
-        self.stats.calls += 1
-        self.stats.texts += len(texts)
-        self.stats.largest_call = max(self.stats.largest_call, len(texts))
-        start = 0
-        for job in batch:
-            if not job.future.done():
-                job.future.set_result(found[start : start + len(job.texts)])
-            start += len(job.texts)
-
-
-def _freeze(values: Sequence[str] | None) -> tuple[str, ...] | None:
-    return tuple(values) if values else None
 
 
 # --------------------------------------------------------------------------- middleware
@@ -427,7 +275,11 @@ def model_info(tagger: "Tagger", settings: ServeSettings) -> dict:
         "backend": "torch" if hasattr(tagger.backend, "parameters") else "onnx",
         "max_length": config.max_length,
         "version": {"server": __version__, "model": config.mtbioner_version, "format": config.format_version},
-        "limits": {"max_texts": settings.max_texts, "max_bytes": settings.max_bytes},
+        "limits": {
+            "max_texts": settings.max_texts,
+            "max_bytes": settings.max_bytes,
+            "max_request_sentences": settings.max_request_sentences,
+        },
     }
 
 
@@ -444,7 +296,14 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
 
     settings = settings or ServeSettings()
     tagger = model if isinstance(model, Tagger) else Tagger.load(model, batch_size=settings.batch_size)
-    batcher = MicroBatcher(tagger, settings.batch_window_ms / 1000, settings.max_batch_texts)
+    batcher = MicroBatcher(
+        tagger,
+        settings.batch_window_ms / 1000,
+        settings.max_batch_sentences,
+        settings.slice_sentences,
+        settings.max_request_sentences,
+        settings.max_queue_sentences,
+    )
     info = model_info(tagger, settings)
     TagRequest, TagResponse, BatchTagResponse, ErrorResponse = _schemas(
         f"At most {settings.max_texts} texts and {settings.max_bytes} bytes per request."
@@ -488,7 +347,7 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
         logger.exception("unexpected error while answering a request")
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    errors = {413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+    errors = {413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 
     @app.post("/v1/tag", response_model=TagResponse | BatchTagResponse, responses=errors, tags=["tagging"])
     async def tag(request: TagRequest) -> JSONResponse:  # type: ignore[valid-type]
@@ -499,6 +358,10 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
             raise HTTPException(413, message)
         try:
             found = await batcher.tag(texts, request.types, request.corpora, request.min_score, request.flat)
+        except Overloaded as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+        except TooMuchWork as exc:
+            raise HTTPException(413, str(exc)) from None
         except MtbionerError as exc:
             raise HTTPException(422, str(exc)) from None
         results = [{"entities": [e.to_dict() for e in ents]} for ents in found]
@@ -511,8 +374,13 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
 
     @app.get("/health", tags=["model"])
     async def health() -> dict:
-        """Up and ready; batching counters since start."""
-        return {"status": "ok", "batching": asdict(batcher.stats), "waiting": batcher.waiting}
+        """Up and ready; batching counters since start, and the work waiting now."""
+        return {
+            "status": "ok",
+            "batching": asdict(batcher.stats),
+            "waiting": batcher.waiting,
+            "queued_sentences": batcher.queued_sentences,
+        }
 
     static = _static_dir()
 
@@ -559,7 +427,7 @@ def running(app: Any, host: str = "127.0.0.1", port: int = 0, timeout: float = 6
         thread.join(timeout)
 
 
-def _check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int) -> None:
     """Fail with one clear line when the address is taken, instead of uvicorn's exit."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -584,7 +452,8 @@ def default_threads(workers: int = 1) -> int:
     return max(1, (os.cpu_count() or 1) // workers - 1)
 
 
-def _set_threads(threads: int | None, workers: int) -> None:
+def set_threads(threads: int | None, workers: int) -> None:
+    """Torch threads of this server process (``default_threads`` unless given)."""
     import torch
 
     torch.set_num_threads(threads or default_threads(workers))
@@ -592,11 +461,11 @@ def _set_threads(threads: int | None, workers: int) -> None:
 
 def app_from_environment() -> "FastAPI":
     """App factory for uvicorn's worker processes (``--workers N``): model and settings from the environment."""
-    from .cli import _quiet_libraries
+    from .quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     spec = json.loads(os.environ[SETTINGS_ENV])
-    _set_threads(spec["threads"], spec["workers"])
+    set_threads(spec["threads"], spec["workers"])
     return create_app(spec["model"], ServeSettings(**spec["settings"]))
 
 
@@ -604,74 +473,4 @@ LOCAL = "127.0.0.1"
 DEFAULTS = ServeSettings()
 
 
-def _log_config(level: str) -> dict:
-    """uvicorn's logging setup plus ours, applied in every worker process alike."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = json.loads(json.dumps(LOGGING_CONFIG))
-    config["loggers"]["mtbioner"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
-    return config
-
-
-def serve_command(
-    model: Annotated[Path, typer.Argument(help="Model folder (torch or exported ONNX).")],
-    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens the server to the network.")] = LOCAL,
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the model.")] = 1,
-    max_texts: Annotated[int, typer.Option(help="Most texts per request (more: 413).")] = DEFAULTS.max_texts,
-    max_bytes: Annotated[int, typer.Option(help="Largest request body in bytes (larger: 413).")] = DEFAULTS.max_bytes,
-    batch_window_ms: Annotated[
-        float, typer.Option(help="How long a request waits for others to join its model call (0: no wait).")
-    ] = DEFAULTS.batch_window_ms,
-    max_batch_texts: Annotated[
-        int, typer.Option(help="Most texts tagged in one model call.")
-    ] = DEFAULTS.max_batch_texts,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = DEFAULTS.batch_size,
-    threads: Annotated[
-        int | None, typer.Option(help="Torch threads per worker (default: its share of the cores, less one).")
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info (a line per request), warning or error.")] = "info",
-) -> None:
-    """Serve a model over HTTP: POST /v1/tag, GET /v1/model, a web page at /, API docs at /docs.
-
-    Example: mtbioner serve m --port 8000, then open http://127.0.0.1:8000/
-    """
-    import uvicorn
-
-    from .cli import _quiet_libraries
-
-    if log_level not in ("debug", "info", "warning", "error"):
-        raise MtbionerError(f"--log-level {log_level!r}: use debug, info, warning or error")
-    if workers < 1:
-        raise MtbionerError(f"--workers must be at least 1, not {workers}")
-    if threads is not None and threads < 1:
-        raise MtbionerError(f"--threads must be at least 1, not {threads}")
-    if not 0 <= port <= 65535:
-        raise MtbionerError(f"--port must be between 0 and 65535, not {port}")
-    settings = ServeSettings(max_texts, max_bytes, batch_window_ms, max_batch_texts, batch_size)
-    _quiet_libraries()
-    _check_port(host, port)
-    common: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "log_level": log_level,
-        "log_config": _log_config(log_level),
-        "access_log": False,  # AccessLog writes the one line per request
-    }
-    if workers == 1:
-        _set_threads(threads, 1)
-        app = create_app(model, settings)
-        typer.echo(f"serving {model} on http://{host}:{port}/ (API docs: /docs)", err=True)
-        uvicorn.run(app, **common)
-        return
-    from .loading import describe_model
-
-    describe_model(model)  # a bad folder fails here, once, rather than in every worker
-    os.environ[SETTINGS_ENV] = json.dumps(
-        {"model": str(model), "workers": workers, "threads": threads, "settings": asdict(settings)}
-    )
-    typer.echo(f"serving {model} on http://{host}:{port}/ with {workers} workers (API docs: /docs)", err=True)
-    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **common)
-
-
-__all__ = ["BatchStats", "MicroBatcher", "ServeSettings", "create_app", "model_info", "running", "serve_command"]
+__all__ = ["BatchStats", "MicroBatcher", "ServeSettings", "create_app", "model_info", "running"]

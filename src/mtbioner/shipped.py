@@ -24,9 +24,12 @@ def shipped_models() -> dict[str, Path]:
 
 
 def is_model_reference(value: str | Path) -> bool:
-    """Whether ``value`` names a model: a folder holding ``config.json``, or a shipped model's name."""
-    path = Path(value).expanduser()
-    return (path / "config.json").is_file() or str(value) in shipped_models()
+    """Whether ``value`` names a model: an existing folder, or a shipped model's name.
+
+    The command line uses this to tell ``tag MODEL TEXT`` from ``tag TEXT``; a folder that is not a
+    model then fails to load with a message naming it, rather than being tagged as text.
+    """
+    return Path(value).expanduser().is_dir() or str(value) in shipped_models()
 
 
 def resolve_model(model: str | Path | None = None) -> Path:

@@ -146,28 +146,51 @@ class Tagger:
             flat: Resolve overlapping entities of different types to the best one.
             progress: Show a progress bar.
         """
-        heads = self._check(texts, types, corpora, min_score)
-        sentences: list[tuple[int, TextSentence]] = []
-        for index, text in enumerate(texts):
-            sentences.extend((index, s) for s in split_sentences(_SURROGATE.sub("\ufffd", text)))
-        words = [[t.text for t in s.tokens] for _, s in sentences]
-        emissions = sentence_emissions(self.backend, words, heads, self.batch_size, progress)
+        heads = self.check_options(texts, types, corpora, min_score)
+        sentences = [(index, sentence) for index, text in enumerate(texts) for sentence in self.split(text)]
+        raw = self.sentence_entities([(texts[i], s) for i, s in sentences], heads, progress)
         found: list[list[Entity]] = [[] for _ in texts]
-        for (index, sentence), scores in zip(sentences, emissions, strict=True):
+        for (index, _), entities in zip(sentences, raw, strict=True):
+            found[index].extend(entities)
+        return [self.finish(ents, types, min_score, flat) for ents in found]
+
+    @staticmethod
+    def split(text: str) -> list[TextSentence]:
+        """The sentences the tagger reads in ``text`` (offsets into ``text``); each is tagged on its own."""
+        return split_sentences(_SURROGATE.sub("\ufffd", text))
+
+    def sentence_entities(
+        self, sentences: Sequence[tuple[str, TextSentence]], heads: Sequence[str], progress: bool = False
+    ) -> list[list[Entity]]:
+        """Every head's entities in each ``(text, sentence)``, offsets into the text, not yet merged.
+
+        The unit of work the server interleaves between clients: a document's sentences can be
+        tagged in any grouping and give the same entities.
+        """
+        words = [[t.text for t in sentence.tokens] for _, sentence in sentences]
+        emissions = sentence_emissions(self.backend, words, list(heads), self.batch_size, progress)
+        found: list[list[Entity]] = []
+        for (text, sentence), scores in zip(sentences, emissions, strict=True):
+            entities = []
             for head in heads:
                 tags, confidence = self.decoders[head].decode(scores[head])
                 for kind, first, end in tags_to_spans(tags):
                     start, stop = sentence.tokens[first].start, sentence.tokens[end - 1].end
                     score = min(1.0, max(0.0, float(confidence[first:end].mean())))  # rounding can pass 1
-                    found[index].append(Entity(start, stop, texts[index][start:stop], kind, (head,), score))
-        result = []
-        for ents in found:
-            ents = [e for e in merge_entities(ents) if e.score >= min_score and (not types or e.type in types)]
-            result.append(flatten(ents) if flat else ents)
-        return result
+                    entities.append(Entity(start, stop, text[start:stop], kind, (head,), score))
+            found.append(entities)
+        return found
 
-    def _check(self, texts, types, corpora, min_score) -> list[str]:
-        """Validate the request once, up front, naming what is wrong."""
+    @staticmethod
+    def finish(
+        entities: Sequence[Entity], types: Sequence[str] | None = None, min_score: float = 0.0, flat: bool = False
+    ) -> list[Entity]:
+        """One text's entities: spans found by several heads merged, filtered, optionally flattened."""
+        kept = [e for e in merge_entities(entities) if e.score >= min_score and (not types or e.type in types)]
+        return flatten(kept) if flat else kept
+
+    def check_options(self, texts, types, corpora, min_score) -> list[str]:
+        """Validate a request once, up front, naming what is wrong; returns the heads to run."""
         if isinstance(texts, str):
             raise RequestError("texts must be a list of strings, not one string (use tagger(text) for one)")
         for i, text in enumerate(texts):

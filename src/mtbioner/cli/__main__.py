@@ -1,0 +1,5 @@
+"""``python -m mtbioner.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,104 @@
+"""``mtbioner evaluate``, ``info`` and ``inspect``: scores, model facts and corpus facts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import INFERENCE_BATCH_SIZE
+from ..errors import MtbionerError
+from ._common import DataDir, Limit, setup
+
+
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    corpora: Annotated[
+        list[str] | None, typer.Argument(help="Corpora to score (default: the model's own), or HEAD=PATH.")
+    ] = None,
+    data_dir: DataDir = None,
+    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    limit: Limit = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON.")] = None,
+    predictions: Annotated[Path | None, typer.Option(help="Write DIR/NAME.txt in conlleval's input format.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per inference batch.")] = INFERENCE_BATCH_SIZE,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Entity-level P/R/F1 per corpus and entity type (exact match, as conlleval).
+
+    Example: mtbioner evaluate m --data-dir ../shared/data --json scores.json
+    """
+    setup(verbose=False)
+    from ..corpus import read_corpus, resolve_corpus
+    from ..evaluation import evaluate_corpus, format_table, write_conlleval, write_json_report
+    from ..loading import load_backend
+
+    backend = load_backend(model)
+    specs = corpora or list(backend.config.corpora)
+    reports = []
+    for spec in specs:
+        head, sep, path = spec.partition("=")
+        if sep:
+            corpus = read_corpus(resolve_corpus(path, data_dir), splits=[split], limit=limit)
+        else:
+            corpus = read_corpus(resolve_corpus(spec, data_dir), splits=[split], limit=limit)
+            head = corpus.name
+        if head not in backend.config.corpora:
+            raise MtbionerError(
+                f"{model} has no head {head!r} to score corpus {corpus.name!r}; "
+                f"heads: {list(backend.config.corpora)}. "
+                f"Use HEAD=PATH to score a folder with a named head."
+            )
+        report, predicted = evaluate_corpus(backend, corpus, split, head, batch_size, progress)
+        reports.append(report)
+        if predictions is not None:
+            write_conlleval(predictions / f"{corpus.name}.txt", corpus.sentences(split), predicted)
+    typer.echo(format_table(reports))
+    if json_file is not None:
+        write_json_report(json_file, reports)
+
+
+def info(model: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
+    """Corpora, entity types, heads, encoder, parameters, size on disk and training settings."""
+    setup(verbose=False)
+    from ..loading import describe_model
+
+    typer.echo(describe_model(model))
+
+
+def inspect(
+    corpora: Annotated[list[str], typer.Argument(help="Corpus folders or names under --data-dir.")],
+    data_dir: DataDir = None,
+    limit: Limit = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Tokenizer to count sub-tokens with (default: packaged MiniLM).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per split: documents, sentences, tokens, entities per type, repairs, longest sentence in sub-tokens."""
+    setup(verbose=False)
+    from transformers import AutoTokenizer
+
+    from ..corpus import corpus_stats, read_corpus, resolve_corpus
+    from ..model import default_encoder
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder or default_encoder())
+    result = {}
+    for spec in corpora:
+        corpus = read_corpus(resolve_corpus(spec, data_dir), limit=limit)
+        result[corpus.name] = corpus_stats(corpus, tokenizer)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for name, splits in result.items():
+        typer.echo(f"{name}")
+        for split, s in splits.items():
+            ents = ", ".join(f"{t} {n}" for t, n in sorted(s["entities"].items()))
+            typer.echo(
+                f"  {split:<6} {s['format']:<8} docs {s['documents']:>5}  sentences {s['sentences']:>6}  "
+                f"tokens {s['tokens']:>7}  repaired {s['repaired']:>4}  skipped {s['skipped']:>4}  "
+                f"longest {s.get('longest_subtokens', '-')} sub-tokens  scheme {s['scheme']}"
+            )
+            typer.echo(f"         entities: {ents}")
