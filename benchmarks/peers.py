@@ -1,13 +1,14 @@
 """A peer measured here, in one run: spaCy's NER pipeline trained the way scispaCy trains its NER models.
 
 scispaCy's en_ner_bc5cdr_md and en_ner_jnlpba_md are spaCy pipelines (CNN tok2vec + transition-based NER)
-trained on the same MTL-Bioinformatics-2016 IOB splits as mtbioner's corpora; their published test F1 is
-84.28 (BC5CDR) and 72.06 (JNLPBA). They also carry 50k word vectors trained on PubMed, which cannot be
-had here (no model hub), so the peer trained here is spaCy's default CPU NER pipeline without pretrained
-vectors (``spacy init config --pipeline ner --optimize efficiency``: HashEmbedCNN tok2vec of width 96,
-depth 4, as scispaCy's md configs, without their static vectors): the same network, less pre-training. It is trained on each corpus' train split with devel for spaCy's model selection (as
-scispaCy did), then scored on test exactly like mtbioner: the test sentences' own words (no
-re-tokenization), entity-level exact match, seqeval in conlleval mode.
+trained on the same MTL-Bioinformatics-2016 IOB splits as mtbioner's corpora; their published test F1 is 84.28
+(BC5CDR) and 72.06 (JNLPBA). They also carry 50k word vectors trained on PubMed, which cannot be had here (no
+model hub), so the peer trained here is spaCy's default CPU NER pipeline without pretrained vectors (``spacy
+init config --pipeline ner --optimize efficiency``: HashEmbedCNN tok2vec of width 96, depth 4, as scispaCy's
+md configs, without their static vectors): the same network, less pre-training. It is trained on each corpus'
+train split with devel for spaCy's model selection (as scispaCy did), then scored on test exactly like
+mtbioner: the test sentences' own words (no re-tokenization), entity-level exact match, seqeval in conlleval
+mode.
 
 Speed: both systems tag the BC5CDR test sentences as raw text (words joined by spaces) in the same
 run, on this machine: spaCy's ``nlp.pipe`` (its tokenizer included) and mtbioner's ``Tagger`` (its

@@ -7,8 +7,16 @@ child process (``python -m mtbioner train`` then ``evaluate``), so what is recor
 a user would get, and each child's peak memory is read from the OS when it exits.
 
 Each finished run writes ``RESULTS/RUN.json``: the commands, the commit, timings, hardware,
-peak memory, the per-epoch training log and the test scores. A rerun skips finished runs
-and resumes an interrupted training (``--resume``), so a study can span several sessions.
+peak memory, the per-epoch training log, the encoder updates (steps) and the test scores; and
+``RESULTS/RUN.predictions/CORPUS.json.gz``, the gold and predicted tags of every scored sentence
+(:func:`mtbioner.bootstrap.write_predictions`), from which reports draw bootstrap intervals
+without the model folders. A rerun skips finished runs and resumes an interrupted training
+(``--resume``), so a study can span several sessions.
+
+Paths in a study file (``data_dir``, ``results``, ``models`` and a relative ``encoder``) are
+relative to the file's folder. A run may set ``evaluate_split`` (default: the study's
+``split``). An optional ``report`` section chooses and configures the report
+(``mtbioner.report`` by default, ``kind: full`` for :mod:`mtbioner.report_full`).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bootstrap import read_conlleval, write_predictions
 from .errors import MtbionerError
 from .fileio import write_json
 
@@ -46,6 +55,10 @@ TRAIN_OPTIONS = {
     "sampling_temperature": "--sampling-temperature",
 }
 FLAGS = {"freeze_encoder": "--freeze-encoder", "case_features": "--case-features"}
+# Keys of a run that are not training options.
+RUN_KEYS = ("corpora", "evaluate", "description", "evaluate_split")
+# Reports a study file may ask for (``report:``): mtbioner.report and mtbioner.report_full.
+REPORT_KINDS = ("default", "full")
 
 
 @dataclass
@@ -57,6 +70,7 @@ class Run:
     options: dict[str, Any] = field(default_factory=dict)
     evaluate: bool = True
     description: str = ""
+    split: str | None = None  # the split to score (``evaluate_split``); None: the study's
 
 
 @dataclass
@@ -70,6 +84,11 @@ class Study:
     budget: dict[str, Any]
     runs: list[Run]
     split: str = "test"
+    report: dict[str, Any] = field(default_factory=dict)  # the ``report`` section; {} for the default report
+
+    def split_of(self, run: Run) -> str:
+        """The split a run is scored on."""
+        return run.split or self.split
 
 
 def load_study(path: str | Path) -> Study:
@@ -101,7 +120,7 @@ def load_study(path: str | Path) -> Study:
     for name, spec in data["runs"].items():
         if not isinstance(spec, dict) or not spec.get("corpora"):
             raise MtbionerError(f"{file}: run {name!r} needs a 'corpora' list")
-        options = {k: v for k, v in spec.items() if k not in ("corpora", "evaluate", "description")}
+        options = {k: v for k, v in spec.items() if k not in RUN_KEYS}
         _check_options(file, f"run {name!r}", options)
         runs.append(
             Run(
@@ -110,7 +129,15 @@ def load_study(path: str | Path) -> Study:
                 options,
                 bool(spec.get("evaluate", True)),
                 spec.get("description", ""),
+                spec.get("evaluate_split"),
             )
+        )
+    report = data.get("report") or {}
+    if isinstance(report, str):
+        report = {"kind": report}
+    if not isinstance(report, dict) or report.get("kind", "default") not in REPORT_KINDS:
+        raise MtbionerError(
+            f"{file}: 'report' must be one of {', '.join(REPORT_KINDS)} or a mapping with 'kind' (one of them)"
         )
     return Study(
         file,
@@ -120,6 +147,7 @@ def load_study(path: str | Path) -> Study:
         budget,
         runs,
         str(data.get("split", "test")),
+        report,
     )
 
 
@@ -133,6 +161,8 @@ def _check_options(file: Path, where: str, options: dict[str, Any]) -> None:
 def train_command(study: Study, run: Run) -> list[str]:
     """The ``mtbioner train`` arguments of a run (budget first, the run's options override it)."""
     options = {**study.budget, **run.options}
+    if options.get("encoder"):
+        options["encoder"] = str(encoder_path(study, options["encoder"]))
     args = ["train", *run.corpora, "--data-dir", str(study.data_dir), "--output", str(study.models / run.name)]
     for key, value in options.items():
         if key in FLAGS:
@@ -144,20 +174,34 @@ def train_command(study: Study, run: Run) -> list[str]:
     return [*args, "--no-progress"]
 
 
-def evaluate_command(study: Study, run: Run, json_file: Path) -> list[str]:
+def encoder_path(study: Study, encoder: str | Path) -> Path:
+    """A run's encoder folder; a relative one is relative to the study file's folder."""
+    path = Path(os.path.expandvars(str(encoder)))
+    return path if path.is_absolute() else (study.path.parent / path).resolve()
+
+
+def evaluate_command(study: Study, run: Run, json_file: Path, predictions: Path | None = None) -> list[str]:
+    """The ``mtbioner evaluate`` arguments of a run; ``predictions``: folder for ``CORPUS.txt`` files."""
     model = study.models / run.name
-    return [
+    args = [
         "evaluate",
         str(model),
         *run.corpora,
         "--data-dir",
         str(study.data_dir),
         "--split",
-        study.split,
+        study.split_of(run),
         "--json",
         str(json_file),
-        "--no-progress",
     ]
+    if predictions is not None:
+        args += ["--predictions", str(predictions)]
+    return [*args, "--no-progress"]
+
+
+def predictions_file(results: Path, run: str, corpus: str) -> Path:
+    """Where the stored predictions of a run on a corpus are (``RESULTS/RUN.predictions/CORPUS.json.gz``)."""
+    return results / f"{run}.predictions" / f"{corpus}.json.gz"
 
 
 def _child(args: list[str], log: Path) -> tuple[float, float]:
@@ -213,6 +257,20 @@ def _model_facts(folder: Path) -> dict[str, Any]:
     return {"size_mb": round(size / 1e6, 1), "training": training, "log": log}
 
 
+def _check_encoder(study: Study, options: dict[str, Any]) -> None:
+    """Refuse an encoder folder that is missing or whose pre-training has not finished yet."""
+    if not options.get("encoder"):
+        return
+    folder = encoder_path(study, options["encoder"])
+    if not (folder / "config.json").is_file():
+        raise MtbionerError(f"encoder {folder} not found (no config.json); train it first or skip the run (--only)")
+    if (folder / "checkpoint").exists():
+        raise MtbionerError(
+            f"encoder {folder} is still being pre-trained (it holds checkpoint/); wait for `mtbioner pretrain` "
+            "to finish, or run the other runs with --only"
+        )
+
+
 def _finished(folder: Path) -> bool:
     info = folder / "training.json"
     return info.is_file() and not (folder / "checkpoint").exists()
@@ -255,6 +313,7 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
         "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
     }
     if not _finished(model):
+        _check_encoder(study, record["options"])
         resume = model.is_dir() and (model / "checkpoint").exists()
         logger.info(f"[{run.name}] {'resuming' if resume else 'training'}: mtbioner {' '.join(train_args)}")
         seconds, peak = _child(train_args + (["--resume"] if resume else []), log)
@@ -268,14 +327,25 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
     train_time = sum(e["train_seconds"] for e in facts["log"])
     record["train"]["windows_per_s"] = round(windows / train_time, 2) if train_time else None
     record["train"]["epoch_seconds"] = [e["train_seconds"] for e in facts["log"]]
+    # encoder updates: one optimizer step per batch (what the equal-updates controls match)
+    record["train"]["steps_per_epoch"] = facts["training"].get("steps_per_epoch")
+    record["train"]["total_steps"] = facts["training"].get("total_steps")
     if run.evaluate:
+        split = study.split_of(run)
         scores_file = study.models / f"{run.name}.scores.json"
-        eval_args = evaluate_command(study, run, scores_file)
+        conll = study.models / f"{run.name}.predictions"
+        eval_args = evaluate_command(study, run, scores_file, conll)
         record["commands"]["evaluate"] = "mtbioner " + " ".join(eval_args)
         logger.info(f"[{run.name}] scoring: mtbioner {' '.join(eval_args)}")
         seconds, peak = _child(eval_args, log)
-        record["evaluate"] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak), "split": study.split}
+        record["evaluate"] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak), "split": split}
         record["scores"] = json.loads(scores_file.read_text(encoding="utf-8"))["corpora"]
+        record["predictions"] = {}
+        for corpus in record["scores"]:
+            gold, predicted = read_conlleval(conll / f"{corpus}.txt")
+            target = predictions_file(study.results, run.name, corpus)
+            write_predictions(target, gold, predicted, run=run.name, corpus=corpus, split=split)
+            record["predictions"][corpus] = str(target.relative_to(study.results))
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record["load_average"]["end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(result, record)

@@ -1,4 +1,4 @@
-"""``mtbioner experiment run|report``: a study from a YAML file, and its report."""
+"""``mtbioner experiment run|report|compare``: a study from a YAML file, its report, one comparison."""
 
 from __future__ import annotations
 
@@ -30,11 +30,40 @@ def _typer_app() -> typer.Typer:
             "reports/mt-bioner.md"
         ),
     ) -> None:
-        """Write the Markdown report and its PNG plots from the stored results (no training)."""
-        from ..report import write_report
+        """Write the Markdown report and its PNG plots from the stored results (no training).
 
-        write_report(load_study(config), output)
+        A study file with ``report: {kind: full, ...}`` gets the full-scale report (Table 2 with
+        bootstrap intervals and every configured difference); others the reduced-budget one.
+        """
+        study = load_study(config)
+        if study.report.get("kind", "default") == "full":
+            from ..report_full import write_report
+        else:
+            from ..report import write_report
+
+        write_report(study, output)
         typer.echo(f"wrote {output}")
+
+    @app.command("compare")
+    def compare_cmd(
+        config: Annotated[Path, typer.Argument(help="Study file.")],
+        run_a: Annotated[str, typer.Argument(help="Run A (e.g. mt4).")],
+        run_b: Annotated[str, typer.Argument(help="Run B (e.g. single-BC2GM).")],
+    ) -> None:
+        """F1 of A - B with its paired-bootstrap interval on every corpus both runs score (stored results)."""
+        from ..report_full import compare_runs
+
+        for row in compare_runs(load_study(config), run_a, run_b):
+            if row.result is None:
+                typer.echo(f"{row.corpus}: {row.note or 'no result'}")
+                continue
+            r = row.result
+            typer.echo(
+                f"{row.corpus}: F1 {row.a} {r.f1_a.value:.2f}, {row.b} {r.f1_b.value:.2f}, difference "
+                f"{r.difference.value:+.2f}, {100 * r.confidence:.0f}% CI [{r.difference.low:+.2f}, "
+                f"{r.difference.high:+.2f}]: {r.verdict} ({r.sentences} sentences, {r.resamples} resamples, "
+                f"seed {r.seed})"
+            )
 
     return app
 
