@@ -1,0 +1,101 @@
+"""``mtbioner compare``: several models on the same sentences, an offline HTML page and a Markdown summary."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import INFERENCE_BATCH_SIZE
+from ..errors import ModelFormatError, MtbionerError
+from ._common import DataDir, setup
+
+
+def compare(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Two or more models: folders (torch or exported) or shipped model names.",
+            metavar="MODEL",
+            show_default=False,
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Texts: .txt (a document per line) or .jsonl (id, text).")
+    ] = None,
+    gold: Annotated[
+        str | None,
+        typer.Option(help="Corpus folder or name under --data-dir: tag its sentences and score each model on them."),
+    ] = None,
+    data_dir: DataDir = None,
+    split: Annotated[str, typer.Option(help="Split of the --gold corpus.")] = "test",
+    limit: Annotated[
+        int | None, typer.Option(help="Only the first N documents of --input, or sentences of --gold.")
+    ] = None,
+    output_html: Annotated[Path, typer.Option("--html", help="The page: every disagreeing sentence.")] = Path(
+        "comparison.html"
+    ),
+    output_md: Annotated[Path, typer.Option("--markdown", "--md", help="The summary in Markdown.")] = Path(
+        "comparison.md"
+    ),
+    max_examples: Annotated[int, typer.Option(help="Disagreeing sentences listed in the Markdown summary.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = INFERENCE_BATCH_SIZE,
+) -> None:
+    """Tag the same texts with several models: agreement per entity type, gold scores, the sentences they disagree on.
+
+    Examples:
+      mtbioner compare runs/mt4 runs/single-BC5CDR --gold BC5CDR --data-dir ../shared/data
+      mtbioner compare default m --input abstracts.jsonl --html cmp.html --md cmp.md
+    """
+    setup(verbose=False)
+    models = list(models or [])
+    _check_options(models, input_file, gold, limit, max_examples)
+    from ..compare import compare_corpus, compare_texts, format_summary, write_reports
+    from ..tagging import Tagger
+
+    def load() -> dict:
+        return {name: Tagger.load(name, batch_size=batch_size) for name in models}
+
+    if gold is not None:
+        from ..corpus import read_corpus, resolve_corpus
+
+        corpus = read_corpus(resolve_corpus(gold, data_dir), splits=[split], limit=limit)  # its errors come first
+        comparison = compare_corpus(load(), corpus, split)
+    else:
+        ids, texts = _read_texts(input_file, limit)  # type: ignore[arg-type]  # checked: exactly one is given
+        comparison = compare_texts(load(), texts, ids, source=f"input {input_file}")
+    write_reports(comparison, output_html, output_md, max_examples)
+    typer.echo(format_summary(comparison))
+    typer.echo(f"wrote {output_html} and {output_md}", err=True)
+
+
+def _check_options(models: list[str], input_file: Path | None, gold: str | None, limit, max_examples: int) -> None:
+    """Every option mistake, before any model or corpus is loaded (loading takes seconds)."""
+    from ..shipped import resolve_model
+
+    if len(models) < 2:
+        raise MtbionerError(f"compare needs at least two models, got {len(models)}: name two or more MODEL arguments")
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise MtbionerError(f"model {twice[0]!r} is given twice; name each model once")
+    if (input_file is None) == (gold is None):
+        raise MtbionerError("give exactly one of --input FILE (texts to tag) or --gold CORPUS (sentences to score)")
+    if limit is not None and limit < 1:
+        raise MtbionerError(f"--limit must be at least 1, not {limit}")
+    if max_examples < 0:
+        raise MtbionerError(f"--max-examples must be 0 or more, not {max_examples}")
+    for model in models:
+        if not resolve_model(model).is_dir():
+            raise ModelFormatError(f"{model}: no such model folder")
+
+
+def _read_texts(path: Path, limit: int | None) -> tuple[list[str], list[str]]:
+    """Ids and texts of the input file's first ``limit`` documents."""
+    from ..formats import read_documents
+
+    records = [record for _, record in islice(read_documents(path), limit)]
+    if not records:
+        raise MtbionerError(f"{path}: no documents (every line is blank)")
+    return [str(r["id"]) for r in records], [r["text"] for r in records]
