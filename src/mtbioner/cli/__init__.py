@@ -13,6 +13,7 @@ import typer
 
 from ..errors import MtbionerError
 from .compare import compare
+from .distill import distill
 from .evaluate import evaluate, info, inspect
 from .experiment import experiment_app
 from .export import export_command
@@ -27,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Multi-task biomedical NER: one shared encoder, one tagging head per corpus (MT-BioNER).",
 )
-for command in (train, pretrain, evaluate, tag, info, inspect, serve, compare):
+for command in (train, pretrain, distill, evaluate, tag, info, inspect, serve, compare):
     app.command()(command)
 app.command("export")(export_command)
 app.command("tag-corpus")(tag_corpus)

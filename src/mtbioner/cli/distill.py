@@ -1,0 +1,126 @@
+"""``mtbioner distill``: a smaller, faster student from a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import MtbionerError
+from ._common import DataDir, setup
+
+
+def distill(
+    teacher: Annotated[
+        Path | None,
+        typer.Argument(help="Trained model folder to distil (not needed with --resume).", show_default=False),
+    ] = None,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Corpora named like the teacher's heads (folders or names under --data-dir) and raw-text files "
+            "(.txt, .jsonl, .pubtator). Default: the corpora the teacher was trained on.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Student model folder to write.")] = Path("student"),
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Student depth: a count N (N teacher layers evenly spaced, keeping the last) or teacher layer "
+            "indices such as 1,3,5. Default: half the teacher's layers.",
+            show_default=False,
+        ),
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of the KL term.")] = 2.0,
+    alpha: Annotated[float, typer.Option(help="Weight of the gold-label loss on annotated sentences.")] = 0.5,
+    epochs: Annotated[int, typer.Option(help="Passes over the text.")] = 3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    warmup: Annotated[float, typer.Option(help="Warm-up proportion of all steps (linear decay after).")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Windows per batch; one source per batch.")] = 32,
+    splits: Annotated[
+        str, typer.Option(help="Corpus splits to distil on: train and/or devel (never test).")
+    ] = "train",
+    data_dir: DataDir = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Read only the first N sentences/texts of each split and file.")
+    ] = None,
+    save_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed (batch order, dropout).")] = 42,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Distil a trained model into a student with fewer layers that learns every head from the teacher.
+
+    Example: mtbioner distill m BC2GM BC5CDR abstracts.txt --data-dir ../shared/data --layers 3 --output m3
+    """
+    setup()
+    from ..distillation import DistillConfig, parse_layers, read_info, read_sources
+    from ..distillation import distill as run_distillation
+
+    if resume:
+        info = read_info(output)
+        if not info or not (output / "checkpoint" / "state.json").is_file():
+            raise MtbionerError(f"{output}: nothing to resume (no unfinished distillation run there)")
+        recorded = info["teacher"]["path"]
+        if teacher is not None and str(teacher.expanduser().resolve()) != recorded:
+            raise MtbionerError(f"{output} was distilled from {recorded}, not {teacher}; drop the teacher to resume")
+        teacher = Path(recorded)
+        config = DistillConfig(**info["config"])
+        inputs = info["inputs"]
+        source_list, data_dir = inputs["sources"], inputs["data_dir"] and Path(inputs["data_dir"])
+    else:
+        if teacher is None:
+            raise MtbionerError("name the teacher model folder, e.g. mtbioner distill m BC5CDR --output m3")
+        _check_teacher(teacher, parse_layers(layers))
+        config = DistillConfig(
+            layers=parse_layers(layers),
+            temperature=temperature,
+            alpha=alpha,
+            lr=lr,
+            warmup=warmup,
+            batch_size=batch_size,
+            epochs=epochs,
+            seed=seed,
+            save_every=save_every,
+            splits=[s.strip() for s in splits.split(",") if s.strip()],
+            limit=limit,
+        )
+        source_list = list(sources or []) or _teacher_corpora(teacher)
+        # paths are recorded absolute, so that --resume re-reads the same text from any folder
+        source_list = [str(Path(s).resolve()) if Path(s).exists() else s for s in source_list]
+        data_dir = data_dir and data_dir.resolve()
+    corpora, texts, counts = read_sources(source_list, data_dir, config.splits, config.limit)
+    inputs = {"sources": source_list, "data_dir": data_dir and str(data_dir), "text_counts": counts}
+    run_distillation(teacher, corpora, texts, output, config, resume=resume, progress=progress, inputs=inputs)
+    typer.echo(f"saved student to {output}")
+
+
+def _check_teacher(teacher: Path, layers) -> None:
+    """Fail fast, before reading any corpus: the teacher folder and the student's layers."""
+    from ..distillation import choose_layers, load_teacher
+    from ..model import read_config
+
+    if not teacher.expanduser().is_dir():
+        load_teacher(teacher)  # raises the one-line error
+    try:
+        depth = read_config(teacher.expanduser()).encoder_config.get("num_hidden_layers")
+    except MtbionerError:
+        load_teacher(teacher)  # says what is wrong with the folder
+        raise
+    if isinstance(depth, int):
+        choose_layers(depth, layers)
+
+
+def _teacher_corpora(teacher: Path) -> list[str]:
+    """The corpus folders recorded in the teacher's training.json."""
+    from ..training import read_training_info
+
+    recorded = list(read_training_info(teacher).get("corpora", {}).values())
+    if not recorded:
+        raise MtbionerError(
+            "name at least one corpus or raw-text file (the teacher records no training corpora), "
+            "e.g. mtbioner distill m BC5CDR abstracts.txt --output m3"
+        )
+    return recorded

@@ -1,0 +1,368 @@
+"""mtbioner distill: students copied from the teacher's layers, the KL + gold loss, raw text, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from safetensors.torch import load_file
+
+from mtbioner import cli, distillation
+from mtbioner.cli.distill import distill as distill_command
+from mtbioner.corpus import read_corpus
+from mtbioner.distillation import (
+    TEXT_SOURCE,
+    DistillConfig,
+    batch_loss,
+    build_sources,
+    choose_layers,
+    distill,
+    make_student,
+    parse_layers,
+)
+from mtbioner.encoding import collate, encode
+from mtbioner.errors import MtbionerError
+from mtbioner.evaluation import evaluate_corpus
+from mtbioner.inference import predict_tags
+from mtbioner.model import MultiTaskTagger
+from mtbioner.training import TrainingConfig, train
+
+RAW = [
+    "MYC expression was increased in breast cancer cells .",
+    "mutations in KRAS were found in lung cancer patients . cells were treated with cisplatin .",
+    "aspirin and TP53 were studied .",
+]
+
+
+def _toy(toy_dir: Path, splits=("train", "devel")):
+    return [read_corpus(toy_dir / name, splits=list(splits)) for name in ("toy_gene", "toy_chem")]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tiny_encoder: Path, toy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer tiny model trained on both toy corpora (a few seconds)."""
+    out = tmp_path_factory.mktemp("teacher") / "m"
+    config = TrainingConfig(
+        encoder=str(tiny_encoder), lr=3e-3, warmup=0.1, batch_size=4, epochs=15, seed=7, max_length=32
+    )
+    train(_toy(toy_dir), out, config, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def deep_teacher(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> MultiTaskTagger:
+    """An untrained 4-layer CRF teacher with case features and random CRF scores and token-type rows."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("deep-bert")
+    for item in tiny_encoder.iterdir():
+        if item.name not in ("config.json", "model.safetensors"):
+            shutil.copy(item, folder / item.name)
+    torch.manual_seed(1)
+    config = BertConfig.from_pretrained(str(tiny_encoder))
+    config.num_hidden_layers = 4
+    BertModel(config).save_pretrained(str(folder))
+    labels = {"toy_gene": ["B-GENE", "I-GENE", "O"], "toy_chem": ["B-CHEM", "I-CHEM", "O"]}
+    teacher = MultiTaskTagger.from_encoder(labels, folder, head="crf", max_length=32, case_features=True)
+    with torch.no_grad():
+        for name, param in teacher.named_parameters():
+            if name.startswith("heads.") or "token_type" in name:
+                param.copy_(torch.randn_like(param))
+    return teacher.eval()
+
+
+def _batch(model: MultiTaskTagger, toy_dir: Path, corpus: str = "toy_gene", n: int = 6):
+    sentences = read_corpus(toy_dir / corpus, splits=["train"]).sentences("train")[:n]
+    labels = model.config.corpora[corpus].labels
+    windows = encode(
+        model.tokenizer,
+        [s.tokens for s in sentences],
+        model.config.max_length,
+        tags=[s.tags for s in sentences],
+        label2id={label: i for i, label in enumerate(labels)},
+        case=model.config.case_features,
+    )
+    return collate(windows, model.tokenizer.pad_token_id, corpus)
+
+
+# ---------------------------------------------------------------- the student
+
+
+def test_layer_choice() -> None:
+    assert choose_layers(6, 3) == [1, 3, 5]  # every other layer, keeping the last
+    assert choose_layers(6, 2) == [2, 5]
+    assert choose_layers(6, 6) == list(range(6))
+    assert choose_layers(6, 1) == [5]
+    assert choose_layers(12, None) == [1, 3, 5, 7, 9, 11]
+    assert choose_layers(6, [0, 2, 5]) == [0, 2, 5]
+    assert parse_layers("3") == 3 and parse_layers("0,2,5") == [0, 2, 5] and parse_layers(None) is None
+    for bad, message in [(7, "out of range"), (0, "out of range"), ([0, 6], "out of range"), ([2, 1], "increasing")]:
+        with pytest.raises(MtbionerError, match=message):
+            choose_layers(6, bad)
+    with pytest.raises(MtbionerError, match="give a count"):
+        parse_layers("two")
+
+
+def test_student_starts_with_the_chosen_teacher_layers(deep_teacher: MultiTaskTagger, tmp_path: Path) -> None:
+    student = make_student(deep_teacher, [1, 3])
+    assert len(student.encoder.encoder.layer) == 2
+    assert student.config.encoder_config["num_hidden_layers"] == 2
+    assert student.config.case_features and student.config.corpora == deep_teacher.config.corpora
+    teacher_state = deep_teacher.state_dict()
+    student_state = student.state_dict()
+    for key, value in student_state.items():
+        origin = re.sub(
+            r"^encoder\.encoder\.layer\.(\d+)\.", lambda m: f"encoder.encoder.layer.{[1, 3][int(m[1])]}.", key
+        )
+        assert torch.equal(value, teacher_state[origin]), key
+    assert torch.equal(student.head("toy_gene").transitions, deep_teacher.head("toy_gene").transitions)
+    assert student.head("toy_gene").transitions.abs().sum() > 0  # really copied, not zeros
+    per_layer = sum(1 for key in teacher_state if key.startswith("encoder.encoder.layer.0."))
+    assert per_layer > 0 and len(teacher_state) - len(student_state) == 2 * per_layer
+    student.save_pretrained(tmp_path / "s")
+    loaded = MultiTaskTagger.from_pretrained(tmp_path / "s")
+    assert loaded.encoder.config.num_hidden_layers == 2
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, student_state[key]), key
+    assert student.num_parameters() < deep_teacher.num_parameters()
+
+
+def test_student_of_every_layer_at_temperature_one_has_zero_kl(deep_teacher: MultiTaskTagger, toy_dir: Path) -> None:
+    batch = _batch(deep_teacher, toy_dir)
+    config = DistillConfig(temperature=1.0)
+    same = make_student(deep_teacher, 4).eval()
+    parts = batch_loss(same, deep_teacher, batch, None, config)
+    assert abs(parts.kl) < 1e-6 and parts.gold is None
+    shallow = make_student(deep_teacher, [1, 3]).eval()
+    assert batch_loss(shallow, deep_teacher, batch, None, config).kl > 1e-3
+    with_gold = batch_loss(shallow, deep_teacher, batch, "toy_gene", DistillConfig(alpha=0.5))
+    assert with_gold.gold is not None and with_gold.gold > 0
+    assert float(with_gold.loss.detach()) == pytest.approx(with_gold.kl + 0.5 * with_gold.gold, rel=1e-5)
+
+
+def test_config_and_sources_reject_mistakes(deep_teacher: MultiTaskTagger, toy_dir: Path) -> None:
+    with pytest.raises(MtbionerError, match="never reads a corpus' test split"):
+        DistillConfig(splits=["train", "test"])
+    with pytest.raises(MtbionerError, match="temperature"):
+        DistillConfig(temperature=0)
+    other = read_corpus(toy_dir / "toy_gene", splits=["train"])
+    other.name = "BC2GM"
+    with pytest.raises(MtbionerError, match="no head 'BC2GM'"):
+        build_sources(deep_teacher, [other], [], ["train"])
+
+
+# ---------------------------------------------------------------- distillation
+
+
+def _fast(**overrides) -> DistillConfig:
+    settings = dict(layers=1, lr=3e-3, warmup=0.1, batch_size=4, epochs=2, seed=3, temperature=2.0, alpha=0.5)
+    settings.update(overrides)
+    return DistillConfig(**settings)
+
+
+def _agreement(model: MultiTaskTagger, teacher: MultiTaskTagger, toy_dir: Path) -> float:
+    same = total = 0
+    for corpus in ("toy_gene", "toy_chem"):
+        words = [s.tokens for s in read_corpus(toy_dir / corpus, splits=["test"]).sentences("test")]
+        for a, b in zip(predict_tags(model, words, corpus), predict_tags(teacher, words, corpus), strict=True):
+            same += sum(x == y for x, y in zip(a, b, strict=True))
+            total += len(a)
+    return same / total
+
+
+def _kl(model: MultiTaskTagger, teacher: MultiTaskTagger, toy_dir: Path) -> float:
+    """Mean KL (T=1, eval mode) over the toy training sentences of both corpora."""
+    parts = [
+        batch_loss(model, teacher, _batch(teacher, toy_dir, c, 100), None, DistillConfig(temperature=1.0)).kl
+        for c in ("toy_gene", "toy_chem")
+    ]
+    return sum(parts) / len(parts)
+
+
+def test_distillation_lowers_the_kl_and_follows_the_teacher(teacher_dir: Path, toy_dir: Path, tmp_path: Path) -> None:
+    teacher = MultiTaskTagger.from_pretrained(teacher_dir)
+    untrained = make_student(teacher, 1).eval()
+    student = distill(teacher_dir, _toy(toy_dir), [], tmp_path / "s", _fast(epochs=6), progress=False)
+    log = [json.loads(line) for line in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and log[-1]["kl"] < log[0]["kl"], [e["kl"] for e in log]
+    kl_before, kl_after = _kl(untrained, teacher, toy_dir), _kl(student, teacher, toy_dir)
+    assert kl_after < 0.5 * kl_before, (kl_before, kl_after)
+    assert set(log[-1]["devel"]) == {"toy_gene", "toy_chem"}
+    assert _agreement(student, teacher, toy_dir) >= 0.95
+    info = json.loads((tmp_path / "s" / "distillation.json").read_text())
+    assert info["student"]["layers"] == [1] and info["teacher"]["layers"] == 2
+    assert info["teacher"]["path"] == str(teacher_dir.resolve()) and info["finished"]
+    assert info["student"]["parameters"] == student.num_parameters() < info["teacher"]["parameters"]
+    assert set(info["teacher_devel"]) == {"toy_gene", "toy_chem"}
+    assert not (tmp_path / "s" / "checkpoint").exists()
+    loaded = MultiTaskTagger.from_pretrained(tmp_path / "s")
+    assert loaded.encoder.config.num_hidden_layers == 1
+
+
+def test_heads_learn_from_the_teacher_alone(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alpha 0 (no gold) and a student whose heads start random: only the KL can teach it the labels."""
+    teacher = MultiTaskTagger.from_pretrained(teacher_dir)
+    real = distillation.make_student
+
+    def reset_heads(model, layers):
+        student = real(model, layers)
+        torch.manual_seed(0)
+        for name in student.corpora:
+            student.head(name).classifier.reset_parameters()
+        return student
+
+    monkeypatch.setattr(distillation, "make_student", reset_heads)
+    blank = reset_heads(teacher, 1).eval()
+    student = distill(teacher_dir, _toy(toy_dir), [], tmp_path / "s", _fast(epochs=6, alpha=0.0), progress=False)
+    before, after = _agreement(blank, teacher, toy_dir), _agreement(student, teacher, toy_dir)
+    assert before < 0.8 and after >= 0.95, (before, after)
+    final = json.loads((tmp_path / "s" / "log.jsonl").read_text().splitlines()[-1])
+    for corpus in _toy(toy_dir):
+        blank_f1 = evaluate_corpus(blank, corpus, "devel")[0].overall.f1
+        assert final["devel"][corpus.name]["f1"] >= max(80.0, blank_f1 + 50), (corpus.name, blank_f1, final["devel"])
+
+
+def test_raw_text_batches_carry_only_the_kl(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mtbioner.pretraining import file_texts
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("\n".join(RAW * 4) + "\n", encoding="utf-8")
+    texts = file_texts(notes)
+    seen = []
+    real = distillation.batch_loss
+
+    def spy(student, teacher, batch, gold, config):
+        parts = real(student, teacher, batch, gold, config)
+        seen.append((batch.corpus, gold, batch.labels is None, parts.gold, float(parts.loss.detach()), parts.kl))
+        return parts
+
+    monkeypatch.setattr(distillation, "batch_loss", spy)
+    distill(teacher_dir, _toy(toy_dir), texts, tmp_path / "s", _fast(epochs=1), progress=False)
+    text_batches = [s for s in seen if s[0] == TEXT_SOURCE]
+    assert text_batches and all(s[1] is None and s[2] and s[3] is None for s in text_batches)
+    assert all(s[4] == pytest.approx(s[5]) for s in text_batches)  # loss == KL
+    assert all(s[1] == s[0] and s[3] is not None for s in seen if s[0] != TEXT_SOURCE)
+    log = json.loads((tmp_path / "s" / "log.jsonl").read_text().splitlines()[0])
+    assert log["batches"] == {"gold": len(seen) - len(text_batches), "text": len(text_batches)}
+    info = json.loads((tmp_path / "s" / "distillation.json").read_text())
+    assert info["sources"][TEXT_SOURCE] == {"kind": "text", "sentences": 4 * 4, "windows": 4 * 4}
+
+    # raw text alone: no gold at all, and no corpus to score
+    distill(teacher_dir, [], texts, tmp_path / "t", _fast(epochs=1), progress=False)
+    log = json.loads((tmp_path / "t" / "log.jsonl").read_text().splitlines()[0])
+    assert log["batches"]["gold"] == 0 and log["gold_loss"] is None and log["devel"] == {}
+
+
+def test_resume_mid_epoch_gives_the_same_weights(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpora, texts = _toy(toy_dir), RAW
+    config = _fast(save_every=2)
+    distill(teacher_dir, corpora, texts, tmp_path / "straight", config, progress=False)
+
+    real = distillation.batch_loss
+    calls = []
+
+    def crash_on_fourth_step(*args):
+        calls.append(1)
+        if len(calls) == 4:  # steps 1-3 done, checkpoint after step 2
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(distillation, "batch_loss", crash_on_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher_dir, corpora, texts, tmp_path / "resumed", config, progress=False)
+    monkeypatch.setattr(distillation, "batch_loss", real)
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["batch"], state["step"]) == (0, 2, 2)
+    with pytest.raises(MtbionerError, match="--resume"):
+        distill(teacher_dir, corpora, texts, tmp_path / "resumed", config, progress=False)
+    distill(teacher_dir, corpora, texts, tmp_path / "resumed", config, resume=True, progress=False)
+
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    logs = [
+        [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        for run in ("straight", "resumed")
+    ]
+    drop = ("seconds", "windows_per_s")
+    assert [{k: v for k, v in e.items() if k not in drop} for e in logs[0]] == [
+        {k: v for k, v in e.items() if k not in drop} for e in logs[1]
+    ]
+    with pytest.raises(MtbionerError, match="nothing to resume"):
+        distill(teacher_dir, corpora, texts, tmp_path / "resumed", config, resume=True, progress=False)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command("distill")(distill_command)
+    app.command("noop", hidden=True)(lambda: None)  # two commands: typer keeps the "distill" sub-command name
+    monkeypatch.setattr(cli, "app", app)
+    monkeypatch.setattr(sys, "argv", ["mtbioner", "distill", *map(str, args)])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    out, err = capsys.readouterr()
+    return done.value.code, out + err
+
+
+def test_cli_distils_and_resumes_with_recorded_inputs(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("\n".join(RAW) + "\n", encoding="utf-8")
+    out = tmp_path / "s"
+    args = [teacher_dir, "toy_gene", notes, "--data-dir", toy_dir, "--output", out, "--layers", "1", "--epochs", "1"]
+    code, text = _cli(monkeypatch, capsys, *args, "--batch-size", "8", "--no-progress")
+    assert code == 0, text
+    assert f"saved student to {out}" in text
+    info = json.loads((out / "distillation.json").read_text())
+    assert info["inputs"]["sources"] == ["toy_gene", str(notes.resolve())]
+    assert info["inputs"]["text_counts"] == {str(notes.resolve()): 3}
+    assert set(info["sources"]) == {"toy_gene", TEXT_SOURCE} and info["config"]["batch_size"] == 8
+    code, text = _cli(monkeypatch, capsys, "--output", out, "--resume")
+    assert code == 2 and "nothing to resume" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{missing}", "toy_gene"], "no such model folder"),
+        (["{teacher}", "toy_gene", "--layers", "3"], "--layers 3 is out of range"),
+        (["{teacher}", "toy_gene", "--layers", "0,2"], "out of range"),
+        (["{teacher}", "toy_gene", "--splits", "train,test"], "never reads a corpus' test split"),
+        (["{teacher}", "no_such_corpus"], "corpus 'no_such_corpus' not found"),
+        (["--resume"], "nothing to resume"),
+        ([], "name the teacher model folder"),
+    ],
+)
+def test_cli_mistakes_are_one_line(
+    args: list[str],
+    message: str,
+    teacher_dir: Path,
+    toy_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    args = [a.format(teacher=teacher_dir, missing=tmp_path / "nope") for a in args]
+    code, text = _cli(monkeypatch, capsys, *args, "--data-dir", toy_dir, "--output", tmp_path / "s")
+    assert code == 2, text
+    assert message in text and "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1, text
+    assert not (tmp_path / "s").exists()
