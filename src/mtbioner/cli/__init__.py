@@ -17,6 +17,7 @@ from .distill import distill
 from .evaluate import evaluate, info, inspect
 from .experiment import experiment_app
 from .export import export_command
+from .overlap import overlap
 from .serve import serve
 from .tag import tag
 from .tag_corpus import tag_corpus
@@ -28,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Multi-task biomedical NER: one shared encoder, one tagging head per corpus (MT-BioNER).",
 )
-for command in (train, pretrain, distill, evaluate, tag, info, inspect, serve, compare):
+for command in (train, pretrain, distill, evaluate, tag, info, inspect, serve, compare, overlap):
     app.command()(command)
 app.command("export")(export_command)
 app.command("tag-corpus")(tag_corpus)
