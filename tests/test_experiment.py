@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import pytest
 from mtbioner.errors import MtbionerError
 from mtbioner.experiment import load_study, run_study, train_command
 from mtbioner.report import write_report
+from mtbioner.report_full import report_spec
+from mtbioner.report_full import write_report as write_full_report
 from mtbioner.training import schedule_batches
 
 REPO = Path(__file__).parent.parent
@@ -146,3 +150,130 @@ def test_report_tables_and_plots_come_from_the_results(tmp_path: Path) -> None:
     for png in ("f1.png", "learning-curves.png"):
         assert (tmp_path / "out" / "figures" / png).stat().st_size > 5000
         assert f"(figures/{png})" in text
+
+
+def test_tiny_full_study_stores_predictions_and_reports_intervals(
+    tmp_path: Path, tiny_encoder: Path, toy_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from mtbioner.bootstrap import read_predictions
+    from mtbioner.cli import app
+    from mtbioner.evaluation import score
+
+    shutil.copytree(toy_dir, tmp_path / "data")
+    file = _study(
+        tmp_path,
+        "data_dir: data\nresults: results\nmodels: runs\n"
+        f"budget: {{epochs: 2, limit: 20, encoder: {tiny_encoder}, lr: 5.0e-3, batch_size: 4, max_length: 32}}\n"
+        "runs:\n"
+        "  mt: {corpora: [toy_gene, toy_chem]}\n"
+        "  single-toy_gene: {corpora: [toy_gene], evaluate_split: test}\n"
+        "report:\n"
+        "  kind: full\n"
+        "  corpora: [toy_gene, toy_chem]\n"
+        "  bootstrap: {resamples: 200, seed: 1}\n"
+        "  reference: mt\n"
+        "  tables: [{title: toy, columns: {single-task: 'single-{corpus}', MT: mt}}]\n"
+        "  comparisons: [{label: MT minus single, a: mt, b: 'single-{corpus}'}]\n",
+    )
+    study = load_study(file)
+    assert [p.name for p in run_study(study)] == ["mt.json", "single-toy_gene.json"]
+    results = tmp_path / "results"
+    mt = json.loads((results / "mt.json").read_text())
+    assert "--predictions" in mt["commands"]["evaluate"]
+    assert mt["predictions"] == {c: f"mt.predictions/{c}.json.gz" for c in ("toy_gene", "toy_chem")}
+    assert mt["train"]["steps_per_epoch"] == 10 and mt["train"]["total_steps"] == 20  # 2 corpora x 20 sentences / 4
+    for corpus in ("toy_gene", "toy_chem"):
+        gold, predicted = read_predictions(results / mt["predictions"][corpus])
+        assert len(gold) == mt["scores"][corpus]["sentences"]  # the whole test split, one row per sentence
+        assert score(gold, predicted)[0].f1 == pytest.approx(mt["scores"][corpus]["f1"], abs=1e-3)
+
+    report = tmp_path / "reports" / "full.md"
+    result = CliRunner().invoke(app, ["experiment", "report", str(file), "--output", str(report)])
+    assert result.exit_code == 0, result.output
+    text = report.read_text()
+    single = json.loads((results / "single-toy_gene.json").read_text())["scores"]["toy_gene"]["f1"]
+    row = re.search(
+        r"\| MT minus single \| toy_gene \| `mt` \| `single-toy_gene` \| ([\d.]+) \| ([\d.]+) \| ([-+][\d.]+) "
+        r"\| \[([-+][\d.]+), ([-+][\d.]+)\] \| \*\*(win|loss|tie)\*\* \| (\d+) \|",
+        text,
+    )
+    assert row, text
+    f1_a, f1_b, diff, low, high = map(float, row.groups()[:5])
+    assert (f1_a, f1_b) == (round(mt["scores"]["toy_gene"]["f1"], 2), round(single, 2))
+    assert low <= diff <= high and row.group(6) == ("win" if low > 0 else "loss" if high < 0 else "tie")
+    assert low < high and f1_a > 0 and f1_b > 0  # the toy models learn something: a real interval
+    assert re.search(r"\| toy_chem \| n/a \| \*\*[\d.]+\*\* \[[\d.]+, [\d.]+\] \|", text)  # F1 with its interval
+    assert "**toy_gene**: MT minus single: `mt` " in text
+    assert f"| `single-toy_gene` | toy_gene | {tiny_encoder.name} | 20 | 2 | 5 | 10 | 0.500 |" in text  # vs mt
+    assert (tmp_path / "reports" / "figures" / "full-differences.png").stat().st_size > 5000
+    assert "Runs finished: 2 of 2." in text and "without stored predictions" not in text
+
+    cli = CliRunner().invoke(app, ["experiment", "compare", str(file), "mt", "single-toy_gene"])
+    assert cli.exit_code == 0, cli.output
+    assert f"difference {float(row.group(3)):+.2f}, 95% CI [{row.group(4)}, {row.group(5)}]" in cli.output
+
+    # results from before predictions were kept: reported, without intervals, and said so
+    shutil.rmtree(results / "single-toy_gene.predictions")
+    text = write_full_report(load_study(file), report).read_text()
+    assert "Results without stored predictions, so without intervals: single-toy_gene" in text
+    assert "| – | no interval: no stored predictions for `single-toy_gene` |" in text
+    (results / "mt.json").unlink()
+    text = write_full_report(load_study(file), report).read_text()
+    assert "not yet run: mt**" in text and "| missing: `mt` |" in text and "| toy_gene | missing |" not in text
+
+
+def test_report_section_and_encoder_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(MtbionerError, match="'report' must be one of default, full"):
+        load_study(_study(tmp_path, "report: fancy\nruns:\n  a: {corpora: [X]}\n"))
+    text = "report: {kind: full, comparisons: [{a: a, b: 'b-{corpus}'}]}\nruns:\n  a: {corpora: [X]}\n"
+    study = load_study(_study(tmp_path, text))
+    with pytest.raises(MtbionerError, match="names 'b-\\{corpus\\}', which is no run of the study"):
+        report_spec(study)
+
+    encoder = tmp_path / "enc"
+    (encoder / "checkpoint").mkdir(parents=True)
+    (encoder / "config.json").write_text("{}")
+    study = load_study(_study(tmp_path, "models: m\nruns:\n  a: {corpora: [X], encoder: enc}\n"))
+    args = train_command(study, study.runs[0])
+    assert args[args.index("--encoder") + 1] == str(encoder)  # relative to the study file
+    with pytest.raises(MtbionerError, match="still being pre-trained"):
+        run_study(study)
+    assert not (tmp_path / "m" / "a").exists()
+
+
+def test_full_study_file_matches_the_paper_and_equal_update_epochs(tmp_path: Path) -> None:
+    """The equal-updates controls of experiments/full.yaml get mt4's encoder updates to within 2%."""
+    from mtbioner.corpus import read_corpus
+
+    from .conftest import shared_data_dir
+
+    study = load_study(REPO / "experiments" / "full.yaml")
+    assert study.report["kind"] == "full" and report_spec(study).reference == "mt4"
+    budget = study.budget
+    assert budget == {
+        "epochs": 8,
+        "train_splits": ["train", "devel"],
+        "lr": 5.0e-5,
+        "warmup": 0.4,
+        "weight_decay": 0.01,
+        "batch_size": 32,
+        "max_length": 128,
+        "seed": 42,
+    }
+    runs = {r.name: r for r in study.runs}
+    corpora = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
+    assert runs["mt4"].corpora == corpora and runs["mt3"].corpora == corpora[:3] and study.split == "test"
+    batches = {}
+    for corpus in corpora:
+        read = read_corpus(shared_data_dir() / corpus, splits=["train", "devel"])
+        batches[corpus] = math.ceil(sum(len(read.sentences(s)) for s in ("train", "devel")) / budget["batch_size"])
+    mt4_updates = budget["epochs"] * sum(batches.values())
+    for corpus in corpora:
+        control = runs[f"equal-{corpus}"]
+        assert control.corpora == [corpus] and set(control.options) == {"epochs"}
+        assert control.options["epochs"] == round(mt4_updates / batches[corpus])
+        assert abs(control.options["epochs"] * batches[corpus] / mt4_updates - 1) < 0.02
+        assert runs[f"single-{corpus}"].options == {}
+        assert runs[f"tapt-single-{corpus}"].options == {"encoder": "../runs/enc-tapt"}

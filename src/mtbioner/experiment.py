@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bootstrap import read_conlleval, write_predictions
 from .errors import MtbionerError
 from .fileio import write_json
 
@@ -331,6 +330,8 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
     record["train"]["steps_per_epoch"] = facts["training"].get("steps_per_epoch")
     record["train"]["total_steps"] = facts["training"].get("total_steps")
     if run.evaluate:
+        from .bootstrap import read_conlleval, write_predictions  # numpy only when scoring
+
         split = study.split_of(run)
         scores_file = study.models / f"{run.name}.scores.json"
         conll = study.models / f"{run.name}.predictions"
