@@ -48,7 +48,7 @@ class TooMuchWork(MtbionerError):
 @dataclass(eq=False)
 class _Job:
     texts: list[str]
-    options: tuple  # (types, corpora, min_score, flat): requests share a call only when these agree
+    options: tuple  # (types, corpora, min_score, flat, merge_types): requests share a call only when these agree
     future: asyncio.Future
     pending: deque[tuple[int, TextSentence]]
     found: list[list[Entity]] = field(default_factory=list)
@@ -142,6 +142,7 @@ class MicroBatcher:
         corpora: Sequence[str] | None = None,
         min_score: float = 0.0,
         flat: bool = False,
+        merge_types: bool = False,
     ) -> list[list[Entity]]:
         """Entities of each text, tagged in calls shared with whatever other requests are waiting.
 
@@ -159,7 +160,7 @@ class MicroBatcher:
         # splitting a megabyte takes a while: off the event loop, and off the model's thread
         sentences = await loop.run_in_executor(self._splitter, _split_all, self.tagger, list(texts))
         self._admit(len(sentences))
-        options = (_freeze(types), _freeze(corpora), float(min_score), bool(flat))
+        options = (_freeze(types), _freeze(corpora), float(min_score), bool(flat), bool(merge_types))
         job = _Job(list(texts), options, loop.create_future(), deque(sentences), [[] for _ in texts])
         if not sentences:
             return [[] for _ in texts]
@@ -254,8 +255,8 @@ class MicroBatcher:
                 job.found[index].extend(next(results))
             if not job.pending and not job.future.done():
                 self._jobs.remove(job)
-                types, _, min_score, flat = job.options
-                job.future.set_result([self.tagger.finish(f, types, min_score, flat) for f in job.found])
+                types, _, min_score, flat, merge = job.options
+                job.future.set_result([self.tagger.finish(f, types, min_score, flat, merge) for f in job.found])
                 self.stats.requests += 1
                 self.stats.texts += len(job.texts)
 

@@ -210,6 +210,9 @@ def _schemas(max_text_note: str):
         corpora: list[str] | None = Field(None, description="Run only these heads.")
         min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities less confident than this.")
         flat: bool = Field(False, description="Resolve overlapping entities to the best one.")
+        merge_types: bool = Field(
+            False, description="One type set across heads (Gene, Chemical, Disease, CellLine, CellType)."
+        )
 
         @field_validator("text")
         @classmethod
@@ -234,6 +237,8 @@ def _schemas(max_text_note: str):
         type: str
         corpus: list[str] = Field(description="Heads that found this span with this type.")
         score: float = Field(description="Confidence, 0..1.")
+        sources: list[dict] | None = Field(None, description="merge_types: each (corpus, original type) pair.")
+        nested: list[dict] | None = Field(None, description="merge_types: shorter entities folded into this one.")
 
     class TagResponse(BaseModel):
         entities: list[EntityOut]
@@ -357,7 +362,9 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
             message = f"{len(texts)} texts in one request; the limit is {settings.max_texts} (--max-texts)"
             raise HTTPException(413, message)
         try:
-            found = await batcher.tag(texts, request.types, request.corpora, request.min_score, request.flat)
+            found = await batcher.tag(
+                texts, request.types, request.corpora, request.min_score, request.flat, request.merge_types
+            )
         except Overloaded as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
         except TooMuchWork as exc:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import INFERENCE_BATCH_SIZE
+from . import INFERENCE_BATCH_SIZE, type_merging
 from .errors import RequestError
 from .inference import sentence_emissions
 from .schemes import tags_to_spans
@@ -29,7 +29,9 @@ class Entity:
     """A mention: ``text == document[start:end]`` (half-open character offsets).
 
     ``corpus`` names every head that found this span with this type; ``score`` is the
-    highest of their confidences (mean probability of the entity's word labels).
+    highest of their confidences (mean probability of the entity's word labels). With merged
+    types (:mod:`mtbioner.type_merging`), ``sources`` keeps each (corpus, original type) pair and
+    ``nested`` the shorter entities of the same merged type folded into this one.
     """
 
     start: int
@@ -38,9 +40,11 @@ class Entity:
     type: str
     corpus: tuple[str, ...]
     score: float
+    sources: tuple[tuple[str, str], ...] = ()
+    nested: tuple[Entity, ...] = ()
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "start": self.start,
             "end": self.end,
             "text": self.text,
@@ -48,6 +52,11 @@ class Entity:
             "corpus": list(self.corpus),
             "score": round(self.score, 4),
         }
+        if self.sources:
+            out["sources"] = [{"corpus": corpus, "type": kind} for corpus, kind in self.sources]
+        if self.nested:
+            out["nested"] = [n.to_dict() for n in self.nested]
+        return out
 
 
 def merge_entities(entities: Iterable[Entity]) -> list[Entity]:
@@ -71,6 +80,11 @@ def flatten(entities: Sequence[Entity]) -> list[Entity]:
         if all(not (e.start < k.end and k.start < e.end) for k in kept):
             kept.append(e)
     return sorted(kept, key=lambda x: (x.start, x.end, x.type))
+
+
+def _has_type(entity: Entity, types: Sequence[str]) -> bool:
+    """Its type, or (merged entities) one of its original types, is among ``types``."""
+    return entity.type in types or any(kind in types for _, kind in entity.sources)
 
 
 class Tagger:
@@ -122,9 +136,10 @@ class Tagger:
         min_score: float = 0.0,
         flat: bool = False,
         progress: bool = False,
+        merge_types: bool = False,
     ) -> list[list[dict]]:
         """Entities of each text, as dicts with start, end, text, type, corpus and score."""
-        found = self.entities(texts, types, corpora, min_score, flat, progress)
+        found = self.entities(texts, types, corpora, min_score, flat, progress, merge_types)
         return [[e.to_dict() for e in ents] for ents in found]
 
     def entities(
@@ -135,16 +150,18 @@ class Tagger:
         min_score: float = 0.0,
         flat: bool = False,
         progress: bool = False,
+        merge_types: bool = False,
     ) -> list[list[Entity]]:
         """Like :meth:`tag_batch`, as :class:`Entity` objects.
 
         Args:
             texts: Documents of any length (long ones are windowed, never truncated).
-            types: Keep only these entity types.
+            types: Keep only these entity types (a corpus type or, with ``merge_types``, a merged one).
             corpora: Run only these heads.
             min_score: Drop entities whose confidence is below this.
             flat: Resolve overlapping entities of different types to the best one.
             progress: Show a progress bar.
+            merge_types: One coherent type set across heads (:mod:`mtbioner.type_merging`).
         """
         heads = self.check_options(texts, types, corpora, min_score)
         sentences = [(index, sentence) for index, text in enumerate(texts) for sentence in self.split(text)]
@@ -152,7 +169,7 @@ class Tagger:
         found: list[list[Entity]] = [[] for _ in texts]
         for (index, _), entities in zip(sentences, raw, strict=True):
             found[index].extend(entities)
-        return [self.finish(ents, types, min_score, flat) for ents in found]
+        return [self.finish(ents, types, min_score, flat, merge_types) for ents in found]
 
     @staticmethod
     def split(text: str) -> list[TextSentence]:
@@ -183,10 +200,17 @@ class Tagger:
 
     @staticmethod
     def finish(
-        entities: Sequence[Entity], types: Sequence[str] | None = None, min_score: float = 0.0, flat: bool = False
+        entities: Sequence[Entity],
+        types: Sequence[str] | None = None,
+        min_score: float = 0.0,
+        flat: bool = False,
+        merge_types: bool = False,
     ) -> list[Entity]:
         """One text's entities: spans found by several heads merged, filtered, optionally flattened."""
-        kept = [e for e in merge_entities(entities) if e.score >= min_score and (not types or e.type in types)]
+        found = merge_entities(entities)
+        if merge_types:
+            found = type_merging.merge_types(found)
+        kept = [e for e in found if e.score >= min_score and (not types or _has_type(e, types))]
         return flatten(kept) if flat else kept
 
     def check_options(self, texts, types, corpora, min_score) -> list[str]:
@@ -201,9 +225,10 @@ class Tagger:
         unknown = sorted(set(corpora or []) - set(self.corpora))
         if unknown:
             raise RequestError(f"unknown corpora {unknown}; this model's heads are {self.corpora}")
-        unknown = sorted(set(types or []) - set(self.entity_types))
+        known = set(self.entity_types) | {type_merging.merged_type(t) for t in self.entity_types}
+        unknown = sorted(set(types or []) - known)
         if unknown:
-            raise RequestError(f"unknown entity types {unknown}; this model knows {self.entity_types}")
+            raise RequestError(f"unknown entity types {unknown}; this model knows {sorted(known)}")
         return list(corpora) if corpora else self.corpora
 
 

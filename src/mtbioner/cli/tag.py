@@ -42,6 +42,10 @@ def tag(
     corpora: Annotated[list[str] | None, typer.Option("--corpora", help="Run only these heads (repeatable).")] = None,
     min_score: Annotated[float, typer.Option(help="Drop entities less confident than this (0..1).")] = 0.0,
     flat: Annotated[bool, typer.Option("--flat", help="Resolve overlapping entities to the best one.")] = False,
+    merge_types: Annotated[
+        bool,
+        typer.Option("--merge-types", help="One type set across heads: Gene, Chemical, Disease, CellLine, CellType."),
+    ] = False,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = INFERENCE_BATCH_SIZE,
     chunk: Annotated[int, typer.Option(help="Documents tagged together (sorted by length inside a chunk).")] = 256,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (stderr) for --input files.")] = True,
@@ -73,7 +77,7 @@ def tag(
         if any("\ud800" <= c <= "\udfff" for c in text):
             raise MtbionerError(f"text argument {number} is not valid UTF-8")
     tagger = Tagger.load(model, batch_size=batch_size)
-    options = {"types": types, "corpora": corpora, "min_score": min_score, "flat": flat}
+    options = {"types": types, "corpora": corpora, "min_score": min_score, "flat": flat, "merge_types": merge_types}
     if texts:
         found = tagger.tag_batch(texts, **options)
         if output is None:
