@@ -34,7 +34,7 @@ def rules(monkeypatch: pytest.MonkeyPatch, tiny_encoder: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder))
 
-    def load(cls, model_dir, batch_size: int = 64) -> Tagger:
+    def load(cls, model_dir=None, batch_size: int = 64, link=None) -> Tagger:
         return cls(RuleBackend(tokenizer, RULES), batch_size)
 
     monkeypatch.setattr(Tagger, "load", classmethod(load))
@@ -300,7 +300,7 @@ def test_the_model_is_the_first_argument_only_when_it_names_one(
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder))
     asked: list[object] = []
 
-    def load(cls, model_dir=None, batch_size: int = 64) -> Tagger:
+    def load(cls, model_dir=None, batch_size: int = 64, link=None) -> Tagger:
         asked.append(model_dir)
         return cls(RuleBackend(tokenizer, RULES), batch_size)
 

@@ -157,16 +157,16 @@ def test_cli_passes_plain_int8_and_the_check_batch_size(
 ) -> None:
     import onnx
 
-    import mtbioner.export as export_module
+    import mtbioner.cli.export as export_command  # the command's own reference to export_onnx
 
     seen: dict = {}
-    real = export_module.export_onnx
+    real = export_command.export_onnx
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(export_module, "export_onnx", spy)
+    monkeypatch.setattr(export_command, "export_onnx", spy)
     out = model_dir.parent / "plain-int8"
     code, stdout, err = run_cli(
         monkeypatch, capsys, "export", model_dir, out, "--quantize", "int8", "--plain", "--check", "toy_gene",

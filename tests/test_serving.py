@@ -389,7 +389,7 @@ class Recorder:
         return [[sentence] for _, sentence in units]
 
     @staticmethod
-    def finish(found, types=None, min_score=0.0, flat=False) -> list[str]:
+    def finish(found, types=None, min_score=0.0, flat=False, merge_types=False) -> list[str]:
         return list(found)
 
 

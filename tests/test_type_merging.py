@@ -84,7 +84,7 @@ def test_cli_and_server_take_merge_types(tagger: Tagger, monkeypatch: pytest.Mon
 
     from mtbioner.serving import create_app, running
 
-    monkeypatch.setattr(Tagger, "load", classmethod(lambda cls, model=None, batch_size=32: tagger))
+    monkeypatch.setattr(Tagger, "load", classmethod(lambda cls, model=None, batch_size=32, link=None: tagger))
     monkeypatch.setattr(sys, "argv", ["mtbioner", "tag", EXAMPLE, "--merge-types"])
     with pytest.raises(SystemExit) as done:
         main()

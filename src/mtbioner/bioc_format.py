@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mtbioner.errors import CorpusFormatError, RequestError
 from mtbioner.fileio import atomic_write
-from mtbioner.formats import Record, _doc_id, _sorted_entities
+from mtbioner.formats import Record, _doc_id, _sorted_entities, concept_id
 from mtbioner.text import TaggedSentence, annotations_to_sentences
 
 if TYPE_CHECKING:
@@ -358,7 +358,8 @@ def _record_to_document(record: Record, ordinal: int, clean: Callable[[str], str
         document.add_passage(passage)
     entities = _sorted_entities(record, doc_id)
     ids = [str(e.get("id", "")) for e in entities]
-    if "" in ids or len(set(ids)) < len(ids):  # keep the ids a read document came with, else number
+    linked = any("link_score" in e for e in entities)  # then ``id`` is a concept, not an annotation id
+    if linked or "" in ids or len(set(ids)) < len(ids):  # keep the ids a read document came with, else number
         ids = [f"T{n}" for n in range(1, len(entities) + 1)]
     for entity, annotation_id in zip(entities, ids, strict=True):
         spans = _entity_spans(entity, doc_id)
@@ -427,8 +428,12 @@ def _entity_to_annotation(
     annotation = bioc.BioCAnnotation()
     annotation.id = clean(annotation_id)
     annotation.infons["type"] = clean(entity["type"])
-    if entity.get("identifier") is not None:
-        annotation.infons["identifier"] = clean(str(entity["identifier"]))
+    identifier = concept_id(entity)
+    if identifier is not None:
+        annotation.infons["identifier"] = clean(identifier)
+    if entity.get("link_score") is not None:
+        annotation.infons["link_score"] = _number(entity["link_score"], clean)
+        annotation.infons["id_name"] = clean(str(entity.get("id_name") or ""))
     if entity.get("score") is not None:
         annotation.infons["score"] = _number(entity["score"], clean)
     corpus = entity.get("corpus")

@@ -46,10 +46,9 @@ from . import __version__
 from .corpus import Corpus
 from .encoding import Batch, Window, collate, encode
 from .errors import CorpusFormatError, ModelFormatError, MtbionerError
-from .evaluation import evaluate_corpus
 from .fileio import write_json
 from .model import WEIGHTS_NAME, HeadConfig, MultiTaskTagger
-from .training import load_optimizer, save_optimizer, schedule_batches
+from .training import batch_seed, devel_scores, load_optimizer, parameter_groups, save_optimizer, schedule_batches
 
 logger = logging.getLogger(__name__)
 
@@ -366,10 +365,6 @@ def batch_loss(
 # ---------------------------------------------------------------- the loop
 
 
-def _batch_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch) * 1_000_003 + index
-
-
 def _new_sums() -> dict[str, float]:
     return {"loss": 0.0, "kl": 0.0, "gold": 0.0, "gold_batches": 0, "text_batches": 0, "windows": 0, "seconds": 0.0}
 
@@ -429,7 +424,7 @@ def distill(
     steps_per_epoch = len(batches_of(0))
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(
-        _parameter_groups(student, config.weight_decay), lr=config.lr, fused=device.type in ("cpu", "cuda")
+        parameter_groups(student, config.weight_decay), lr=config.lr, fused=device.type in ("cpu", "cuda")
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup * total), total)
     devel = {c.name: c for c in corpora if "devel" in c.splits}
@@ -464,7 +459,7 @@ def distill(
         info["teacher_devel"] = json.loads((out / INFO_FILE).read_text(encoding="utf-8")).get("teacher_devel", {})
         logger.info("resuming %s at epoch %d, batch %d", out, state["epoch"] + 1, state["batch"])
     else:
-        info["teacher_devel"] = _devel_scores(teacher, devel, config.eval_batch_size)
+        info["teacher_devel"] = devel_scores(teacher, devel, config.eval_batch_size)
         if info["teacher_devel"]:
             logger.info("teacher devel F1: %s", json.dumps({k: v["f1"] for k, v in info["teacher_devel"].items()}))
 
@@ -482,7 +477,7 @@ def distill(
         for index in range(state["batch"], len(batches)):
             name, indices = batches[index]
             source = sources[name]
-            torch.manual_seed(_batch_seed(config.seed, epoch, index))  # same dropout after a resume
+            torch.manual_seed(batch_seed(config.seed, epoch, index))  # same dropout after a resume
             batch = collate([source.windows[i] for i in indices], pad_id, name)
             parts = batch_loss(student, teacher, batch, source.gold, config)
             parts.loss.backward()
@@ -511,7 +506,7 @@ def distill(
         bar.close()
         sums["seconds"] += time.perf_counter() - started
         entry = _epoch_entry(epoch, state, sums)
-        entry["devel"] = _devel_scores(student, devel, config.eval_batch_size)
+        entry["devel"] = devel_scores(student, devel, config.eval_batch_size)
         student.train()
         if entry["devel"]:
             entry["mean_devel_f1"] = round(sum(s["f1"] for s in entry["devel"].values()) / len(entry["devel"]), 4)
@@ -537,25 +532,6 @@ def _epoch_entry(epoch: int, state: dict, sums: dict) -> dict:
         "seconds": round(seconds, 2),
         "windows_per_s": round(sums["windows"] / seconds, 2),
     }
-
-
-def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, LayerNorm weights and CRF scores, as in training."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _devel_scores(model: MultiTaskTagger, devel: Mapping[str, Corpus], batch_size: int) -> dict[str, dict]:
-    model.eval()
-    scores = {}
-    for name, corpus in devel.items():
-        report, _ = evaluate_corpus(model, corpus, "devel", name, batch_size)
-        o = report.overall
-        scores[name] = {"precision": o.precision, "recall": o.recall, "f1": o.f1}
-    return scores
 
 
 def _save(out: Path, student: MultiTaskTagger, optimizer, scheduler, state: dict, info: dict, final: bool) -> None:

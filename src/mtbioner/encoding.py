@@ -53,6 +53,9 @@ class Window:
         labels: Label id of each owned word, or ``None`` at inference time.
         token_types: Case class (:func:`case_type`) of each sub-token's word, for case-feature
             models; ``None`` otherwise.
+        dictionary_ids: Dictionary match-tag ids (one per dictionary type, see
+            :mod:`mtbioner.dictionary`) of each sub-token's word, for dictionary-feature models;
+            ``None`` otherwise. Special tokens get all zeros (no match).
     """
 
     sentence: int
@@ -61,6 +64,7 @@ class Window:
     positions: tuple[int, ...]
     labels: tuple[int, ...] | None = None
     token_types: tuple[int, ...] | None = None
+    dictionary_ids: tuple[tuple[int, ...], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -68,7 +72,10 @@ class Window:
 
 @dataclass(slots=True)
 class Batch:
-    """Padded tensors for a list of windows of one corpus (``corpus`` is None at inference)."""
+    """Padded tensors for a list of windows of one corpus (``corpus`` is None at inference).
+
+    ``dictionary_ids`` is ``[B, T, K]`` (K dictionary types) for dictionary-feature windows.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -76,6 +83,7 @@ class Batch:
     windows: list[Window]
     corpus: str | None = None
     token_type_ids: torch.Tensor | None = None
+    dictionary_ids: torch.Tensor | None = None
 
 
 def plan_windows(counts: Sequence[int], budget: int, stride: int) -> list[tuple[int, int]]:
@@ -146,6 +154,7 @@ def encode(
     tags: Sequence[Sequence[str]] | None = None,
     label2id: dict[str, int] | None = None,
     case: bool = False,
+    matches: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[Window]:
     """Tokenize sentences (lists of words) into windows of at most ``max_length`` sub-tokens.
 
@@ -157,6 +166,9 @@ def encode(
         tags: Optional IOB2 tags of each sentence (training and evaluation).
         label2id: Label ids; required with ``tags``.
         case: Give each window the case class of every sub-token's word (``token_types``).
+        matches: Dictionary match-tag ids of every word of every sentence
+            (:meth:`mtbioner.dictionary.Dictionary.match`), copied onto each of the word's
+            sub-tokens (``dictionary_ids``), as the case classes are.
 
     Returns:
         Windows in sentence order. A word the tokenizer maps to no sub-token (a lone
@@ -171,6 +183,8 @@ def encode(
     stride = budget // 4 if stride is None else min(stride, budget - 1)
     if tags is not None and label2id is None:
         raise ValueError("label2id is required when tags are given")
+    if matches is not None and len(matches) != len(sentences):
+        raise ValueError(f"matches has {len(matches)} sentences, sentences {len(sentences)}")
     windows: list[Window] = []
     chunk = 1024  # tokenize in chunks: one call per sentence is slow, one call for all is memory-hungry
     for offset in range(0, len(sentences), chunk):
@@ -183,8 +197,15 @@ def encode(
             pieces = _word_pieces(encoded["input_ids"][i], encoded.word_ids(i), len(words), tokenizer, budget)
             sentence_tags = tags[offset + i] if tags is not None else None
             cases = [case_type(w) for w in words] if case else None
+            found = None
+            if matches is not None:
+                found = [tuple(ids) for ids in matches[offset + i]]
+                if len(found) != len(words):
+                    raise ValueError(f"sentence {offset + i}: {len(found)} match rows for {len(words)} words")
             windows.extend(
-                _windows_of(offset + i, pieces, sentence_tags, label2id, (prefix, suffix), budget, stride, cases)
+                _windows_of(
+                    offset + i, pieces, sentence_tags, label2id, (prefix, suffix), budget, stride, cases, found
+                )
             )
     return windows
 
@@ -216,13 +237,17 @@ def _word_pieces(ids: list[int], word_ids: list[int | None], n_words: int, token
     return pieces
 
 
-def _windows_of(sentence, pieces, sentence_tags, label2id, affixes, budget, stride, cases=None) -> list[Window]:
+def _windows_of(
+    sentence, pieces, sentence_tags, label2id, affixes, budget, stride, cases=None, found=None
+) -> list[Window]:
     ranges = plan_windows([len(p) for p in pieces], budget, stride)
     owners = assign_owners(ranges, len(pieces))
+    none = (0,) * len(found[0]) if found else ()
     result = []
     for index, (start, end) in enumerate(ranges):
         ids: list[int] = []
         types: list[int] = []
+        dictionary: list[tuple[int, ...]] = []
         owned_words, owned_positions = [], []
         for word in range(start, end):
             if owners[word] == index:
@@ -231,12 +256,17 @@ def _windows_of(sentence, pieces, sentence_tags, label2id, affixes, budget, stri
             ids.extend(pieces[word])
             if cases is not None:
                 types.extend([cases[word]] * len(pieces[word]))
+            if found is not None:
+                dictionary.extend([found[word]] * len(pieces[word]))
         labels = None
         if sentence_tags is not None:
             labels = tuple(label2id[sentence_tags[w]] for w in owned_words)
         token_types = None
         if cases is not None:
             token_types = (0,) * len(affixes[0]) + tuple(types) + (0,) * len(affixes[1])
+        dictionary_ids = None
+        if found is not None:
+            dictionary_ids = (none,) * len(affixes[0]) + tuple(dictionary) + (none,) * len(affixes[1])
         result.append(
             Window(
                 sentence=sentence,
@@ -245,6 +275,7 @@ def _windows_of(sentence, pieces, sentence_tags, label2id, affixes, budget, stri
                 positions=tuple(owned_positions),
                 labels=labels,
                 token_types=token_types,
+                dictionary_ids=dictionary_ids,
             )
         )
     return result
@@ -254,7 +285,8 @@ def collate(windows: Sequence[Window], pad_id: int, corpus: str | None = None) -
     """Pad windows to the longest in the batch (not to ``max_length``: that halves CPU time).
 
     Labels are placed on the first sub-token of each owned word; every other position gets
-    :data:`IGNORE_INDEX`. ``token_type_ids`` (case classes, 0 on padding) come when the windows have them.
+    :data:`IGNORE_INDEX`. ``token_type_ids`` (case classes, 0 on padding) and ``dictionary_ids``
+    (match tags, 0 on padding) come when the windows have them.
     """
     width = max(len(w) for w in windows)
     input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
@@ -263,6 +295,11 @@ def collate(windows: Sequence[Window], pad_id: int, corpus: str | None = None) -
     labels = torch.full((len(windows), width), IGNORE_INDEX, dtype=torch.long) if with_labels else None
     with_types = all(w.token_types is not None for w in windows)
     token_types = torch.zeros((len(windows), width), dtype=torch.long) if with_types else None
+    channels = {len(w.dictionary_ids[0]) for w in windows if w.dictionary_ids}
+    if len(channels) > 1:
+        raise ValueError(f"windows with different numbers of dictionary types: {sorted(channels)}")
+    with_dictionary = bool(channels) and all(w.dictionary_ids is not None for w in windows)
+    dictionary = torch.zeros((len(windows), width, channels.pop()), dtype=torch.long) if with_dictionary else None
     for row, window in enumerate(windows):
         input_ids[row, : len(window)] = torch.tensor(window.input_ids)
         attention_mask[row, : len(window)] = 1
@@ -270,7 +307,9 @@ def collate(windows: Sequence[Window], pad_id: int, corpus: str | None = None) -
             labels[row, list(window.positions)] = torch.tensor(window.labels)
         if token_types is not None:
             token_types[row, : len(window)] = torch.tensor(window.token_types)
-    return Batch(input_ids, attention_mask, labels, list(windows), corpus, token_types)
+        if dictionary is not None:
+            dictionary[row, : len(window)] = torch.tensor(window.dictionary_ids)
+    return Batch(input_ids, attention_mask, labels, list(windows), corpus, token_types, dictionary)
 
 
 def length_grouped_batches(

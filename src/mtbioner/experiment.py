@@ -53,7 +53,11 @@ TRAIN_OPTIONS = {
     "train_splits": "--train-splits",
     "sampling_temperature": "--sampling-temperature",
 }
-FLAGS = {"freeze_encoder": "--freeze-encoder", "case_features": "--case-features"}
+FLAGS = {
+    "freeze_encoder": "--freeze-encoder",
+    "case_features": "--case-features",
+    "dictionary_features": "--dictionary-features",
+}
 # Keys of a run that are not training options.
 RUN_KEYS = ("corpora", "evaluate", "description", "evaluate_split")
 # Reports a study file may ask for (``report:``): mtbioner.report and mtbioner.report_full.

@@ -6,9 +6,10 @@ an exported folder needs only ONNX Runtime, runs a fused graph, and with int8 we
 a quarter of the size.
 
 An exported folder holds ``model.onnx`` (inputs ``input_ids`` and ``attention_mask``, plus
-``token_type_ids`` with each word's case class for case-feature models, with dynamic batch and
-sequence axes, one ``[B, T, C]`` emission output per head),
-``config.json`` (the :class:`~mtbioner.model.TaggerConfig` plus an ``"onnx"`` section that
+``token_type_ids`` with each word's case class for case-feature models and ``dictionary_ids``
+(``[B, T, K]`` match tags) for dictionary-feature models, with dynamic batch and
+sequence axes, one ``[B, T, C]`` emission output per head), ``dictionary.json`` for
+dictionary-feature models, ``config.json`` (the :class:`~mtbioner.model.TaggerConfig` plus an ``"onnx"`` section that
 maps heads to outputs and carries the CRF scores) and the tokenizer files. Decoding
 (softmax, Viterbi) stays outside the graph, in :mod:`mtbioner.decoding`, shared with torch,
 so both backends produce entities the same way.
@@ -39,7 +40,7 @@ import numpy as np
 
 from . import INFERENCE_BATCH_SIZE
 from .errors import ModelFormatError, MtbionerError
-from .onnx_backend import CONFIG_NAME, ONNX_NAME, OnnxTagger, graph_inputs, open_session
+from .onnx_backend import CASE_INPUT, CONFIG_NAME, DICTIONARY_INPUT, ONNX_NAME, OnnxTagger, graph_inputs, open_session
 
 if TYPE_CHECKING:
     from .corpus import Corpus
@@ -188,6 +189,8 @@ def export_onnx(
             diff, outlier_report = _write_graph(model, tmp / ONNX_NAME, Path(scratch), graph)
             _write_config(model, tmp / CONFIG_NAME, graph, model_dir, outlier_report)
             model.tokenizer.save_pretrained(str(tmp))
+            if model.dictionary is not None:
+                model.dictionary.save(tmp)
             rows = _run_checks(model, OnnxTagger.from_pretrained(tmp), corpora, check) if check else []
             _enforce(rows, check, out)
     except OSError as exc:
@@ -280,13 +283,21 @@ def _wrapper(model):
     """An ``nn.Module`` returning every head's emissions, in config order, from one encoder pass."""
     from torch import nn
 
+    optional = graph_inputs(model.config)[2:]  # case classes and/or dictionary match tags, in this order
+
     class Graph(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            out = self.model.forward_all(input_ids, attention_mask, token_type_ids=token_type_ids)
+        def forward(self, input_ids, attention_mask, first=None, second=None):
+            extra = dict(zip(optional, (first, second), strict=False))
+            out = self.model.forward_all(
+                input_ids,
+                attention_mask,
+                token_type_ids=extra.get(CASE_INPUT),
+                dictionary_ids=extra.get(DICTIONARY_INPUT),
+            )
             return tuple(out[name] for name in self.model.corpora)
 
     return Graph().eval()
@@ -294,7 +305,7 @@ def _wrapper(model):
 
 def _dummy_batch(model, rows: int, length: int, seed: int) -> tuple:
     """Random ids with padding in every other row, so the traced graph keeps the mask path
-    (and random case classes for case-feature models)."""
+    (and random case classes and dictionary match tags for the models that read them)."""
     import torch
 
     from .encoding import CASE_TYPES
@@ -303,9 +314,21 @@ def _dummy_batch(model, rows: int, length: int, seed: int) -> tuple:
     ids = torch.randint(0, model.encoder.config.vocab_size, (rows, length), generator=generator)
     mask = torch.ones_like(ids)
     mask[1::2, length // 2 :] = 0
-    if not model.config.case_features:
-        return ids, mask
-    return ids, mask, torch.randint(0, CASE_TYPES, (rows, length), generator=generator)
+    batch = [ids, mask]
+    if model.config.case_features:
+        batch.append(torch.randint(0, CASE_TYPES, (rows, length), generator=generator))
+    if model.config.dictionary_features:
+        batch.append(random_matches(len(model.config.dictionary_types), (rows, length), generator))
+    return tuple(batch)
+
+
+def random_matches(channels: int, shape: tuple[int, int], generator):
+    """``[*shape, channels]`` dictionary match tags: channel t holds 0, ``1 + 2t`` or ``2 + 2t`` at random."""
+    import torch
+
+    state = torch.randint(0, 3, (*shape, channels), generator=generator)
+    base = 2 * torch.arange(channels)
+    return torch.where(state == 0, 0, base + state)
 
 
 def _trace(model, path: Path, opset: int) -> None:

@@ -53,6 +53,18 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _BRAT_CONFS = {"annotation.conf", "visual.conf", "tools.conf", "kb_shortcuts.conf"}
 
 
+def concept_id(entity: Record) -> str | None:
+    """An entity's concept id for writers: ``id`` if the entity was linked (it has ``link_score``),
+    else an ``identifier`` read from PubTator or BioC (``-`` counts as none), else ``None``.
+
+    A brat- or BioC-read entity's ``id`` is its annotation id, not a concept: hence the ``link_score`` test.
+    """
+    if "link_score" in entity:
+        return entity.get("id")
+    found = entity.get("identifier")
+    return None if found in (None, "", "-") else str(found)
+
+
 def read_documents(path: str | Path) -> Iterator[tuple[int, Record]]:
     """Yield ``(line_number, record)`` for each document of a ``.txt`` or ``.jsonl`` file.
 
@@ -180,7 +192,11 @@ def write_brat(records: Iterable[Record], folder: str | Path) -> int:
                 corpus = entity.get("corpus") or ""
                 corpus = ",".join(corpus) if isinstance(corpus, list) else str(corpus)
                 score = "" if entity.get("score") is None else entity["score"]
-                lines.append(f"#{n}\tAnnotatorNotes T{n}\tcorpus={corpus} score={score}\n")
+                link = ""
+                if "link_score" in entity and entity.get("id"):
+                    link = f" id={_flat(str(entity['id']))} link_score={entity['link_score']}"
+                    link += f" id_name={_flat(str(entity.get('id_name') or ''))}"
+                lines.append(f"#{n}\tAnnotatorNotes T{n}\tcorpus={corpus} score={score}{link}\n")
             (tmp / f"{doc_id}.txt").write_bytes(record["text"].encode("utf-8"))
             (tmp / f"{doc_id}.ann").write_bytes("".join(lines).encode("utf-8"))
         conf = "[entities]\n" + "".join(f"{t}\n" for t in sorted(types)) + "[relations]\n[events]\n[attributes]\n"
@@ -220,10 +236,15 @@ def read_brat_ann(path: str | Path) -> list[Record]:
             }
         elif line.startswith("#") and len(fields) == 3 and fields[1].startswith("AnnotatorNotes "):
             target = entities.get(fields[1].split(" ", 1)[1])
-            notes = re.fullmatch(r"corpus=(\S*) score=([-+.\deE]*)", fields[2])
+            notes = re.fullmatch(
+                r"corpus=(\S*) score=([-+.\deE]*)(?: id=(\S+) link_score=(\S*)(?: id_name=(.*))?)?", fields[2]
+            )
             if target is not None and notes:
                 target["corpus"] = [c for c in notes.group(1).split(",") if c]
                 target["score"] = float(notes.group(2)) if notes.group(2) else None
+                if notes.group(3):  # a linked entity: its concept (the ``id`` key is the T-id here)
+                    target["identifier"] = notes.group(3)
+                    target["id_name"] = notes.group(5) or ""
     return list(entities.values())
 
 
@@ -275,7 +296,7 @@ def write_pubtator(records: Iterable[Record], path: str | Path) -> int:
             handle.write(f"{doc_id}|t|{_flat(title)}\n{doc_id}|a|{_flat(abstract)}\n")
             for entity in _sorted_entities(record, doc_id):
                 mention = _flat(record["text"][entity["start"] : entity["end"]])
-                identifier = _flat(str(entity.get("identifier") or "-"))
+                identifier = _flat(concept_id(entity) or "-")
                 handle.write(
                     f"{doc_id}\t{entity['start']}\t{entity['end']}\t{mention}\t{entity['type']}\t{identifier}\n"
                 )

@@ -2,7 +2,8 @@
 
 Works with any *backend* that has ``config`` (a :class:`~mtbioner.model.TaggerConfig`),
 ``tokenizer``, ``decoders()`` and ``run(input_ids, attention_mask, corpora)`` returning
-numpy emissions per corpus (case-feature models also get ``token_type_ids=``): the torch
+numpy emissions per corpus (case-feature models also get ``token_type_ids=``, dictionary-feature
+models ``dictionary_ids=`` computed here with the backend's ``dictionary``): the torch
 :class:`~mtbioner.model.MultiTaskTagger` (through :func:`torch_run`) and the exported ONNX model alike.
 """
 
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from . import INFERENCE_BATCH_SIZE
 from .encoding import collate, encode, length_grouped_batches
+from .errors import ModelFormatError
 
 
 def torch_run(
@@ -24,12 +26,14 @@ def torch_run(
     attention_mask: torch.Tensor,
     corpora: list[str],
     token_type_ids: torch.Tensor | None = None,
+    dictionary_ids: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """One encoder pass feeding the named heads, without gradients, as numpy."""
     device = next(model.parameters()).device
     types = None if token_type_ids is None else token_type_ids.to(device)
+    matches = None if dictionary_ids is None else dictionary_ids.to(device)
     with torch.inference_mode():
-        logits = model.forward_all(input_ids.to(device), attention_mask.to(device), corpora, types)
+        logits = model.forward_all(input_ids.to(device), attention_mask.to(device), corpora, types, matches)
     return {name: value.float().cpu().numpy() for name, value in logits.items()}
 
 
@@ -52,7 +56,12 @@ def sentence_emissions(
         {name: np.zeros((len(words), size), dtype=np.float32) for name, size in sizes.items()} for words in sentences
     ]
     windows = encode(
-        model.tokenizer, sentences, model.config.max_length, model.config.stride, case=model.config.case_features
+        model.tokenizer,
+        sentences,
+        model.config.max_length,
+        model.config.stride,
+        case=model.config.case_features,
+        matches=dictionary_matches(model, sentences),
     )
     if not windows:
         return out
@@ -63,10 +72,14 @@ def sentence_emissions(
     for indices in batches:
         batch = collate([windows[i] for i in indices], pad_id)
         if callable(run):
-            types = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids.numpy()}
-            logits = run(batch.input_ids.numpy(), batch.attention_mask.numpy(), corpora, **types)
+            extra = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids.numpy()}
+            if batch.dictionary_ids is not None:
+                extra["dictionary_ids"] = batch.dictionary_ids.numpy()
+            logits = run(batch.input_ids.numpy(), batch.attention_mask.numpy(), corpora, **extra)
         else:
-            logits = torch_run(model, batch.input_ids, batch.attention_mask, corpora, batch.token_type_ids)
+            logits = torch_run(
+                model, batch.input_ids, batch.attention_mask, corpora, batch.token_type_ids, batch.dictionary_ids
+            )
         for row, window in enumerate(batch.windows):
             if window.words:
                 for name in corpora:
@@ -74,6 +87,16 @@ def sentence_emissions(
         bar.update(len(indices))
     bar.close()
     return out
+
+
+def dictionary_matches(model, sentences: Sequence[Sequence[str]]) -> list[list[tuple[int, ...]]] | None:
+    """Match tags of every word with the backend's dictionary, or ``None`` for a model without dictionary features."""
+    if not getattr(model.config, "dictionary_features", False):
+        return None
+    dictionary = getattr(model, "dictionary", None)
+    if dictionary is None:
+        raise ModelFormatError("this model reads dictionary evidence but was loaded without its dictionary.json")
+    return [dictionary.match(words) for words in sentences]
 
 
 def predict_tags(

@@ -54,6 +54,7 @@ import numpy as np
 
 from .errors import CorpusFormatError, ModelFormatError, RequestError
 from .fileio import atomic_dir, atomic_write
+from .formats import concept_id
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -120,18 +121,6 @@ _PLURAL_KEEP = ("ss", "us", "is", "os")
 
 #: The fields :meth:`Linker.link` adds to every entity (``None`` in all three when it finds no concept).
 LINK_FIELDS = ("id", "id_name", "link_score")
-
-
-def concept_id(entity: Mapping) -> str | None:
-    """An entity's concept id for writers: ``id`` if the entity was linked (it has ``link_score``),
-    else an ``identifier`` read from PubTator or BioC (``-`` counts as none), else ``None``.
-
-    A BioC-read entity's ``id`` is its annotation id, not a concept: hence the ``link_score`` test.
-    """
-    if "link_score" in entity:
-        return entity.get("id")
-    found = entity.get("identifier")
-    return None if found in (None, "", "-") else str(found)
 
 
 def normalise(text: str) -> str:

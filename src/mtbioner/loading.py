@@ -29,6 +29,17 @@ def _size_on_disk(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def _describe_dictionary(folder: Path, config) -> str:
+    if not config.dictionary_features:
+        return "not used"
+    from .dictionary import Dictionary
+
+    dictionary = Dictionary.load(folder)
+    counts = ", ".join(f"{t} {n:,}" for t, n in dictionary.counts().items())
+    case = "case-sensitive" if dictionary.case_sensitive else "case-insensitive"
+    return f"match tags added to the heads' input; {len(dictionary):,} terms ({counts}), {case}"
+
+
 def describe_model(path: str | Path | None = None) -> str:
     """Human-readable summary of a model folder (or shipped model)."""
     folder = resolve_model(path)
@@ -67,6 +78,7 @@ def describe_model(path: str | Path | None = None) -> str:
         f"size         {_size_on_disk(folder) / 1e6:.1f} MB on disk",
         f"max length   {config.max_length} sub-tokens per window",
         f"case         {'letter case of each word fed as token type' if config.case_features else 'not used'}",
+        f"dictionary   {_describe_dictionary(folder, config)}",
         f"version      mtbioner {config.mtbioner_version}, format {config.format_version}",
         "corpora:",
     ]

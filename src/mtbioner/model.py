@@ -1,8 +1,9 @@
 """MultiTaskTagger: one shared Hugging Face encoder and one tagging head per corpus.
 
 A model folder (``save_pretrained`` / ``from_pretrained``) holds ``config.json`` (this
-module's :class:`TaggerConfig`, with the encoder's own config inside), ``model.safetensors``
-and the tokenizer files. It is written to a temporary folder and renamed into place, so
+module's :class:`TaggerConfig`, with the encoder's own config inside), ``model.safetensors``,
+the tokenizer files and, for dictionary-feature models, ``dictionary.json``
+(:mod:`mtbioner.dictionary`). It is written to a temporary folder and renamed into place, so
 it appears whole or not at all. Nothing is ever un-pickled.
 """
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from . import __version__
 from .decoding import Decoder, HeadKind
+from .dictionary import Dictionary
 from .errors import ModelFormatError, MtbionerError
 from .fileio import atomic_dir, write_json
 from .heads import LinearHead, build_head
@@ -58,7 +60,11 @@ class HeadConfig:
 
 @dataclass
 class TaggerConfig:
-    """Everything needed to rebuild a :class:`MultiTaskTagger` without its weights."""
+    """Everything needed to rebuild a :class:`MultiTaskTagger` without its weights.
+
+    ``dictionary_types`` are the channels of the dictionary match tags (the dictionary's types, fixed
+    when the model was built); the terms themselves are in the folder's ``dictionary.json``.
+    """
 
     encoder: str
     encoder_config: dict
@@ -67,6 +73,8 @@ class TaggerConfig:
     stride: int | None = None
     dropout: float = 0.1
     case_features: bool = False
+    dictionary_features: bool = False
+    dictionary_types: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     mtbioner_version: str = __version__
     extra: dict = field(default_factory=dict)
@@ -98,7 +106,13 @@ class MultiTaskTagger(nn.Module):
         tokenizer: The encoder's tokenizer, kept so that the model can be saved and used alone.
     """
 
-    def __init__(self, config: TaggerConfig, encoder: nn.Module | None = None, tokenizer=None) -> None:
+    def __init__(
+        self,
+        config: TaggerConfig,
+        encoder: nn.Module | None = None,
+        tokenizer=None,
+        dictionary: Dictionary | None = None,
+    ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
@@ -116,6 +130,20 @@ class MultiTaskTagger(nn.Module):
                 for name, spec in config.corpora.items()
             }
         )
+        self.dictionary = dictionary
+        self.dictionary_embedding: nn.Embedding | None = None
+        if config.dictionary_features:
+            if not config.dictionary_types:
+                raise MtbionerError("dictionary features need a dictionary with at least one entity type")
+            if dictionary is not None and dictionary.types != config.dictionary_types:
+                raise ModelFormatError(
+                    f"dictionary types {dictionary.types} differ from the model's {config.dictionary_types}"
+                )
+            # Row 0 (no match) stays zero; every row starts at zero, so a new model computes what the
+            # plain one does until training moves the rows of the tags it sees.
+            rows = 1 + 2 * len(config.dictionary_types)
+            self.dictionary_embedding = nn.Embedding(rows, hidden, padding_idx=0)
+            nn.init.zeros_(self.dictionary_embedding.weight)
 
     @classmethod
     def from_encoder(
@@ -128,6 +156,7 @@ class MultiTaskTagger(nn.Module):
         stride: int | None = None,
         dropout: float = 0.1,
         case_features: bool = False,
+        dictionary: Dictionary | None = None,
     ) -> MultiTaskTagger:
         """A new model: a pre-trained encoder from a local folder and fresh heads.
 
@@ -139,6 +168,9 @@ class MultiTaskTagger(nn.Module):
             case_features: Feed each word's letter case (``encoding.case_type``) to the encoder as its
                 token type, for uncased encoders; the type table starts as copies of type 0, so the
                 new model computes exactly what the plain one does until training moves it.
+            dictionary: Give the model dictionary features: each word's match tags
+                (:meth:`Dictionary.match`) index an embedding (zero at first) added to every head's
+                input; the dictionary is kept with the model.
         """
         from transformers import AutoModel, AutoTokenizer
 
@@ -160,6 +192,8 @@ class MultiTaskTagger(nn.Module):
             raise MtbionerError(f"{path}: a fast (Rust) tokenizer is needed for word alignment; add tokenizer.json")
         if case_features:
             _case_token_types(model, path)
+        if dictionary is not None and not dictionary.types:
+            raise MtbionerError("dictionary features need a dictionary with at least one entity type")
         config = TaggerConfig(
             encoder=path,
             encoder_config=model.config.to_dict(),
@@ -171,8 +205,10 @@ class MultiTaskTagger(nn.Module):
             stride=stride,
             dropout=dropout,
             case_features=case_features,
+            dictionary_features=dictionary is not None,
+            dictionary_types=list(dictionary.types) if dictionary is not None else [],
         )
-        return cls(config, model, tokenizer)
+        return cls(config, model, tokenizer, dictionary)
 
     @property
     def corpora(self) -> list[str]:
@@ -192,6 +228,17 @@ class MultiTaskTagger(nn.Module):
         types = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
 
+    def head_input(self, hidden: torch.Tensor, dictionary_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """What the heads read: the hidden states, plus the summed embeddings of the match tags
+        (``[B, T, K]``, one per dictionary type) for dictionary-feature models."""
+        if self.dictionary_embedding is None:
+            return hidden
+        if dictionary_ids is None:
+            raise ValueError(
+                "this model reads dictionary evidence: pass dictionary_ids (encoding.encode(..., matches=...))"
+            )
+        return hidden + self.dictionary_embedding(dictionary_ids).sum(dim=2)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -200,6 +247,7 @@ class MultiTaskTagger(nn.Module):
         labels: torch.Tensor | None = None,
         normalizer: float | None = None,
         token_type_ids: torch.Tensor | None = None,
+        dictionary_ids: torch.Tensor | None = None,
     ) -> TaggerOutput:
         """Emission scores of one corpus' head, and its loss when ``labels`` are given.
 
@@ -207,9 +255,11 @@ class MultiTaskTagger(nn.Module):
         the number of labelled words (linear) or sequences (CRF) in this batch. Data-parallel
         training passes the count of the whole global batch instead, so that averaging
         gradients over processes gives exactly the one-process loss.
+
+        ``dictionary_ids`` (``[B, T, K]``, dictionary-feature models) are the match tags of every sub-token.
         """
         head = self.head(corpus)
-        logits = head(self.encode(input_ids, attention_mask, token_type_ids))
+        logits = head(self.head_input(self.encode(input_ids, attention_mask, token_type_ids), dictionary_ids))
         if labels is None:
             return TaggerOutput(logits)
         total, count = head.loss_sum(logits, labels)
@@ -222,9 +272,10 @@ class MultiTaskTagger(nn.Module):
         attention_mask: torch.Tensor,
         corpora: list[str] | None = None,
         token_type_ids: torch.Tensor | None = None,
+        dictionary_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One encoder pass feeding every head (or those named): corpus name to ``[B, T, C]``."""
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        hidden = self.head_input(self.encode(input_ids, attention_mask, token_type_ids), dictionary_ids)
         return {name: self.head(name)(hidden) for name in (corpora or self.corpora)}
 
     def decoders(self) -> dict[str, Decoder]:
@@ -243,11 +294,15 @@ class MultiTaskTagger(nn.Module):
             extra: Called with the temporary folder before the swap, to add files that must
                 appear together with the model (training log, resume checkpoint).
         """
+        if self.config.dictionary_features and self.dictionary is None:
+            raise MtbionerError("a dictionary-feature model needs its dictionary to be saved (model.dictionary)")
         with atomic_dir(path) as tmp:
             write_json(tmp / CONFIG_NAME, self.config.to_dict())
             save_model(self, str(tmp / WEIGHTS_NAME))
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(str(tmp))
+            if self.dictionary is not None:
+                self.dictionary.save(tmp)
             if extra is not None:
                 extra(tmp)
 
@@ -258,7 +313,8 @@ class MultiTaskTagger(nn.Module):
 
         config = read_config(path)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = cls(config, tokenizer=tokenizer)
+        dictionary = Dictionary.load(path) if config.dictionary_features else None
+        model = cls(config, tokenizer=tokenizer, dictionary=dictionary)
         missing, unexpected = load_model(model, str(Path(path) / WEIGHTS_NAME), strict=False)
         if missing or unexpected:
             raise ModelFormatError(

@@ -3,8 +3,10 @@
 The runtime half of the ONNX support, kept apart from the exporter (:mod:`mtbioner.export`) so that
 loading a model never imports the export machinery (torch tracing, fusions, quantization) and the
 exporter can use the runtime to check what it wrote. The graph takes ``input_ids`` and
-``attention_mask`` (plus ``token_type_ids``, each word's case class, for case-feature models) and
-returns one ``[B, T, C]`` emission output per head; decoding stays in :mod:`mtbioner.decoding`.
+``attention_mask`` (plus ``token_type_ids``, each word's case class, for case-feature models, and
+``dictionary_ids``, ``[B, T, K]`` dictionary match tags, for dictionary-feature models, whose folder
+also holds ``dictionary.json``) and returns one ``[B, T, C]`` emission output per head; decoding
+stays in :mod:`mtbioner.decoding`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .decoding import Decoder
+from .dictionary import Dictionary
 from .errors import ModelFormatError, MtbionerError
 
 if TYPE_CHECKING:
@@ -26,11 +29,14 @@ ONNX_NAME = "model.onnx"
 CONFIG_NAME = "config.json"  # as mtbioner.model, which is not imported here: it pulls in torch
 INPUTS = ("input_ids", "attention_mask")
 CASE_INPUT = "token_type_ids"
+DICTIONARY_INPUT = "dictionary_ids"
 
 
 def graph_inputs(config) -> tuple[str, ...]:
-    """The graph's input names: case-feature models also take the case class of each sub-token."""
-    return (*INPUTS, CASE_INPUT) if config.case_features else INPUTS
+    """The graph's input names: case-feature models also take the case class of each sub-token,
+    dictionary-feature models the dictionary match tags of each sub-token."""
+    names = (*INPUTS, CASE_INPUT) if config.case_features else INPUTS
+    return (*names, DICTIONARY_INPUT) if getattr(config, "dictionary_features", False) else names
 
 
 def _threads() -> int:
@@ -61,11 +67,14 @@ class OnnxTagger:
     ``decoders()``, ``run``), so ``Tagger``, ``evaluate`` and the server use it unchanged.
     """
 
-    def __init__(self, session, config: TaggerConfig, tokenizer, onnx_info: dict) -> None:
+    def __init__(
+        self, session, config: TaggerConfig, tokenizer, onnx_info: dict, dictionary: Dictionary | None = None
+    ) -> None:
         self.session = session
         self.config = config
         self.tokenizer = tokenizer
         self.onnx_info = onnx_info
+        self.dictionary = dictionary
         self._outputs: dict[str, str] = dict(onnx_info["outputs"])
 
     @classmethod
@@ -92,7 +101,8 @@ class OnnxTagger:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except (OSError, ValueError) as exc:
             raise ModelFormatError(f"{folder}: cannot load the tokenizer files: {exc}") from exc
-        return cls(session, config, tokenizer, info)
+        dictionary = Dictionary.load(folder) if config.dictionary_features else None
+        return cls(session, config, tokenizer, info, dictionary)
 
     @property
     def corpora(self) -> list[str]:
@@ -104,6 +114,7 @@ class OnnxTagger:
         attention_mask: np.ndarray,
         corpora: Sequence[str],
         token_type_ids: np.ndarray | None = None,
+        dictionary_ids: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Emission scores ``[B, T, C]`` of the named heads from one graph run."""
         unknown = [name for name in corpora if name not in self._outputs]
@@ -117,6 +128,10 @@ class OnnxTagger:
             if token_type_ids is None:
                 raise ValueError("this model reads letter case: pass token_type_ids")
             feed[CASE_INPUT] = np.ascontiguousarray(token_type_ids, dtype=np.int64)
+        if self.config.dictionary_features:
+            if dictionary_ids is None:
+                raise ValueError("this model reads dictionary evidence: pass dictionary_ids")
+            feed[DICTIONARY_INPUT] = np.ascontiguousarray(dictionary_ids, dtype=np.int64)
         values = self.session.run([self._outputs[name] for name in corpora], feed)
         return dict(zip(corpora, values, strict=True))
 

@@ -37,7 +37,7 @@ from . import __version__
 from .encoding import length_grouped_batches
 from .errors import MtbionerError
 from .fileio import atomic_dir, write_json
-from .training import load_optimizer, save_optimizer
+from .training import batch_seed, load_optimizer, parameter_groups, save_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -234,10 +234,6 @@ def mlm_head(model) -> torch.nn.Module:
     raise MtbionerError(f"{type(model).__name__}: no BERT-style (cls) or RoBERTa-style (lm_head) MLM head")
 
 
-def _batch_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch) * 1_000_003 + index
-
-
 # ---------------------------------------------------------------- training
 
 
@@ -314,11 +310,11 @@ def pretrain(
     )
 
     def batches_of(epoch: int) -> list[list[int]]:
-        return length_grouped_batches(lengths, config.batch_size, random.Random(_batch_seed(config.seed, epoch, -1)))
+        return length_grouped_batches(lengths, config.batch_size, random.Random(batch_seed(config.seed, epoch, -1)))
 
     steps_per_epoch = len(batches_of(0))
     total = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr, fused=True)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup * total), total)
     info = {
         "config": {**asdict(config), "encoder": source},
@@ -350,7 +346,7 @@ def pretrain(
             total=len(batches), initial=state["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress
         )
         for index in range(state["batch"], len(batches)):
-            torch.manual_seed(_batch_seed(config.seed, epoch, index))  # same masks and dropout after a resume
+            torch.manual_seed(batch_seed(config.seed, epoch, index))  # same masks and dropout after a resume
             batch = collator(pad_examples([examples[i] for i in batches[index]], tokenizer.pad_token_id or 0))
             loss, _ = masked_lm_loss(model, batch)
             loss.backward()
@@ -403,20 +399,12 @@ def _heldout_loss(model, collator, heldout: list[dict], config: PretrainConfig, 
     model.eval()
     total, count = 0.0, 0
     for index, start in enumerate(range(0, len(heldout), config.batch_size)):
-        torch.manual_seed(_batch_seed(config.seed, -1, index))
+        torch.manual_seed(batch_seed(config.seed, -1, index))
         batch = collator(pad_examples(heldout[start : start + config.batch_size], tokenizer.pad_token_id or 0))
         loss, n = masked_lm_loss(model, batch)
         total, count = total + float(loss) * n, count + n
     mean = total / max(count, 1)
     return {"heldout_loss": round(mean, 4), "heldout_perplexity": round(math.exp(min(mean, 50.0)), 2)}
-
-
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _save(output: Path, model, tokenizer, optimizer, scheduler, state, info, final: bool) -> None:

@@ -89,8 +89,10 @@ def quantize_int8(
 
     report, keep_fp32 = OutlierReport(), []
     graph_path = source
+    model = onnx.load(str(source))
+    # The dictionary match-tag table (a few rows) stays fp32: int8 would save nothing and add error.
+    dictionary_gathers = [n.name for n in model.graph.node if n.op_type == "Gather" and "dictionary_ids" in n.input]
     if outliers:
-        model = onnx.load(str(source))
         report, keep_fp32 = rewrite_outliers(model)
         if keep_fp32 or report.smoothed:
             graph_path = (scratch or target.parent) / "outliers-rewritten.onnx"
@@ -102,7 +104,7 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
             reduce_range=reduce_range,
-            nodes_to_exclude=keep_fp32,
+            nodes_to_exclude=keep_fp32 + dictionary_gathers,
             # lets the quantizer type the outputs of fused com.microsoft ops (shape inference cannot)
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
@@ -177,6 +179,7 @@ def _channel_absmax(model, tensors: list[str]) -> dict[str, np.ndarray]:
     options.log_severity_level = 3
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     vocab_size = _vocab_size(model)
+    channels = _dictionary_channels(model)
     rng = np.random.default_rng(0)
     result: dict[str, np.ndarray] = {}
     for _ in range(CALIBRATION_BATCHES):
@@ -184,10 +187,21 @@ def _channel_absmax(model, tensors: list[str]) -> dict[str, np.ndarray]:
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         if any(i.name == "token_type_ids" for i in model.graph.input):  # case-feature models
             feed["token_type_ids"] = rng.integers(0, CASE_TYPES, size=CALIBRATION_SHAPE, dtype=np.int64)
+        if channels:  # dictionary-feature models: channel t holds 0, 1 + 2t or 2 + 2t
+            state = rng.integers(0, 3, size=(*CALIBRATION_SHAPE, channels), dtype=np.int64)
+            feed["dictionary_ids"] = np.where(state == 0, 0, 2 * np.arange(channels) + state)
         for name, value in zip(tensors, session.run(tensors, feed), strict=True):
             channel_max = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
             result[name] = np.maximum(result[name], channel_max) if name in result else channel_max
     return result
+
+
+def _dictionary_channels(model) -> int:
+    """Dictionary types of a dictionary-feature graph (the last axis of ``dictionary_ids``), else 0."""
+    for value in model.graph.input:
+        if value.name == "dictionary_ids":
+            return int(value.type.tensor_type.shape.dim[2].dim_value)
+    return 0
 
 
 def _vocab_size(model) -> int:

@@ -56,6 +56,7 @@ class ServeSettings:
         max_request_sentences: Most sentences one request may hold (more: 413).
         max_queue_sentences: Most sentences waiting in all; a request past it gets 503 + Retry-After.
         batch_size: Windows per forward pass inside one call.
+        link: Entity linking: ``hpo``, a knowledge-base TSV or a saved index (none by default).
     """
 
     max_texts: int = 64
@@ -66,6 +67,7 @@ class ServeSettings:
     max_request_sentences: int = 50_000
     max_queue_sentences: int = 100_000
     batch_size: int = INFERENCE_BATCH_SIZE
+    link: str | None = None
 
     def __post_init__(self) -> None:
         names = ("max_texts", "max_bytes", "max_batch_sentences", "slice_sentences", "max_request_sentences")
@@ -213,6 +215,8 @@ def _schemas(max_text_note: str):
         merge_types: bool = Field(
             False, description="One type set across heads (Gene, Chemical, Disease, CellLine, CellType)."
         )
+        link: bool = Field(True, description="Give concept ids when the server links entities (--link).")
+        link_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Lowest link score that gives an id.")
 
         @field_validator("text")
         @classmethod
@@ -239,6 +243,9 @@ def _schemas(max_text_note: str):
         score: float = Field(description="Confidence, 0..1.")
         sources: list[dict] | None = Field(None, description="merge_types: each (corpus, original type) pair.")
         nested: list[dict] | None = Field(None, description="merge_types: shorter entities folded into this one.")
+        id: str | None = Field(None, description="With --link: the concept id (None below the threshold).")
+        id_name: str | None = Field(None, description="With --link: the concept's name.")
+        link_score: float | None = Field(None, description="With --link: the link's score, 0..1.")
 
     class TagResponse(BaseModel):
         entities: list[EntityOut]
@@ -280,6 +287,14 @@ def model_info(tagger: "Tagger", settings: ServeSettings) -> dict:
         "backend": "torch" if hasattr(tagger.backend, "parameters") else "onnx",
         "max_length": config.max_length,
         "version": {"server": __version__, "model": config.mtbioner_version, "format": config.format_version},
+        "linking": None
+        if tagger.linker is None
+        else {
+            "knowledge_base": settings.link,
+            "concepts": len(tagger.linker),
+            "threshold": tagger.linker.threshold,
+            "metadata": tagger.linker.kb.metadata,
+        },
         "limits": {
             "max_texts": settings.max_texts,
             "max_bytes": settings.max_bytes,
@@ -301,6 +316,10 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
 
     settings = settings or ServeSettings()
     tagger = model if isinstance(model, Tagger) else Tagger.load(model, batch_size=settings.batch_size)
+    if settings.link is not None and tagger.linker is None:
+        from .knowledge_bases import load_linker
+
+        tagger.linker = load_linker(settings.link)
     batcher = MicroBatcher(
         tagger,
         settings.batch_window_ms / 1000,
@@ -371,7 +390,13 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
             raise HTTPException(413, str(exc)) from None
         except MtbionerError as exc:
             raise HTTPException(422, str(exc)) from None
-        results = [{"entities": [e.to_dict() for e in ents]} for ents in found]
+        dicts = [[e.to_dict() for e in ents] for ents in found]
+        if tagger.linker is not None and request.link:
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            dicts = await loop.run_in_executor(None, tagger.link, dicts, request.link_threshold)
+        results = [{"entities": ents} for ents in dicts]
         return JSONResponse(results[0] if request.text is not None else {"results": results})
 
     @app.get("/v1/model", tags=["model"])

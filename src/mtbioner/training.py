@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .corpus import Corpus
 from .decoding import HeadKind
+from .dictionary import DICTIONARY_NAME, Dictionary, training_matches
 from .encoding import Window, collate, encode, length_grouped_batches
 from .errors import MtbionerError
 from .evaluation import evaluate_corpus
@@ -43,7 +44,16 @@ LOG_FILE = "log.jsonl"
 
 @dataclass
 class TrainingConfig:
-    """Training settings; the defaults are the paper's (AdamW 5e-5, warm-up 0.4, batch 32, 8 epochs)."""
+    """Training settings; the defaults are the paper's (AdamW 5e-5, warm-up 0.4, batch 32, 8 epochs).
+
+    Dictionary evidence (``dictionary_features``, off by default; see :mod:`mtbioner.dictionary`):
+    terms come from the entities of the ``train_splits`` of the corpora being trained plus
+    ``dictionary_files`` (``term<TAB>type`` lines); terms whose matches in those splits are gold
+    entities of their type less than ``dictionary_min_precision`` of the time are dropped; training
+    sentences are matched with terms from outside their own one of ``dictionary_folds`` blocks.
+    The match-tag table starts at zero and learns at ``dictionary_lr`` (the encoder's ``lr`` would move
+    it too little in a few thousand steps), without weight decay.
+    """
 
     schedule: Schedule = "mixed"
     lr: float = 5e-5
@@ -65,6 +75,12 @@ class TrainingConfig:
     eval_batch_size: int = 64
     sampling_temperature: float = 1.0
     case_features: bool = False
+    dictionary_features: bool = False
+    dictionary_files: list[str] = field(default_factory=list)
+    dictionary_folds: int = 5
+    dictionary_min_precision: float = 0.5
+    dictionary_case_sensitive: bool = False
+    dictionary_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         checks = [
@@ -78,6 +94,20 @@ class TrainingConfig:
             (self.limit is None or self.limit >= 1, f"limit must be at least 1, not {self.limit}"),
             (bool(self.train_splits), "train splits must name at least one split"),
             (self.sampling_temperature > 0, f"sampling temperature must be positive, not {self.sampling_temperature}"),
+            (
+                self.dictionary_features or not self.dictionary_files,
+                "dictionary files are used by dictionary features: add --dictionary-features",
+            ),
+            (self.dictionary_folds >= 1, f"dictionary folds must be at least 1, not {self.dictionary_folds}"),
+            (self.dictionary_lr > 0, f"dictionary lr must be positive, not {self.dictionary_lr}"),
+            (
+                0 <= self.dictionary_min_precision <= 1,
+                f"dictionary min precision is a share (0..1), not {self.dictionary_min_precision}",
+            ),
+            (
+                not (self.dictionary_features and "test" in self.train_splits),
+                "dictionary features never take terms from the test split: train on train (and devel) only",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -166,6 +196,7 @@ def train(
         raise MtbionerError(f"two corpora share a name: {names}; corpus names (folder names) must be unique")
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(config.seed)
+    dictionary, user_terms = build_dictionary(corpora, config, output if resume else None)
     model = MultiTaskTagger.from_encoder(
         {c.name: c.labels for c in corpora},
         config.encoder,
@@ -175,9 +206,14 @@ def train(
         config.stride,
         config.dropout,
         config.case_features,
+        dictionary,
     )
     tokenizer = model.tokenizer
-    windows = {c.name: _training_windows(c, config, model) for c in corpora}
+    matches: dict[str, list] = {}
+    if dictionary is not None:
+        matches = training_matches(dictionary, corpora, config.train_splits, config.dictionary_folds, user_terms)
+        logger.info("dictionary: %s terms per type", json.dumps(dictionary.counts()))
+    windows = {c.name: _training_windows(c, config, model, matches.get(c.name)) for c in corpora}
     devel = {c.name: c for c in corpora if "devel" not in config.train_splits and "devel" in c.splits}
     lengths = {name: [len(w) for w in ws] for name, ws in windows.items()}
     steps_per_epoch = len(
@@ -190,7 +226,8 @@ def train(
         model.encoder.requires_grad_(False)
     # The fused AdamW kernel (CPU and CUDA) is a third of the foreach step's time on 2 CPU cores.
     fused = accelerator.device.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr, fused=fused)
+    groups = parameter_groups(model, config.weight_decay, config.dictionary_lr)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=fused)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: MultiTaskTagger = accelerator.unwrap_model(model)
@@ -211,6 +248,11 @@ def train(
         "torch": torch.__version__,
         "mtbioner_version": __version__,
     }
+    if dictionary is not None:
+        info["dictionary"] = {
+            "terms": dictionary.counts(),
+            "matched_training_words": _matched_words(matches, dictionary.types),
+        }
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0, "log": []}
     if resume:
         state = _load_checkpoint(output, unwrapped, optimizer, scheduler)
@@ -244,6 +286,7 @@ def train(
                 labels=batch.labels.to(accelerator.device),
                 normalizer=normalizer,
                 token_type_ids=None if batch.token_type_ids is None else batch.token_type_ids.to(accelerator.device),
+                dictionary_ids=None if batch.dictionary_ids is None else batch.dictionary_ids.to(accelerator.device),
             )
             loss = out.loss * weight
             accelerator.backward(loss)
@@ -269,7 +312,7 @@ def train(
         }
         improved = True
         if accelerator.is_main_process:
-            entry["devel"] = _devel_scores(unwrapped, devel, config.eval_batch_size)
+            entry["devel"] = devel_scores(unwrapped, devel, config.eval_batch_size)
             model.train()
             if entry["devel"] and "devel" not in config.train_splits:
                 mean_f1 = sum(s["f1"] for s in entry["devel"].values()) / len(entry["devel"])
@@ -294,7 +337,50 @@ def train(
     return unwrapped
 
 
-def _training_windows(corpus: Corpus, config: TrainingConfig, model: MultiTaskTagger) -> list[Window]:
+def build_dictionary(
+    corpora: list[Corpus], config: TrainingConfig, resume_from: Path | None = None
+) -> tuple[Dictionary | None, Dictionary | None]:
+    """The model's dictionary (training-split terms and files, pruned) and the files' terms alone.
+
+    ``(None, None)`` without dictionary features. A resumed run keeps the dictionary it saved.
+    """
+    if not config.dictionary_features:
+        return None, None
+    case = config.dictionary_case_sensitive
+    user: Dictionary | None = None
+    for path in config.dictionary_files:
+        terms = Dictionary.from_file(path, case)
+        user = terms if user is None else user.merge(terms)
+    if resume_from is not None and (resume_from / DICTIONARY_NAME).is_file():
+        return Dictionary.load(resume_from), user
+    dictionary = Dictionary.from_corpora(corpora, config.train_splits, case)
+    if user is not None:
+        dictionary = dictionary.merge(user)
+    dictionary = dictionary.prune(corpora, config.train_splits, config.dictionary_min_precision)
+    if not len(dictionary):
+        raise MtbionerError("the dictionary is empty: no entity in the training splits and no dictionary file term")
+    return dictionary, user
+
+
+def _matched_words(matches: dict[str, list], types: list[str]) -> dict[str, dict[str, int]]:
+    """Training words inside a dictionary match, per corpus and type (how often the heads see each channel)."""
+    result = {}
+    for name, sentences in matches.items():
+        counts = [0] * len(types)
+        for rows in sentences:
+            for ids in rows:
+                if not any(ids):
+                    continue
+                for channel, value in enumerate(ids):
+                    if value:
+                        counts[channel] += 1
+        result[name] = dict(zip(types, counts, strict=True))
+    return result
+
+
+def _training_windows(
+    corpus: Corpus, config: TrainingConfig, model: MultiTaskTagger, matches: list | None = None
+) -> list[Window]:
     sentences = [s for split in config.train_splits for s in corpus.sentences(split)]
     label2id = {label: i for i, label in enumerate(model.config.corpora[corpus.name].labels)}
     return encode(
@@ -305,6 +391,7 @@ def _training_windows(corpus: Corpus, config: TrainingConfig, model: MultiTaskTa
         tags=[s.tags for s in sentences],
         label2id=label2id,
         case=model.config.case_features,
+        matches=matches,
     )
 
 
@@ -315,17 +402,32 @@ def _normalizer(windows: list[Window], head: HeadKind) -> int:
     return sum(len(w.words) for w in windows)
 
 
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and LayerNorm weights, as in BERT's own fine-tuning."""
-    decay, no_decay = [], []
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed per (run, epoch, batch): re-seeding before each batch makes a resumed run take the same steps."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + index
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, dictionary_lr: float | None = None) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights, as in BERT's own fine-tuning.
+
+    The dictionary match-tag table, when there is one, is a third group: its own learning rate, no decay.
+    """
+    decay, no_decay, dictionary = [], [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
+        if name.startswith("dictionary_embedding."):
+            dictionary.append(param)
+            continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if dictionary:
+        groups.append({"params": dictionary, "weight_decay": 0.0, "lr": dictionary_lr})
+    return groups
 
 
-def _devel_scores(model: MultiTaskTagger, devel: dict[str, Corpus], batch_size: int) -> dict[str, dict]:
+def devel_scores(model: MultiTaskTagger, devel: dict[str, Corpus], batch_size: int) -> dict[str, dict]:
+    """P/R/F1 of each corpus' devel split with its own head (the model is left in eval mode)."""
     model.eval()
     scores = {}
     for name, corpus in devel.items():

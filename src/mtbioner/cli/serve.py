@@ -49,6 +49,9 @@ def serve(
         int, typer.Option(help="Most sentences queued in all (past it: 503 with Retry-After).")
     ] = DEFAULTS.max_queue_sentences,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = DEFAULTS.batch_size,
+    link: Annotated[
+        str | None, typer.Option(help="Link entities to concepts: hpo, a KB file (id<TAB>name<TAB>type...), an index.")
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(help="Torch threads per worker (default: its share of the cores, less one).")
     ] = None,
@@ -77,6 +80,7 @@ def serve(
         max_request_sentences,
         max_queue_sentences,
         batch_size,
+        link,
     )
     folder = resolve_model(model)
     quiet_libraries()
@@ -97,6 +101,10 @@ def serve(
     from ..loading import describe_model
 
     describe_model(folder)  # a bad folder fails here, once, rather than in every worker
+    if link is not None:
+        from ..knowledge_bases import load_linker
+
+        load_linker(link)  # indexes (and caches) the knowledge base once, before the workers start
     os.environ[SETTINGS_ENV] = json.dumps(
         {"model": str(folder), "workers": workers, "threads": threads, "settings": asdict(settings)}
     )

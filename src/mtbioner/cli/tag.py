@@ -46,6 +46,13 @@ def tag(
         bool,
         typer.Option("--merge-types", help="One type set across heads: Gene, Chemical, Disease, CellLine, CellType."),
     ] = False,
+    link: Annotated[
+        str | None,
+        typer.Option(help="Link entities to concepts: hpo, a KB file (id<TAB>name<TAB>type[<TAB>syn|syn]), an index."),
+    ] = None,
+    link_threshold: Annotated[
+        float | None, typer.Option(help="Lowest link score that gives an id (default: the linker's, 0.6).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = INFERENCE_BATCH_SIZE,
     chunk: Annotated[int, typer.Option(help="Documents tagged together (sorted by length inside a chunk).")] = 256,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (stderr) for --input files.")] = True,
@@ -76,8 +83,10 @@ def tag(
     for number, text in enumerate(texts or [], 1):
         if any("\ud800" <= c <= "\udfff" for c in text):
             raise MtbionerError(f"text argument {number} is not valid UTF-8")
-    tagger = Tagger.load(model, batch_size=batch_size)
+    tagger = Tagger.load(model, batch_size=batch_size, link=link)
     options = {"types": types, "corpora": corpora, "min_score": min_score, "flat": flat, "merge_types": merge_types}
+    if link is not None:
+        options["link_threshold"] = link_threshold
     if texts:
         found = tagger.tag_batch(texts, **options)
         if output is None:

@@ -36,6 +36,32 @@ def train(
         bool,
         typer.Option("--case-features", help="Feed each word's letter case to the encoder (uncased ones lose it)."),
     ] = False,
+    dictionary_features: Annotated[
+        bool,
+        typer.Option(
+            "--dictionary-features",
+            help="Add each word's dictionary match tags to the heads' input; terms from the training splits "
+            "(never test) and --dictionary files. See docs/dictionary.md.",
+        ),
+    ] = False,
+    dictionary: Annotated[
+        list[Path] | None,
+        typer.Option("--dictionary", help="A term<TAB>type file of extra terms (MeSH, ChEBI names); repeatable."),
+    ] = None,
+    dictionary_folds: Annotated[
+        int,
+        typer.Option(help="Training sentences are matched with terms from outside their block of this many (1: all)."),
+    ] = 5,
+    dictionary_min_precision: Annotated[
+        float,
+        typer.Option(help="Drop terms whose matches in the training splits are entities of their type less often."),
+    ] = 0.5,
+    dictionary_case_sensitive: Annotated[
+        bool, typer.Option("--dictionary-case-sensitive", help="Match dictionary terms with their exact case.")
+    ] = False,
+    dictionary_lr: Annotated[
+        float, typer.Option(help="Learning rate of the dictionary match-tag table (it starts at zero).")
+    ] = 1e-3,
     loss_weight: Annotated[
         list[str] | None, typer.Option(help="lambda of a corpus, NAME=FLOAT (repeatable; default 1).")
     ] = None,
@@ -85,6 +111,12 @@ def train(
             encoder=encoder,
             sampling_temperature=sampling_temperature,
             case_features=case_features,
+            dictionary_features=dictionary_features,
+            dictionary_files=[str(p.resolve()) for p in dictionary or []],
+            dictionary_folds=dictionary_folds,
+            dictionary_min_precision=dictionary_min_precision,
+            dictionary_case_sensitive=dictionary_case_sensitive,
+            dictionary_lr=dictionary_lr,
         )
         paths = [resolve_corpus(c, data_dir) for c in corpora]
     splits = sorted(set(config.train_splits) | {"devel"})
