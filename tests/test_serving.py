@@ -419,9 +419,9 @@ def test_batcher_groups_by_options_and_respects_the_caps() -> None:
         slice_sentences=2,
     )
     assert results == [[["a", "b"], ["c"]], [["d"]], [["e", "f", "g"]], [["h"]], [["i"]]]
-    assert recorder.calls[0] == ["a", "b", "e", "f"]  # two sentences from each request, four in all
+    assert recorder.calls[0] == ["d", "i"]  # short requests first, those with the first one's options
+    assert recorder.calls[1] == ["e", "f", "h", "a"]  # then everyone: at most two each, four in all
     assert all(len(call) <= 4 for call in recorder.calls)
-    assert ["d", "i"] in recorder.calls  # the other options share a call of their own
     assert sorted(w for call in recorder.calls for w in call) == list("abcdefghi")  # each sentence once
 
 
@@ -440,7 +440,22 @@ def test_a_small_request_is_not_starved_by_a_large_one() -> None:
     assert len(results[0][0]) == 400
     small_call = next(i for i, call in enumerate(recorder.calls) if "hello" in call)
     assert small_call < 25  # ~10 calls in 0.1 s; without slicing it would come after all 50
-    assert len(recorder.calls[small_call]) == 9 and len(recorder.calls) == 50  # it shared a call with a slice
+    assert recorder.calls[small_call] == ["hello"] and len(recorder.calls) == 51  # a call of its own
+
+
+def test_a_stream_of_small_requests_does_not_starve_a_large_one() -> None:
+    recorder = Recorder(delay=0.005)
+    large = " ".join(f"w{i}" for i in range(40))
+
+    async def small(batcher: MicroBatcher, k: int):
+        await asyncio.sleep(0.002 * k)  # one after another, so one is nearly always waiting
+        return await batcher.tag([f"s{k}"])
+
+    requests = [lambda b: b.tag([large])] + [lambda b, k=k: small(b, k) for k in range(60)]
+    _batcher_run(recorder, *requests, window_s=0.0, max_batch_sentences=64, slice_sentences=4)
+    last_large = max(i for i, call in enumerate(recorder.calls) if any(w.startswith("w") for w in call))
+    for before, after in zip(recorder.calls[:last_large], recorder.calls[1 : last_large + 1], strict=True):
+        assert any(w.startswith("w") for w in before + after)  # never two small-only calls in a row
 
 
 def test_work_limits_raise_413_and_503_errors() -> None:

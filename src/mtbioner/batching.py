@@ -3,8 +3,9 @@
 The model runs on one worker thread, one call at a time. Every request is cut into its sentences
 (the tagger tags sentences independently, so any grouping gives the same entities), and each model
 call takes at most ``slice_sentences`` sentences from each waiting request, round-robin, up to
-``max_batch_sentences`` in all. A one-line chatbot utterance that arrives while a 40,000-sentence
-request is being tagged therefore waits for at most one call in flight, not for the whole request.
+``max_batch_sentences`` in all. Jobs with one slice or less left (a chatbot's utterances) get calls
+of their own, every other call at least, so a one-line utterance that arrives while a 40,000-sentence
+request is being tagged waits for the call in flight and its own small call, not for the whole request.
 
 Backpressure: a request with more sentences than ``max_request_sentences`` is refused (413), and
 when the queued sentences would pass ``max_queue_sentences`` the new request gets 503 with a
@@ -84,7 +85,7 @@ class MicroBatcher:
         tagger: Tagger,
         window_s: float = 0.002,
         max_batch_sentences: int = 64,
-        slice_sentences: int = 8,
+        slice_sentences: int = 4,
         max_request_sentences: int = 50_000,
         max_queue_sentences: int = 100_000,
     ) -> None:
@@ -97,6 +98,7 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._jobs: deque[_Job] = deque()
         self._queued = 0
+        self._short_turn = False  # the last call served short jobs only
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -213,10 +215,20 @@ class MicroBatcher:
             self._measure(sum(len(part) for _, part in call), loop.time() - started)
 
     def _take(self) -> list[tuple[_Job, list[tuple[int, TextSentence]]]]:
-        """Up to ``slice_sentences`` from each waiting job whose options match the first's, round-robin."""
-        first = self._jobs[0]
+        """Up to ``slice_sentences`` from each waiting job whose options match the first's, round-robin.
+
+        Short jobs (one slice or less left: a chatbot's utterances) get calls of their own, so one waits for
+        the call in flight and its own small call, not for a large request's slice too. Such calls alternate
+        with calls for everyone, so a stream of short requests cannot starve a large one either.
+        """
+        jobs = [job for job in self._jobs if job.pending]
+        short = [job for job in jobs if len(job.pending) <= self.slice_sentences]
+        short_turn = bool(short) and len(short) < len(jobs) and not self._short_turn
+        self._short_turn = short_turn
+        pool = short if short_turn else jobs
+        first = pool[0]
         call, room = [], self.max_batch_sentences
-        for job in list(self._jobs):
+        for job in pool:
             if room <= 0:
                 break
             if job.options != first.options:

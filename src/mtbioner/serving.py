@@ -63,7 +63,7 @@ class ServeSettings:
     max_bytes: int = 1_000_000
     batch_window_ms: float = 2.0
     max_batch_sentences: int = 64
-    slice_sentences: int = 8
+    slice_sentences: int = 4
     max_request_sentences: int = 50_000
     max_queue_sentences: int = 100_000
     batch_size: int = INFERENCE_BATCH_SIZE
