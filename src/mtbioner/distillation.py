@@ -48,7 +48,14 @@ from .encoding import Batch, Window, collate, encode
 from .errors import CorpusFormatError, ModelFormatError, MtbionerError
 from .fileio import write_json
 from .model import WEIGHTS_NAME, HeadConfig, MultiTaskTagger
-from .training import batch_seed, devel_scores, load_optimizer, parameter_groups, save_optimizer, schedule_batches
+from .training import (
+    batch_seed,
+    devel_scores,
+    parameter_groups,
+    read_resume_state,
+    schedule_batches,
+    write_resume_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -455,7 +462,7 @@ def distill(
     }
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "sums": _new_sums(), "log": []}
     if resume:
-        state = _load_checkpoint(out, optimizer, scheduler)
+        state = read_resume_state(out, optimizer, scheduler)
         info["teacher_devel"] = json.loads((out / INFO_FILE).read_text(encoding="utf-8")).get("teacher_devel", {})
         logger.info("resuming %s at epoch %d, batch %d", out, state["epoch"] + 1, state["batch"])
     else:
@@ -542,24 +549,9 @@ def _save(out: Path, student: MultiTaskTagger, optimizer, scheduler, state: dict
         (tmp / LOG_FILE).write_text("".join(json.dumps(e) + "\n" for e in state["log"]), encoding="utf-8")
         if final:
             return
-        ckpt = tmp / CHECKPOINT_DIR
-        ckpt.mkdir()
-        save_optimizer(optimizer, ckpt / "optimizer.safetensors")
-        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        write_json(ckpt / "state.json", {**{k: v for k, v in state.items() if k != "log"}, "scheduler": sched})
+        write_resume_state(tmp, optimizer, scheduler, state)
 
     student.save_pretrained(out, extra)
-
-
-def _load_checkpoint(out: Path, optimizer, scheduler) -> dict[str, Any]:
-    """Optimizer, scheduler and position of a run (the student's weights are ``out``'s)."""
-    ckpt = out / CHECKPOINT_DIR
-    saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-    load_optimizer(optimizer, ckpt / "optimizer.safetensors")
-    sched = saved.pop("scheduler")
-    scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(sched["base_lrs"])})
-    log = [json.loads(line) for line in (out / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
-    return {**saved, "log": log}
 
 
 def read_info(folder: str | Path) -> dict:

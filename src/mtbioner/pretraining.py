@@ -37,7 +37,7 @@ from . import __version__
 from .encoding import length_grouped_batches
 from .errors import MtbionerError
 from .fileio import atomic_dir, write_json
-from .training import batch_seed, load_optimizer, parameter_groups, save_optimizer
+from .training import batch_seed, parameter_groups, read_resume_state, write_resume_state
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def pretrain(
     }
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "log": []}
     if resume:
-        state = _load_checkpoint(output, optimizer, scheduler)
+        state = read_resume_state(output, optimizer, scheduler)
         logger.info("resuming %s at epoch %d, batch %d", output, state["epoch"] + 1, state["batch"])
     else:
         state["log"].append({"epoch": 0, "step": 0, **_heldout_loss(model, collator, heldout, config, tokenizer)})
@@ -416,19 +416,4 @@ def _save(output: Path, model, tokenizer, optimizer, scheduler, state, info, fin
         (tmp / LOG_FILE).write_text("".join(json.dumps(e) + "\n" for e in state["log"]), encoding="utf-8")
         if final:
             return
-        ckpt = tmp / CHECKPOINT_DIR
-        ckpt.mkdir()
-        save_optimizer(optimizer, ckpt / "optimizer.safetensors")
-        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        write_json(ckpt / "state.json", {**{k: v for k, v in state.items() if k != "log"}, "scheduler": sched})
-
-
-def _load_checkpoint(output: Path, optimizer, scheduler) -> dict[str, Any]:
-    """Optimizer, scheduler and position of a run (the model itself was loaded from ``output``)."""
-    ckpt = output / CHECKPOINT_DIR
-    saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-    load_optimizer(optimizer, ckpt / "optimizer.safetensors")
-    sched = saved.pop("scheduler")
-    scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(sched["base_lrs"])})
-    log = [json.loads(line) for line in (output / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
-    return {**saved, "log": log}
+        write_resume_state(tmp, optimizer, scheduler, state)

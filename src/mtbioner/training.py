@@ -453,15 +453,35 @@ def _save(output, model, optimizer, scheduler, state, info, improved: bool, fina
         (tmp / LOG_FILE).write_text("".join(json.dumps(e) + "\n" for e in state["log"]), encoding="utf-8")
         if final:
             return
-        ckpt = tmp / CHECKPOINT_DIR
-        ckpt.mkdir()
+        ckpt = write_resume_state(tmp, optimizer, scheduler, state)
         save_model(model, str(ckpt / WEIGHTS_NAME))
-        save_optimizer(optimizer, ckpt / "optimizer.safetensors")
         save_file({"torch": torch.get_rng_state()}, str(ckpt / "rng.safetensors"))
-        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        write_json(ckpt / "state.json", {**{k: v for k, v in state.items() if k != "log"}, "scheduler": sched})
 
     model.save_pretrained(output, extra)
+
+
+def write_resume_state(folder: Path, optimizer, scheduler, state: dict) -> Path:
+    """``folder/checkpoint``: the optimizer, the scheduler (less its lambdas) and the run's position.
+
+    Shared by training, pre-training and distillation; each adds what else its resume needs.
+    """
+    ckpt = folder / CHECKPOINT_DIR
+    ckpt.mkdir()
+    save_optimizer(optimizer, ckpt / "optimizer.safetensors")
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    write_json(ckpt / "state.json", {**{k: v for k, v in state.items() if k != "log"}, "scheduler": sched})
+    return ckpt
+
+
+def read_resume_state(folder: Path, optimizer, scheduler) -> dict:
+    """What :func:`write_resume_state` wrote, loaded into the optimizer and scheduler, plus ``log.jsonl``."""
+    ckpt = folder / CHECKPOINT_DIR
+    saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    load_optimizer(optimizer, ckpt / "optimizer.safetensors")
+    sched = saved.pop("scheduler")
+    scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(sched["base_lrs"])})
+    log = [json.loads(line) for line in (folder / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
+    return {**saved, "log": log}
 
 
 def save_optimizer(optimizer, path: Path) -> None:
@@ -493,14 +513,10 @@ def _load_checkpoint(output: Path, model, optimizer, scheduler) -> dict:
     ckpt = output / CHECKPOINT_DIR
     if not _has_checkpoint(output):
         raise MtbionerError(f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json); a finished run has none")
-    saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
     load_model(model, str(ckpt / WEIGHTS_NAME))
-    load_optimizer(optimizer, ckpt / "optimizer.safetensors")
-    sched = saved.pop("scheduler")
-    scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(sched["base_lrs"])})
+    state = read_resume_state(output, optimizer, scheduler)
     torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch"])
-    log = [json.loads(line) for line in (output / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
-    return {**saved, "log": log}
+    return state
 
 
 def read_training_info(model_dir: str | Path) -> dict:
