@@ -50,6 +50,8 @@ __all__ = [
 Record = dict[str, Any]
 _FIELD_BREAK = re.compile(r"\r\n|[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+PUBTATOR_HEADER = re.compile(r"([^|\t]+)\|([ta])\|(.*)")
+"""A PubTator title or abstract line: ``ID|t|title`` / ``ID|a|abstract``."""
 _BRAT_CONFS = {"annotation.conf", "visual.conf", "tools.conf", "kb_shortcuts.conf"}
 
 
@@ -319,7 +321,7 @@ def read_pubtator(path: str | Path) -> list[Record]:
     current: Record | None = None
     for number, line in enumerate(_read_utf8(path).split("\n"), 1):
         line = line.removesuffix("\r")
-        header = re.fullmatch(r"([^|\t]+)\|([ta])\|(.*)", line)
+        header = PUBTATOR_HEADER.fullmatch(line)
         fields = line.split("\t")
         if not line.strip():
             current = None

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from . import __version__
 from .encoding import length_grouped_batches
 from .errors import MtbionerError
 from .fileio import atomic_dir, write_json
+from .formats import PUBTATOR_HEADER
 from .training import batch_seed, parameter_groups, read_resume_state, write_resume_state
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ CHECKPOINT_DIR = "checkpoint"
 INFO_FILE = "pretraining.json"
 LOG_FILE = "log.jsonl"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".pubtator")
-_PUBTATOR_LINE = re.compile(r"[^|\t]+\|[ta]\|")
 
 
 @dataclass
@@ -127,7 +126,7 @@ def _looks_like_pubtator(path: Path) -> bool:
         with path.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 if line.strip():
-                    return bool(_PUBTATOR_LINE.match(line))
+                    return bool(PUBTATOR_HEADER.match(line.rstrip("\r\n")))
     except OSError as exc:
         raise MtbionerError(f"{path}: cannot read: {exc.strerror}") from exc
     return False
