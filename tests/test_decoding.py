@@ -98,3 +98,21 @@ def test_build_head_rejects_unknown_kind() -> None:
     assert isinstance(build_head("linear", 8, ["O"]), LinearHead)
     with pytest.raises(ValueError, match="unknown head kind"):
         build_head("rnn", 8, ["O"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["linear", "crf"])
+def test_decode_all_equals_decoding_each_sentence(kind) -> None:
+    rng = np.random.default_rng(0)
+    labels = ("B-X", "I-X", "O")
+    crf = {}
+    if kind == "crf":
+        crf = {"start": rng.normal(size=3), "end": rng.normal(size=3), "transitions": rng.normal(size=(3, 3))}
+    decoder = Decoder(labels, kind, **crf)
+    sentences = [rng.normal(size=(n, 3)).astype(np.float32) * 3 for n in (5, 0, 1, 12)]
+    together = decoder.decode_all(sentences)
+    assert len(together) == len(sentences)
+    for emissions, (tags, scores) in zip(sentences, together, strict=True):
+        alone_tags, alone_scores = decoder.decode(emissions)
+        assert tags == alone_tags
+        np.testing.assert_allclose(scores, alone_scores, rtol=1e-6)
+    assert decoder.decode_all([]) == []

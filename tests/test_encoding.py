@@ -5,7 +5,19 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from mtbioner.encoding import IGNORE_INDEX, assign_owners, collate, encode, length_grouped_batches, plan_windows
+from mtbioner import encoding
+from mtbioner.encoding import (
+    IGNORE_INDEX,
+    _cache_of,
+    _sentence_pieces,
+    assign_owners,
+    case_type,
+    collate,
+    encode,
+    length_grouped_batches,
+    plan_windows,
+    word_pieces,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +89,68 @@ def test_length_grouped_batches() -> None:
     batches = length_grouped_batches(lengths, 2, random.Random(0))
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert batches == length_grouped_batches(lengths, 2, random.Random(0))
+
+
+def test_word_pieces_cache_equals_tokenizing_whole_sentences(tokenizer) -> None:
+    sentences = [["aspirin", "zzqx", "a"], [], ["zzqx", "\u200b", "causes", "aspirin"], ["b"] * 3]
+    expected = _sentence_pieces(tokenizer, sentences)
+    assert _cache_of(tokenizer) is not None  # a BERT WordPiece tokenizer reads every word on its own
+    assert word_pieces(tokenizer, sentences) == expected
+    assert word_pieces(tokenizer, sentences) == expected  # now from the cache
+
+
+def test_word_pieces_cache_starts_over_when_full(tokenizer, monkeypatch) -> None:
+    monkeypatch.setattr(encoding, "PIECE_CACHE_WORDS", 3)
+    cache, _ = _cache_of(tokenizer)
+    sentences = [["aspirin", "zzqx", "causes", "a", "b"]]
+    assert word_pieces(tokenizer, sentences) == _sentence_pieces(tokenizer, sentences)
+    word_pieces(tokenizer, [["qq"]])
+    assert len(cache) == 1
+
+
+class _FirstWordDiffers:
+    """A tokenizer whose first word of a sequence gets other sub-tokens (its unknown id): no cache is safe."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.unk_token_id = inner.unk_token_id
+
+    def __call__(self, batch, **options):
+        encoded = self.inner(batch, **options)
+        for i, ids in enumerate(encoded["input_ids"]):
+            if len(batch[i]) > 1:
+                ids[0] = self.inner.unk_token_id
+        return encoded
+
+
+def test_word_pieces_of_a_context_dependent_tokenizer_come_from_whole_sentences(tokenizer) -> None:
+    odd = _FirstWordDiffers(tokenizer)
+    sentences = [["aspirin", "causes", "aspirin"], ["b"]]
+    assert _cache_of(odd) is None
+    pieces = word_pieces(odd, sentences)
+    assert pieces == _sentence_pieces(odd, sentences)
+    assert pieces[0][0] != pieces[0][2]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_windows_hold_each_words_pieces_and_features(tokenizer, seed: int) -> None:
+    """Every window is [CLS] + its words' sub-tokens + [SEP]; positions, case and dictionary ids line up."""
+    rng = random.Random(seed)
+    vocabulary = ["aspirin", "zzqx", "a", "b", "Causes", "DNA", "qzx"]
+    sentences = [[rng.choice(vocabulary) for _ in range(rng.randint(1, 40))] for _ in range(5)]
+    matches = [[(rng.randint(0, 2), rng.randint(0, 2)) for _ in words] for words in sentences]
+    windows = encode(tokenizer, sentences, max_length=rng.randint(8, 40), case=True, matches=matches)
+    pieces = word_pieces(tokenizer, sentences)
+    owned: dict[int, list[int]] = {}
+    for window in windows:
+        words = sentences[window.sentence]
+        owned.setdefault(window.sentence, []).extend(window.words)
+        assert window.input_ids[0] == tokenizer.cls_token_id and window.input_ids[-1] == tokenizer.sep_token_id
+        for word, position in zip(window.words, window.positions, strict=True):
+            piece = pieces[window.sentence][word]
+            assert window.input_ids[position : position + len(piece)] == piece
+            assert set(window.token_types[position : position + len(piece)]) == {case_type(words[word])}
+            assert set(window.dictionary_ids[position : position + len(piece)]) == {matches[window.sentence][word]}
+        assert window.token_types[0] == window.token_types[-1] == 0
+        assert window.dictionary_ids[0] == window.dictionary_ids[-1] == (0, 0)
+    assert owned == {i: list(range(len(words))) for i, words in enumerate(sentences)}

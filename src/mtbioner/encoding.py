@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate, chain
 
+import numpy as np
 import torch
 
 IGNORE_INDEX = -100
 """Label id of positions that carry no label (non-first sub-tokens, special tokens, padding)."""
+
+PIECE_CACHE_WORDS = 1 << 18
+"""Words whose sub-tokens are remembered per tokenizer (about 50 MB at most) before the cache starts over."""
 
 CASE_TYPES = 4
 """Case classes of a word (:func:`case_type`), fed to the encoder as token types by case-feature models."""
@@ -131,6 +138,8 @@ def assign_owners(windows: Sequence[tuple[int, int]], n_words: int) -> list[int]
     >>> assign_owners([(0, 4), (2, 6)], 6)
     [0, 0, 0, 1, 1, 1]
     """
+    if len(windows) == 1:
+        return [0] * n_words
     owners = []
     for word in range(n_words):
         best, best_context = -1, -1.0
@@ -186,27 +195,21 @@ def encode(
     if matches is not None and len(matches) != len(sentences):
         raise ValueError(f"matches has {len(matches)} sentences, sentences {len(sentences)}")
     windows: list[Window] = []
-    chunk = 1024  # tokenize in chunks: one call per sentence is slow, one call for all is memory-hungry
-    for offset in range(0, len(sentences), chunk):
-        part = [list(words) for words in sentences[offset : offset + chunk]]
-        nonempty = [words if words else ["."] for words in part]
-        encoded = tokenizer(nonempty, is_split_into_words=True, add_special_tokens=False)
-        for i, words in enumerate(part):
-            if not words:
-                continue
-            pieces = _word_pieces(encoded["input_ids"][i], encoded.word_ids(i), len(words), tokenizer, budget)
-            sentence_tags = tags[offset + i] if tags is not None else None
-            cases = [case_type(w) for w in words] if case else None
-            found = None
-            if matches is not None:
-                found = [tuple(ids) for ids in matches[offset + i]]
-                if len(found) != len(words):
-                    raise ValueError(f"sentence {offset + i}: {len(found)} match rows for {len(words)} words")
-            windows.extend(
-                _windows_of(
-                    offset + i, pieces, sentence_tags, label2id, (prefix, suffix), budget, stride, cases, found
-                )
-            )
+    every_piece = word_pieces(tokenizer, sentences)
+    for index, words in enumerate(sentences):
+        if not words:
+            continue
+        pieces = [_fit(piece, tokenizer, budget) for piece in every_piece[index]]
+        sentence_tags = tags[index] if tags is not None else None
+        cases = [case_type(w) for w in words] if case else None
+        found = None
+        if matches is not None:
+            found = [tuple(ids) for ids in matches[index]]
+            if len(found) != len(words):
+                raise ValueError(f"sentence {index}: {len(found)} match rows for {len(words)} words")
+        windows.extend(
+            _windows_of(index, pieces, sentence_tags, label2id, (prefix, suffix), budget, stride, cases, found)
+        )
     return windows
 
 
@@ -224,55 +227,103 @@ def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     return list(ids[:first]), list(ids[last + 1 :])
 
 
-def _word_pieces(ids: list[int], word_ids: list[int | None], n_words: int, tokenizer, budget: int) -> list[list[int]]:
-    pieces: list[list[int]] = [[] for _ in range(n_words)]
-    for token_id, word in zip(ids, word_ids, strict=True):
-        if word is not None:
-            pieces[word].append(token_id)
-    for index, piece in enumerate(pieces):
-        if not piece:
-            pieces[index] = [tokenizer.unk_token_id]
-        elif len(piece) > budget:
-            pieces[index] = piece[:budget]
-    return pieces
+def word_pieces(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[tuple[int, ...]]]:
+    """Sub-token ids of every word of every sentence, as ``is_split_into_words`` tokenization gives them.
+
+    Such tokenization reads each word on its own, so a word's sub-tokens are remembered per
+    tokenizer and only words never seen before are tokenized (in one batched call): most words
+    of biomedical text recur, and looking them up is an order of magnitude faster than
+    tokenizing them again. A tokenizer for which a word's sub-tokens depend on its place in the
+    sentence (checked once on a probe sentence) is given whole sentences instead.
+    """
+    state = _cache_of(tokenizer)
+    if state is None:
+        return _sentence_pieces(tokenizer, sentences)
+    cache, lock = state
+    with lock:
+        new = list({w for words in sentences for w in words if w not in cache})
+        if len(cache) + len(new) > PIECE_CACHE_WORDS:
+            cache.clear()  # and these sentences' known words with it: tokenize all of them
+            new = list({w for words in sentences for w in words})
+        for start in range(0, len(new), 4096):
+            part = new[start : start + 4096]
+            ids = tokenizer([[w] for w in part], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+            cache.update(zip(part, map(tuple, ids), strict=True))
+        return [[cache[w] for w in words] for words in sentences]
+
+
+_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PROBE = ["Hello", "IL", "-", "2Rα", "naïve", "Hello", "ÉCOLE", "x", "Hello"]
+
+
+def _cache_of(tokenizer) -> tuple[dict[str, tuple[int, ...]], threading.Lock] | None:
+    """The tokenizer's word cache, or ``None`` when its words' sub-tokens depend on their neighbours."""
+    try:
+        if tokenizer in _CACHES:
+            return _CACHES[tokenizer]
+    except TypeError:  # not weak-referenceable: no cache
+        return None
+    whole = _sentence_pieces(tokenizer, [_PROBE])[0]
+    alone = [
+        tuple(ids)
+        for ids in tokenizer([[w] for w in _PROBE], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    ]
+    state = ({}, threading.Lock()) if whole == alone else None
+    _CACHES[tokenizer] = state
+    return state
+
+
+def _sentence_pieces(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[tuple[int, ...]]]:
+    """Sub-tokens of every word, tokenizing whole sentences (chunks of 1,024 keep memory bounded)."""
+    result: list[list[tuple[int, ...]]] = []
+    for offset in range(0, len(sentences), 1024):
+        part = [list(words) or ["."] for words in sentences[offset : offset + 1024]]
+        encoded = tokenizer(part, is_split_into_words=True, add_special_tokens=False)
+        for i, words in enumerate(sentences[offset : offset + 1024]):
+            pieces: list[list[int]] = [[] for _ in words]
+            for token_id, word in zip(encoded["input_ids"][i], encoded.word_ids(i), strict=True):
+                if word is not None and words:
+                    pieces[word].append(token_id)
+            result.append([tuple(p) for p in pieces])
+    return result
+
+
+def _fit(piece: tuple[int, ...], tokenizer, budget: int) -> tuple[int, ...]:
+    """A word with no sub-token gets the unknown token; one longer than a window keeps its first ``budget``."""
+    if not piece:
+        return (tokenizer.unk_token_id,)
+    return piece[:budget] if len(piece) > budget else piece
 
 
 def _windows_of(
     sentence, pieces, sentence_tags, label2id, affixes, budget, stride, cases=None, found=None
 ) -> list[Window]:
-    ranges = plan_windows([len(p) for p in pieces], budget, stride)
+    lengths = [len(p) for p in pieces]
+    ranges = plan_windows(lengths, budget, stride)
     owners = assign_owners(ranges, len(pieces))
+    prefix, suffix = affixes
     none = (0,) * len(found[0]) if found else ()
     result = []
     for index, (start, end) in enumerate(ranges):
-        ids: list[int] = []
-        types: list[int] = []
-        dictionary: list[tuple[int, ...]] = []
-        owned_words, owned_positions = [], []
-        for word in range(start, end):
-            if owners[word] == index:
-                owned_words.append(word)
-                owned_positions.append(len(ids) + len(affixes[0]))
-            ids.extend(pieces[word])
-            if cases is not None:
-                types.extend([cases[word]] * len(pieces[word]))
-            if found is not None:
-                dictionary.extend([found[word]] * len(pieces[word]))
+        offsets = list(accumulate(lengths[start:end], initial=len(prefix)))
+        owned = [w for w in range(start, end) if owners[w] == index] if len(ranges) > 1 else range(start, end)
         labels = None
         if sentence_tags is not None:
-            labels = tuple(label2id[sentence_tags[w]] for w in owned_words)
+            labels = tuple(label2id[sentence_tags[w]] for w in owned)
         token_types = None
         if cases is not None:
-            token_types = (0,) * len(affixes[0]) + tuple(types) + (0,) * len(affixes[1])
+            types = chain.from_iterable((cases[w],) * lengths[w] for w in range(start, end))
+            token_types = (0,) * len(prefix) + tuple(types) + (0,) * len(suffix)
         dictionary_ids = None
         if found is not None:
-            dictionary_ids = (none,) * len(affixes[0]) + tuple(dictionary) + (none,) * len(affixes[1])
+            tags = chain.from_iterable((found[w],) * lengths[w] for w in range(start, end))
+            dictionary_ids = (none,) * len(prefix) + tuple(tags) + (none,) * len(suffix)
         result.append(
             Window(
                 sentence=sentence,
-                input_ids=tuple(affixes[0] + ids + affixes[1]),
-                words=tuple(owned_words),
-                positions=tuple(owned_positions),
+                input_ids=(*prefix, *chain.from_iterable(pieces[start:end]), *suffix),
+                words=tuple(owned),
+                positions=tuple(offsets[w - start] for w in owned),
                 labels=labels,
                 token_types=token_types,
                 dictionary_ids=dictionary_ids,
@@ -289,27 +340,37 @@ def collate(windows: Sequence[Window], pad_id: int, corpus: str | None = None) -
     (match tags, 0 on padding) come when the windows have them.
     """
     width = max(len(w) for w in windows)
-    input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(windows), width), dtype=torch.long)
+    rows = len(windows)
+    # Filled in numpy (a row copy from a tuple costs a fraction of building a tensor per row), shared with torch.
+    input_ids = np.full((rows, width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((rows, width), dtype=np.int64)
     with_labels = all(w.labels is not None for w in windows)
-    labels = torch.full((len(windows), width), IGNORE_INDEX, dtype=torch.long) if with_labels else None
+    labels = np.full((rows, width), IGNORE_INDEX, dtype=np.int64) if with_labels else None
     with_types = all(w.token_types is not None for w in windows)
-    token_types = torch.zeros((len(windows), width), dtype=torch.long) if with_types else None
+    token_types = np.zeros((rows, width), dtype=np.int64) if with_types else None
     channels = {len(w.dictionary_ids[0]) for w in windows if w.dictionary_ids}
     if len(channels) > 1:
         raise ValueError(f"windows with different numbers of dictionary types: {sorted(channels)}")
     with_dictionary = bool(channels) and all(w.dictionary_ids is not None for w in windows)
-    dictionary = torch.zeros((len(windows), width, channels.pop()), dtype=torch.long) if with_dictionary else None
+    dictionary = np.zeros((rows, width, channels.pop()), dtype=np.int64) if with_dictionary else None
     for row, window in enumerate(windows):
-        input_ids[row, : len(window)] = torch.tensor(window.input_ids)
+        input_ids[row, : len(window)] = window.input_ids
         attention_mask[row, : len(window)] = 1
         if labels is not None and window.positions:
-            labels[row, list(window.positions)] = torch.tensor(window.labels)
+            labels[row, list(window.positions)] = window.labels
         if token_types is not None:
-            token_types[row, : len(window)] = torch.tensor(window.token_types)
+            token_types[row, : len(window)] = window.token_types
         if dictionary is not None:
-            dictionary[row, : len(window)] = torch.tensor(window.dictionary_ids)
-    return Batch(input_ids, attention_mask, labels, list(windows), corpus, token_types, dictionary)
+            dictionary[row, : len(window)] = window.dictionary_ids
+    return Batch(
+        torch.from_numpy(input_ids),
+        torch.from_numpy(attention_mask),
+        None if labels is None else torch.from_numpy(labels),
+        list(windows),
+        corpus,
+        None if token_types is None else torch.from_numpy(token_types),
+        None if dictionary is None else torch.from_numpy(dictionary),
+    )
 
 
 def length_grouped_batches(

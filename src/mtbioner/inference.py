@@ -52,9 +52,11 @@ def sentence_emissions(
     """
     corpora = corpora or list(model.config.corpora)
     sizes = {name: len(model.config.corpora[name].labels) for name in corpora}
-    out = [
-        {name: np.zeros((len(words), size), dtype=np.float32) for name, size in sizes.items()} for words in sentences
-    ]
+    # One array per head holds every word of every sentence; each sentence gets a view of its rows,
+    # so a batch's scores are copied out with one gather per head instead of one per window.
+    starts = np.cumsum([0] + [len(words) for words in sentences])
+    scores = {name: np.zeros((int(starts[-1]), size), dtype=np.float32) for name, size in sizes.items()}
+    out = [{name: array[starts[i] : starts[i + 1]] for name, array in scores.items()} for i in range(len(sentences))]
     windows = encode(
         model.tokenizer,
         sentences,
@@ -80,10 +82,13 @@ def sentence_emissions(
             logits = torch_run(
                 model, batch.input_ids, batch.attention_mask, corpora, batch.token_type_ids, batch.dictionary_ids
             )
-        for row, window in enumerate(batch.windows):
-            if window.words:
-                for name in corpora:
-                    out[window.sentence][name][list(window.words)] = logits[name][row, list(window.positions)]
+        rows = np.repeat(np.arange(len(batch.windows)), [len(w.words) for w in batch.windows])
+        positions = np.fromiter((p for w in batch.windows for p in w.positions), dtype=np.int64, count=len(rows))
+        targets = np.fromiter(
+            (starts[w.sentence] + word for w in batch.windows for word in w.words), dtype=np.int64, count=len(rows)
+        )
+        for name in corpora:
+            scores[name][targets] = logits[name][rows, positions]
         bar.update(len(indices))
     bar.close()
     return out
@@ -109,4 +114,4 @@ def predict_tags(
     """IOB2 labels of each sentence from one corpus' head."""
     decoder = model.decoders()[corpus]
     emissions = sentence_emissions(model, sentences, [corpus], batch_size, progress)
-    return [decoder.decode(e[corpus])[0] for e in emissions]
+    return [tags for tags, _ in decoder.decode_all([e[corpus] for e in emissions])]

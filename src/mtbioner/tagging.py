@@ -210,16 +210,14 @@ class Tagger:
         """
         words = [[t.text for t in sentence.tokens] for _, sentence in sentences]
         emissions = sentence_emissions(self.backend, words, list(heads), self.batch_size, progress)
-        found: list[list[Entity]] = []
-        for (text, sentence), scores in zip(sentences, emissions, strict=True):
-            entities = []
-            for head in heads:
-                tags, confidence = self.decoders[head].decode(scores[head])
+        found: list[list[Entity]] = [[] for _ in sentences]
+        for head in heads:
+            decoded = self.decoders[head].decode_all([scores[head] for scores in emissions])
+            for (text, sentence), (tags, confidence), entities in zip(sentences, decoded, found, strict=True):
                 for kind, first, end in tags_to_spans(tags):
                     start, stop = sentence.tokens[first].start, sentence.tokens[end - 1].end
                     score = min(1.0, max(0.0, float(confidence[first:end].mean())))  # rounding can pass 1
                     entities.append(Entity(start, stop, text[start:stop], kind, (head,), score))
-            found.append(entities)
         return found
 
     @staticmethod

@@ -47,7 +47,8 @@ _SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u30
 _WORD = r"\p{L}\p{N}\p{M}\p{Cf}"
 _TOKEN = regex.compile(rf"[{_WORD}]+|[^{_WORD}{_SPACE}][\p{{M}}\p{{Cf}}]*")
 _LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-_SPACE_RUN = re.compile(rf"[{_SPACE}]+")
+# A whole whitespace run holding a line break (line breaks are whitespace, so the match is the run).
+_BREAK_RUN = re.compile(rf"[{_SPACE}]*(?:{_LINE_BREAK.pattern})[{_SPACE}]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -235,7 +236,7 @@ def _sentence(tokens: list[Token]) -> TextSentence:
 
 def _paragraph_starts(text: str) -> Iterator[int]:
     """Offsets just after each whitespace run that holds two or more line breaks."""
-    for run in _SPACE_RUN.finditer(text):
+    for run in _BREAK_RUN.finditer(text):
         if len(_LINE_BREAK.findall(run.group())) >= 2:
             yield run.end()
 
