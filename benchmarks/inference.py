@@ -163,6 +163,7 @@ def run_child(args: argparse.Namespace) -> None:
     result = {
         "load_seconds": round(load_seconds, 2),
         "seconds": round(seconds, 3),
+        **({"graph_seconds": round(tag.graph_seconds, 3)} if hasattr(tag, "graph_seconds") else {}),
         "import_rss_mb": round(import_rss, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "entities": found,
@@ -218,7 +219,29 @@ def load_system(name: str, paths: dict[str, Path], threads: int, batch_size: int
         tagger = Tagger(MultiTaskTagger.from_pretrained(paths[name]), batch_size)
     else:
         tagger = Tagger(OnnxTagger.from_pretrained(paths[name], threads=threads), batch_size)
+        tag_onnx = lambda texts: [[entity_row(e) for e in ents] for ents in tagger.tag_batch(texts)]  # noqa: E731
+        return time_graph(tagger.backend, tag_onnx)
     return lambda texts: [[entity_row(e) for e in ents] for ents in tagger.tag_batch(texts)]
+
+
+def time_graph(backend, tag):
+    """``tag`` with ``tag.graph_seconds``: the time of its latest call spent inside ONNX Runtime."""
+    run = backend.run
+
+    def timed_run(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            timed.graph_seconds += time.perf_counter() - started
+
+    def timed(texts):
+        timed.graph_seconds = 0.0
+        return tag(texts)
+
+    timed.graph_seconds = 0.0
+    backend.run = timed_run
+    return timed
 
 
 def entity_row(entity: dict) -> list:
@@ -352,6 +375,9 @@ def summarize(results: dict[str, dict], gold: list, sizes: dict[str, float], n: 
             "disk_mb": sizes[name],
             "bc5cdr_f1": f1(gold, r["entities"]),
         }
+        if "graph_seconds" in r:  # ONNX systems: time inside InferenceSession.run, and the rest
+            row["graph_ms"] = round(1e3 * r["graph_seconds"] / n, 3)
+            row["outside_ms"] = round(1e3 * (r["seconds"] - r["graph_seconds"]) / n, 3)
         if base:
             row["speed_vs_a"] = round(speed / (n / base["seconds"]), 2)
             row["memory_vs_a"] = round(r["peak_rss_mb"] / base["peak_rss_mb"], 2)
@@ -433,6 +459,24 @@ def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
             "on these cores.",
             "",
         ]
+    timed = [row for row in rows.values() if "graph_ms" in row]
+    if timed:
+        lines += [
+            "Where the ONNX systems' time goes, per sentence: inside ONNX Runtime (`InferenceSession.run`) and "
+            "outside it (sentence splitting, tokenization, windows, padding, decoding, entity objects, in one pass that "
+            "also fills the word-piece cache; "
+            "`python benchmarks/outside_graph.py` compares the outside part with an earlier revision):",
+            "",
+            "| system | ms/sentence | in the graph | outside the graph | outside share |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for row in timed:
+            total = 1e3 / row["sentences_per_s"]
+            lines.append(
+                f"| {row['system']} | {total:.3f} | {row['graph_ms']:.3f} | {row['outside_ms']:.3f} "
+                f"| {100 * row['outside_ms'] / total:.0f}% |"
+            )
+        lines.append("")
     goals = targets(rows)
     if goals:
         lines += ["| target (2 cores) | measured | met |", "|---|---:|---|"]

@@ -214,6 +214,8 @@ class Tagger:
         for head in heads:
             decoded = self.decoders[head].decode_all([scores[head] for scores in emissions])
             for (text, sentence), (tags, confidence), entities in zip(sentences, decoded, found, strict=True):
+                if tags.count("O") == len(tags):
+                    continue  # most sentences have nothing for most heads
                 for kind, first, end in tags_to_spans(tags):
                     start, stop = sentence.tokens[first].start, sentence.tokens[end - 1].end
                     score = min(1.0, max(0.0, float(confidence[first:end].mean())))  # rounding can pass 1
