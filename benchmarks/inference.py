@@ -463,8 +463,8 @@ def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
     if timed:
         lines += [
             "Where the ONNX systems' time goes, per sentence: inside ONNX Runtime (`InferenceSession.run`) and "
-            "outside it (sentence splitting, tokenization, windows, padding, decoding, entity objects, in one pass that "
-            "also fills the word-piece cache; "
+            "outside it (sentence splitting, tokenization, windows, padding, decoding, entity objects, "
+            "in one pass that also fills the word-piece cache; "
             "`python benchmarks/outside_graph.py` compares the outside part with an earlier revision):",
             "",
             "| system | ms/sentence | in the graph | outside the graph | outside share |",
