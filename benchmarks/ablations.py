@@ -1,0 +1,91 @@
+"""The ablation table of issue 14: which settings train the most accurate model here, chosen on devel.
+
+Reads the study ``experiments/ablations.yaml``: finished runs from its results folder (written by
+``mtbioner experiment run``), unfinished ones from their model folder's ``log.jsonl`` (devel F1 after
+each epoch), so a screen that is still running already shows its curve, marked as such. Test is
+never read here.
+
+    python benchmarks/ablations.py            # writes benchmarks/results/ablations.json and .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+from mtbioner.experiment import load_study, train_command
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_rows(study_file: Path) -> list[dict]:
+    study = load_study(study_file)
+    rows = []
+    for run in study.runs:
+        row = {"run": run.name, "description": run.description, "corpora": run.corpora}
+        row["command"] = "mtbioner " + shlex.join(train_command(study, run))
+        finished = study.results / f"{run.name}.json"
+        log_file = study.models / run.name / "log.jsonl"
+        if finished.is_file():
+            data = json.loads(finished.read_text(encoding="utf-8"))
+            log, row["status"] = data["log"], "finished"
+            row["command"] = data["commands"]["train"]
+            row["windows_per_s"] = data["train"]["windows_per_s"]
+            row["devel_f1"] = {c: round(s["f1"], 2) for c, s in data["scores"].items()}
+        elif log_file.is_file():
+            log = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            epochs = {**study.budget, **run.options}.get("epochs", "?")
+            row["status"] = f"interrupted after epoch {len(log)} of {epochs}"
+        else:
+            rows.append({**row, "status": "not run", "curve": []})
+            continue
+        row["curve"] = [round(entry["mean_devel_f1"], 2) for entry in log if "mean_devel_f1" in entry]
+        if row["curve"]:
+            best = max(range(len(row["curve"])), key=row["curve"].__getitem__)
+            row["best_epoch"], row["best_devel_f1"] = best + 1, row["curve"][best]
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], study_file: Path) -> str:
+    lines = [
+        "Ablations for the shipped model (issue 14): single-corpus runs trained on train, scored on **devel** "
+        "(choices are made on devel; test is scored once, for the shipped model). Encoder all-MiniLM-L6-v2, "
+        "batch 32, 128 sub-tokens, weight decay 0.01, seed 42, linear heads unless a row says otherwise.",
+        "",
+        "| run | what | status | devel F1 per epoch (mean over the run's corpora) | best devel F1 (epoch) |",
+        "|---|---|---|---|---:|",
+    ]
+    for row in rows:
+        curve = " / ".join(f"{f:.1f}" for f in row["curve"]) or "–"
+        best = f"**{row['best_devel_f1']:.2f}** ({row['best_epoch']})" if "best_epoch" in row else "–"
+        lines.append(f"| `{row['run']}` | {row['description']} | {row['status']} | {curve} | {best} |")
+    lines += ["", "Training commands (a finished run's from its results file, the others' as the study runs them):"]
+    lines += ["", "```", *(f"{row['run']}: {row['command']}" for row in rows), "```"]
+    lines += [
+        "",
+        f"Regenerate: `python benchmarks/ablations.py --study {study_file.relative_to(REPO)}`; continue the "
+        f"screen: `mtbioner experiment run {study_file.relative_to(REPO)}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--study", type=Path, default=REPO / "experiments" / "ablations.yaml")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    study = args.study.resolve()
+    rows = run_rows(study)
+    text = markdown(rows, study)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ablations.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    (args.out / "ablations.md").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
