@@ -9,8 +9,10 @@ model: offsets, non-overlap, scores in [0, 1], windows stitched back exactly.
 
 from __future__ import annotations
 
+import gc
 import math
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from mtbioner.encoding import encode
 from mtbioner.errors import RequestError
 from mtbioner.inference import sentence_emissions
 from mtbioner.model import HeadConfig, MultiTaskTagger, TaggerConfig
-from mtbioner.tagging import Entity, Tagger, flatten, merge_entities
+from mtbioner.tagging import Entity, Tagger, collector_paused, flatten, merge_entities
 from mtbioner.text import split_sentences
 
 KEYS = {"start", "end", "text", "type", "corpus", "score"}
@@ -398,3 +400,50 @@ def test_real_model_entities_cross_window_edges(linear: Tagger) -> None:
     ends = {t.end - long.start: i for i, t in enumerate(long.tokens)}
     crossing = [e for e in linear(text[long.start : long.end]) if owner[starts[e["start"]]] != owner[ends[e["end"]]]]
     assert crossing  # entities are decoded on the stitched sentence, never cut at a window edge
+
+
+def test_collector_is_paused_while_tagging_and_restored_after() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer caller still holds the pause
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # a program that had turned it off keeps it off
+    finally:
+        gc.enable()
+
+
+def test_collector_pause_is_shared_by_threads() -> None:
+    entered, release = threading.Barrier(3), threading.Event()
+
+    def hold() -> None:
+        with collector_paused():
+            entered.wait()
+            release.wait()
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    entered.wait()
+    assert not gc.isenabled()
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert gc.isenabled()
+
+
+def test_tagging_restores_the_collector_after_an_error(rules: Tagger, monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        assert not gc.isenabled()
+        raise RuntimeError("model failed")
+
+    monkeypatch.setattr("mtbioner.tagging.sentence_emissions", fail)
+    with pytest.raises(RuntimeError, match="model failed"):
+        rules(EXAMPLE)
+    assert gc.isenabled()

@@ -58,6 +58,17 @@ def test_split_sentences_partitions_the_words(text: str) -> None:
         assert (sentence.start, sentence.end) == (sentence.tokens[0].start, sentence.tokens[-1].end)
 
 
+@settings(max_examples=300, deadline=None)
+@given(_TEXTS)
+def test_sentences_start_at_the_first_word_from_each_proposed_start(text: str) -> None:
+    """Paragraph breaks and sentencex's starts are hints snapped forward to the next word start."""
+    starts = [t.start for t in tokenize_words(text)]
+    proposed = set(mtbioner.text._paragraph_starts(text)) | set(mtbioner.text._library_starts(text))
+    expected = {min(s for s in starts if s >= p) for p in proposed if starts and p <= starts[-1]}
+    expected |= set(starts[:1])
+    assert [s.start for s in split_sentences(text)] == sorted(expected)
+
+
 def test_space_class_is_exactly_str_isspace() -> None:
     spaces = [chr(i) for i in range(sys.maxunicode + 1) if chr(i).isspace()]
     assert tokenize_words("".join(spaces)) == []

@@ -199,7 +199,10 @@ def encode(
     for index, words in enumerate(sentences):
         if not words:
             continue
-        pieces = [_fit(piece, tokenizer, budget) for piece in every_piece[index]]
+        pieces = every_piece[index]
+        lengths = list(map(len, pieces))
+        if min(lengths) == 0 or max(lengths) > budget:
+            pieces = [_fit(piece, tokenizer, budget) for piece in pieces]
         sentence_tags = tags[index] if tags is not None else None
         cases = [case_type(w) for w in words] if case else None
         found = None

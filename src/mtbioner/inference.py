@@ -10,6 +10,7 @@ models ``dictionary_ids=`` computed here with the backend's ``dictionary``): the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import torch
@@ -82,11 +83,11 @@ def sentence_emissions(
             logits = torch_run(
                 model, batch.input_ids, batch.attention_mask, corpora, batch.token_type_ids, batch.dictionary_ids
             )
-        rows = np.repeat(np.arange(len(batch.windows)), [len(w.words) for w in batch.windows])
-        positions = np.fromiter((p for w in batch.windows for p in w.positions), dtype=np.int64, count=len(rows))
-        targets = np.fromiter(
-            (starts[w.sentence] + word for w in batch.windows for word in w.words), dtype=np.int64, count=len(rows)
-        )
+        owned = [len(w.words) for w in batch.windows]
+        rows = np.repeat(np.arange(len(owned)), owned)
+        positions = np.fromiter(chain.from_iterable(w.positions for w in batch.windows), np.int64, len(rows))
+        targets = np.fromiter(chain.from_iterable(w.words for w in batch.windows), np.int64, len(rows))
+        targets += np.repeat(starts[[w.sentence for w in batch.windows]], owned)
         for name in corpora:
             scores[name][targets] = logits[name][rows, positions]
         bar.update(len(indices))

@@ -8,8 +8,11 @@ windows of all sentences of all texts, sorted by length -> emission scores of ev
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,33 @@ from .text import TextSentence, split_sentences
 # Lone surrogates can sit in a Python str (surrogateescape'd bytes) but not pass the Rust
 # tokenizer; the model reads U+FFFD in their place, one character for one, so offsets hold.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_PAUSE = threading.Lock()
+_pausers = 0
+_resume = False
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while tagging builds its many small objects.
+
+    Tagging allocates several objects per word and makes no reference cycles, so the collector has
+    nothing to find, yet its passes over the young objects cost about a third of the time spent
+    outside the model graph. Reference counting still frees everything as usual. Nested and
+    concurrent callers share one pause; the collector is enabled again (if it was) when the last leaves.
+    """
+    global _pausers, _resume
+    with _PAUSE:
+        if _pausers == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pausers += 1
+    try:
+        yield
+    finally:
+        with _PAUSE:
+            _pausers -= 1
+            if _pausers == 0 and _resume:
+                gc.enable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +188,9 @@ class Tagger:
 
         With a linker, each also has ``id``, ``id_name`` and ``link_score`` (``None`` below the threshold).
         """
-        found = self.entities(texts, types, corpora, min_score, flat, progress, merge_types)
-        dicts = [[e.to_dict() for e in ents] for ents in found]
+        with collector_paused():
+            found = self.entities(texts, types, corpora, min_score, flat, progress, merge_types)
+            dicts = [[e.to_dict() for e in ents] for ents in found]
         return self.link(dicts, link_threshold)
 
     def link(self, entities: list[list[dict]], threshold: float | None = None) -> list[list[dict]]:
@@ -188,12 +219,13 @@ class Tagger:
             merge_types: One coherent type set across heads (:mod:`mtbioner.type_merging`).
         """
         heads = self.check_options(texts, types, corpora, min_score)
-        sentences = [(index, sentence) for index, text in enumerate(texts) for sentence in self.split(text)]
-        raw = self.sentence_entities([(texts[i], s) for i, s in sentences], heads, progress)
-        found: list[list[Entity]] = [[] for _ in texts]
-        for (index, _), entities in zip(sentences, raw, strict=True):
-            found[index].extend(entities)
-        return [self.finish(ents, types, min_score, flat, merge_types) for ents in found]
+        with collector_paused():
+            sentences = [(index, sentence) for index, text in enumerate(texts) for sentence in self.split(text)]
+            raw = self.sentence_entities([(texts[i], s) for i, s in sentences], heads, progress)
+            found: list[list[Entity]] = [[] for _ in texts]
+            for (index, _), entities in zip(sentences, raw, strict=True):
+                found[index].extend(entities)
+            return [self.finish(ents, types, min_score, flat, merge_types) for ents in found]
 
     @staticmethod
     def split(text: str) -> list[TextSentence]:
@@ -208,6 +240,10 @@ class Tagger:
         The unit of work the server interleaves between clients: a document's sentences can be
         tagged in any grouping and give the same entities.
         """
+        with collector_paused():
+            return self._sentence_entities(sentences, heads, progress)
+
+    def _sentence_entities(self, sentences, heads, progress) -> list[list[Entity]]:
         words = [[t.text for t in sentence.tokens] for _, sentence in sentences]
         emissions = sentence_emissions(self.backend, words, list(heads), self.batch_size, progress)
         found: list[list[Entity]] = [[] for _ in sentences]
@@ -216,9 +252,10 @@ class Tagger:
             for (text, sentence), (tags, confidence), entities in zip(sentences, decoded, found, strict=True):
                 if tags.count("O") == len(tags):
                     continue  # most sentences have nothing for most heads
+                probabilities = confidence.tolist()  # Python floats: a mean per entity in numpy costs more
                 for kind, first, end in tags_to_spans(tags):
                     start, stop = sentence.tokens[first].start, sentence.tokens[end - 1].end
-                    score = min(1.0, max(0.0, float(confidence[first:end].mean())))  # rounding can pass 1
+                    score = min(1.0, max(0.0, sum(probabilities[first:end]) / (end - first)))  # rounding can pass 1
                     entities.append(Entity(start, stop, text[start:stop], kind, (head,), score))
         return found
 
