@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,6 +112,44 @@ def test_resume_gives_the_same_weights(tiny_encoder: Path, toy_dir: Path, tmp_pa
         assert torch.equal(straight[key], resumed[key]), key
     assert (tmp_path / "straight" / "log.jsonl").read_text().count("\n") == 3
     assert (tmp_path / "resumed" / "log.jsonl").read_text().count("\n") == 3
+
+
+def test_resume_mid_epoch_gives_the_same_weights(
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    corpora = _toy(toy_dir)
+    config = _fast(tiny_encoder, epochs=2, save_every=2)
+    train(corpora, tmp_path / "straight", config, progress=False)
+
+    real_save = training._save
+    saved = []
+
+    def crash_after_a_mid_epoch_save(output, model, optimizer, scheduler, state, *args, **kwargs):
+        real_save(output, model, optimizer, scheduler, state, *args, **kwargs)
+        saved.append(dict(state))
+        if len(saved) == 3:  # epoch 1 at batch 2, epoch 1 at batch 4: then the crash
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save", crash_after_a_mid_epoch_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpora, tmp_path / "resumed", config, progress=False)
+    monkeypatch.setattr(training, "_save", real_save)
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["batch"]) == (saved[-1]["epoch"], saved[-1]["batch"])
+    assert state["batch"] > 0  # the checkpoint is inside an epoch
+    train(corpora, tmp_path / "resumed", config, resume=True, progress=False)
+
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    logs = [
+        [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        for run in ("straight", "resumed")
+    ]
+    assert [(e["train_loss"], e["train_windows"]) for e in logs[0]] == [
+        (e["train_loss"], e["train_windows"]) for e in logs[1]
+    ]
 
 
 def test_best_devel_epoch_is_kept(tiny_encoder: Path, toy_dir: Path, tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ class TrainingConfig:
     dictionary_min_precision: float = 0.5
     dictionary_case_sensitive: bool = False
     dictionary_lr: float = 1e-3
+    save_every: int = 500  # steps between mid-epoch checkpoints (a four-corpus epoch is ~40 min on 2 cores)
 
     def __post_init__(self) -> None:
         checks = [
@@ -100,6 +101,7 @@ class TrainingConfig:
             ),
             (self.dictionary_folds >= 1, f"dictionary folds must be at least 1, not {self.dictionary_folds}"),
             (self.dictionary_lr > 0, f"dictionary lr must be positive, not {self.dictionary_lr}"),
+            (self.save_every >= 1, f"save-every must be at least 1 step, not {self.save_every}"),
             (
                 0 <= self.dictionary_min_precision <= 1,
                 f"dictionary min precision is a share (0..1), not {self.dictionary_min_precision}",
@@ -253,10 +255,10 @@ def train(
             "terms": dictionary.counts(),
             "matched_training_words": _matched_words(matches, dictionary.types),
         }
-    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0, "log": []}
+    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0, "log": [], **_fresh_epoch()}
     if resume:
-        state = _load_checkpoint(output, unwrapped, optimizer, scheduler)
-        logger.info("resuming %s after epoch %d", output, state["epoch"])
+        state = {**_fresh_epoch(), **_load_checkpoint(output, unwrapped, optimizer, scheduler)}
+        logger.info("resuming %s at epoch %d, batch %d", output, state["epoch"] + 1, state["batch"])
     elif _has_checkpoint(output):
         raise MtbionerError(
             f"{output} holds an unfinished run: add --resume to continue it, or choose another --output"
@@ -271,9 +273,11 @@ def train(
             lengths, config.batch_size, config.schedule, config.seed, epoch, config.sampling_temperature
         )
         show = progress and accelerator.is_main_process
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show)
-        loss_sum, seen = 0.0, 0
-        for corpus, indices in bar:
+        bar = tqdm(
+            total=len(batches), initial=state["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show
+        )
+        loss_sum, seen, done = state["epoch_loss"], state["epoch_seen"], state["batch"]
+        for corpus, indices in batches[state["batch"] :]:
             batch_windows = [windows[corpus][i] for i in indices]
             shard = batch_windows[rank::world]
             weight = 1.0 if shard else 0.0  # a process with nothing to do still joins the gradient sync
@@ -297,10 +301,17 @@ def train(
             optimizer.zero_grad()
             state["step"] += 1
             loss_sum += float(loss.detach()) * world
-            seen += len(batch_windows)
-            bar.set_postfix(loss=f"{loss_sum / (bar.n + 1):.4f}")
+            seen, done = seen + len(batch_windows), done + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / done:.4f}")
+            if done % config.save_every == 0 and done < len(batches):
+                seconds = state["epoch_seconds"] + time.perf_counter() - started
+                state.update(batch=done, epoch_loss=loss_sum, epoch_seen=seen, epoch_seconds=seconds)
+                if accelerator.is_main_process:  # the best weights stay; the checkpoint holds the current ones
+                    _save(output, unwrapped, optimizer, scheduler, state, info, improved=False, final=False)
+                accelerator.wait_for_everyone()
         bar.close()
-        train_seconds = time.perf_counter() - started
+        train_seconds = state["epoch_seconds"] + time.perf_counter() - started
         entry = {
             "epoch": epoch + 1,
             "step": state["step"],
@@ -322,7 +333,7 @@ def train(
                 state["best_f1"], state["best_epoch"] = entry.get("mean_devel_f1", -1.0), epoch + 1
             entry["best_epoch"] = state["best_epoch"]
             state["log"].append(entry)
-            state["epoch"] = epoch + 1
+            state.update(epoch=epoch + 1, **_fresh_epoch())
             logger.info("epoch %d: %s", epoch + 1, json.dumps({k: entry[k] for k in entry if k != "step"}))
             _save(output, unwrapped, optimizer, scheduler, state, info, improved, final=False)
         accelerator.wait_for_everyone()
@@ -435,6 +446,11 @@ def devel_scores(model: MultiTaskTagger, devel: dict[str, Corpus], batch_size: i
         o = report.overall
         scores[name] = {"precision": o.precision, "recall": o.recall, "f1": o.f1}
     return scores
+
+
+def _fresh_epoch() -> dict:
+    """Position and running totals inside the current epoch (what a mid-epoch checkpoint adds)."""
+    return {"batch": 0, "epoch_loss": 0.0, "epoch_seen": 0, "epoch_seconds": 0.0}
 
 
 def _has_checkpoint(output: Path) -> bool:

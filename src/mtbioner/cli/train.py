@@ -73,6 +73,9 @@ def train(
         float,
         typer.Option(help="Mixed schedule: corpus i gets batches in proportion to n_i^(1/T); 1 = the paper's mix."),
     ] = 1.0,
+    save_every: Annotated[
+        int, typer.Option(help="Steps between mid-epoch checkpoints (--resume continues from the latest).")
+    ] = 500,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -117,6 +120,7 @@ def train(
             dictionary_min_precision=dictionary_min_precision,
             dictionary_case_sensitive=dictionary_case_sensitive,
             dictionary_lr=dictionary_lr,
+            save_every=save_every,
         )
         paths = [resolve_corpus(c, data_dir) for c in corpora]
     splits = sorted(set(config.train_splits) | {"devel"})
