@@ -196,10 +196,27 @@ def load_system(name: str, paths: dict[str, Path], threads: int, batch_size: int
 
         return tag_hf
 
+    if name == "spacy-peer":
+        import spacy
+
+        nlp = spacy.load(paths[name])
+
+        def tag_spacy(texts: list[str]) -> list[list]:
+            docs = nlp.pipe(texts)  # spaCy's own default batch (1,000 texts), as its users run it
+            return [[[e.start_char, e.end_char, e.label_, TARGET] for e in doc.ents] for doc in docs]
+
+        return tag_spacy
+
+    from mtbioner.loading import load_backend
     from mtbioner.model import MultiTaskTagger
     from mtbioner.onnx_backend import OnnxTagger
     from mtbioner.tagging import Tagger
 
+    if name.startswith("extra:"):
+        backend = load_backend(paths[name])
+        tagger = Tagger(backend, batch_size)
+        tag_extra = lambda texts: [[entity_row(e) for e in ents] for ents in tagger.tag_batch(texts)]  # noqa: E731
+        return time_graph(backend, tag_extra) if isinstance(backend, OnnxTagger) else tag_extra
     if name == "single-x4":
         taggers = [
             Tagger(MultiTaskTagger.from_pretrained(path), batch_size)
@@ -359,6 +376,15 @@ def encoder_gop_per_sentence(model_dir: Path, texts: list[str]) -> tuple[float, 
     return round(tokens, 1), round(per_token * tokens / 1e9, 3)
 
 
+def label(name: str) -> str:
+    """A system's row label: the fixed five, the spaCy peer, or an extra model by its given name."""
+    if name == "spacy-peer":
+        return "(s) spaCy CNN NER peer, BC5CDR (benchmarks/peers.py)"
+    if name.startswith("extra:"):
+        return f"(x) {name.removeprefix('extra:')}"
+    return SYSTEMS[name]
+
+
 def summarize(results: dict[str, dict], gold: list, sizes: dict[str, float], n: int) -> dict[str, dict]:
     base = results.get("hf-pipeline")
     reference = results.get("mt-torch")
@@ -366,7 +392,7 @@ def summarize(results: dict[str, dict], gold: list, sizes: dict[str, float], n: 
     for name, r in results.items():
         speed = n / r["seconds"]
         row = {
-            "system": SYSTEMS[name],
+            "system": label(name),
             "sentences_per_s": round(speed, 1),
             "seconds": r["seconds"],
             "load_seconds": r["load_seconds"],
@@ -497,6 +523,14 @@ def main() -> None:
     )
     parser.add_argument("--pipeline-batch-size", type=int, default=32, help="texts per HF pipeline batch")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="also measure this model folder (torch or exported), e.g. a distilled student (repeatable)",
+    )
+    parser.add_argument("--spacy", type=Path, help="also measure this spaCy pipeline (the BC5CDR peer of peers.py)")
     parser.add_argument("--work", type=Path, default=None, help="keep built models here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -512,6 +546,17 @@ def main() -> None:
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         parser.error(f"unknown systems {unknown}")
+    extras = {}
+    for item in args.extra:
+        name, sep, folder = item.partition("=")
+        if not sep or not Path(folder).is_dir():
+            parser.error(f"--extra {item}: expected NAME=FOLDER with an existing model folder")
+        extras[f"extra:{name}"] = Path(folder)
+    if args.spacy is not None:
+        if not (args.spacy / "meta.json").is_file():
+            parser.error(f"--spacy {args.spacy}: not a spaCy pipeline folder (no meta.json)")
+        extras["spacy-peer"] = args.spacy
+    systems += list(extras)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     load_before = round(os.getloadavg()[0], 2)
     hidden, inner, _ = encoder_dims(args.model)
@@ -519,7 +564,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mtbioner-bench-") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        paths = prepare(args.model, work)
+        paths = {**prepare(args.model, work), **extras}
         texts, gold = load_texts(args.data_dir, args.limit)
         sizes = {
             "hf-pipeline": folder_mb([paths["hf-pipeline"]]),
@@ -527,6 +572,7 @@ def main() -> None:
             "mt-torch": folder_mb([args.model]),
             "mt-onnx": folder_mb([paths["mt-onnx"]]),
             "mt-int8": folder_mb([paths["mt-int8"]]),
+            **{name: folder_mb([folder]) for name, folder in extras.items()},
         }
         results = {}
         for name in systems:
