@@ -204,12 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="first N sentences of each split (smoke runs)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--train-only", action="store_true", help="train the spaCy peers now, compare later")
     args = parser.parse_args(argv)
 
     report: dict = {"machine": machine(), "model": args.model or "shipped default", "corpora": {}}
     for name in [c.strip() for c in args.corpora.split(",") if c.strip()]:
         corpus = read_corpus(resolve_corpus(name, args.data_dir), ["train", "devel", "test"], args.limit)
         spacy_model, seconds = train_spacy(corpus, args.work, args.max_steps, args.patience)
+        if args.train_only:
+            print(f"{name}: {spacy_model} ({seconds:.0f} s of training)", flush=True)
+            continue
         report["corpora"][name] = {
             "spacy": spacy_scores(spacy_model, corpus),
             "mtbioner": mtbioner_scores(args.model, corpus),
@@ -220,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             texts = [" ".join(s.tokens) for s in corpus.sentences("test")]
             report["speed"] = {"sentences": len(texts), "repeats": args.repeats}
             report["speed"].update(speeds(spacy_model, args.model, texts, args.repeats))
+    if args.train_only:
+        return 0
     report["command"] = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/peers.py", *(argv or sys.argv[1:])])
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "peers.json", report)
