@@ -154,3 +154,20 @@ def test_windows_hold_each_words_pieces_and_features(tokenizer, seed: int) -> No
         assert window.token_types[0] == window.token_types[-1] == 0
         assert window.dictionary_ids[0] == window.dictionary_ids[-1] == (0, 0)
     assert owned == {i: list(range(len(words))) for i, words in enumerate(sentences)}
+
+
+def test_word_pieces_cache_equals_whole_sentences_on_the_corpora_with_the_real_tokenizer() -> None:
+    """The packaged encoder's tokenizer, 300 sentences of each shared corpus: cached words equal whole sentences."""
+    from mtbioner.corpus import read_corpus
+    from mtbioner.model import default_encoder
+
+    from .conftest import shared_data_dir
+
+    real = AutoTokenizer.from_pretrained(default_encoder())
+    sentences = [
+        list(s.tokens)
+        for name in ("BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA")
+        for s in read_corpus(shared_data_dir() / name, splits=["test"], limit=300).sentences("test")
+    ]
+    assert _cache_of(real) is not None
+    assert word_pieces(real, sentences) == _sentence_pieces(real, sentences)
