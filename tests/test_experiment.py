@@ -6,6 +6,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,8 +257,8 @@ def test_full_study_file_matches_the_paper_and_equal_update_epochs(tmp_path: Pat
     assert budget == {
         "epochs": 8,
         "train_splits": ["train", "devel"],
-        "lr": 5.0e-5,
-        "warmup": 0.4,
+        "lr": 1.0e-4,
+        "warmup": 0.1,
         "weight_decay": 0.01,
         "batch_size": 32,
         "max_length": 128,
@@ -277,3 +279,28 @@ def test_full_study_file_matches_the_paper_and_equal_update_epochs(tmp_path: Pat
         assert abs(control.options["epochs"] * batches[corpus] / mt4_updates - 1) < 0.02
         assert runs[f"single-{corpus}"].options == {}
         assert runs[f"tapt-single-{corpus}"].options == {"encoder": "../runs/enc-tapt"}
+
+
+def test_a_finished_folder_stands_in_for_a_run_only_with_the_runs_settings(
+    tmp_path: Path, tiny_encoder: Path, toy_dir: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(toy_dir, data)
+    budget = f"budget: {{epochs: 1, encoder: {tiny_encoder}, lr: 3.0e-3, batch_size: 4, max_length: 32}}\n"
+    file = _study(
+        tmp_path, f"data_dir: data\nresults: results\nmodels: runs\n{budget}runs:\n  a: {{corpora: [toy_gene]}}\n"
+    )
+    study = load_study(file)
+    elsewhere = tmp_path / "elsewhere"
+    args = train_command(study, study.runs[0])
+    args[args.index("--output") + 1] = str(elsewhere)
+    subprocess.run([sys.executable, "-m", "mtbioner", *args], check=True, capture_output=True)
+    other = load_study(_study(tmp_path, file.read_text().replace("lr: 3.0e-3", "lr: 1.0e-3")))
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a").symlink_to(elsewhere)
+    with pytest.raises(MtbionerError, match=r"other settings than run 'a': lr: 0\.003 \(the run wants 0\.001\)"):
+        run_study(other)
+    assert not (tmp_path / "results" / "a.json").exists()
+    [written] = run_study(study)  # the same settings: scored, not trained again
+    record = json.loads(written.read_text())
+    assert record["train"]["resumed"] == "trained before this invocation" and "toy_gene" in record["scores"]

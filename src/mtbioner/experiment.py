@@ -274,6 +274,32 @@ def _check_encoder(study: Study, options: dict[str, Any]) -> None:
         )
 
 
+def _check_trained_as(model: Path, study: Study, run: Run) -> None:
+    """Refuse a finished model folder whose recorded corpora or settings are not the run's.
+
+    A model trained elsewhere with the run's exact command (say, the shipped model's build) may be
+    placed or linked at the run's model path and is then scored instead of trained again; a folder
+    from other settings would silently stand for the wrong run.
+    """
+    training = json.loads((model / "training.json").read_text(encoding="utf-8"))
+    config, options = training.get("config", {}), {**study.budget, **run.options}
+    if options.get("encoder"):
+        options["encoder"] = str(encoder_path(study, options["encoder"]))
+    wrong = [
+        f"{key}: {config.get(key)!r} (the run wants {value!r})"
+        for key, value in options.items()
+        if key in config and config[key] != value and not _same_number(config[key], value)
+    ]
+    if set(training.get("corpora", {})) != set(run.corpora):
+        wrong.append(f"corpora: {sorted(training.get('corpora', {}))} (the run wants {sorted(run.corpora)})")
+    if wrong:
+        raise MtbionerError(f"{model} was trained with other settings than run {run.name!r}: " + "; ".join(wrong))
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    return isinstance(a, int | float) and isinstance(b, int | float) and float(a) == float(b)
+
+
 def _finished(folder: Path) -> bool:
     info = folder / "training.json"
     return info.is_file() and not (folder / "checkpoint").exists()
@@ -322,6 +348,7 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
         seconds, peak = _child(train_args + (["--resume"] if resume else []), log)
         record["train"] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak), "resumed": resume}
     else:
+        _check_trained_as(model, study, run)
         record["train"] = {"seconds": None, "peak_rss_mb": None, "resumed": "trained before this invocation"}
     facts = _model_facts(model)
     record["model"] = {"size_mb": facts["size_mb"], "training_sentences": facts["training"]["training_sentences"]}
