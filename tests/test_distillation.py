@@ -19,6 +19,8 @@ from mtbioner.corpus import read_corpus
 from mtbioner.distillation import (
     TEXT_SOURCE,
     DistillConfig,
+    Source,
+    TeacherScores,
     batch_loss,
     build_sources,
     choose_layers,
@@ -146,6 +148,25 @@ def test_student_of_every_layer_at_temperature_one_has_zero_kl(deep_teacher: Mul
     assert float(with_gold.loss.detach()) == pytest.approx(with_gold.kl + 0.5 * with_gold.gold, rel=1e-5)
 
 
+def test_teacher_scores_computed_once_equal_the_teachers_scores_in_the_batch(
+    deep_teacher: MultiTaskTagger, toy_dir: Path
+) -> None:
+    """The one-pass cache (other batches, other padding) gives the loss of running the teacher on the batch."""
+    batch = _batch(deep_teacher, toy_dir, n=9)
+    windows = batch.windows
+    cache = TeacherScores(deep_teacher.eval(), {"toy_gene": Source("toy_gene", windows, "toy_gene", 9)}, 4)
+    order = [2, 0, 5, 1]  # a training batch takes windows in any order
+    picked = collate([windows[i] for i in order], deep_teacher.tokenizer.pad_token_id, "toy_gene")
+    student = make_student(deep_teacher, [1, 3]).eval()
+    config = DistillConfig(temperature=2.0, alpha=0.5)
+    cached = batch_loss(student, deep_teacher, picked, "toy_gene", config, cache.batch("toy_gene", order, "cpu"))
+    direct = batch_loss(student, deep_teacher, picked, "toy_gene", config)
+    assert cached.kl == pytest.approx(direct.kl, rel=1e-4, abs=1e-6) and cached.gold == pytest.approx(direct.gold)
+    assert sum(t.shape[0] for t in cache.batch("toy_gene", order, "cpu").values()) == len(deep_teacher.corpora) * sum(
+        len(windows[i].words) for i in order
+    )
+
+
 def test_config_and_sources_reject_mistakes(deep_teacher: MultiTaskTagger, toy_dir: Path) -> None:
     with pytest.raises(MtbionerError, match="never reads a corpus' test split"):
         DistillConfig(splits=["train", "test"])
@@ -241,8 +262,8 @@ def test_raw_text_batches_carry_only_the_kl(
     seen = []
     real = distillation.batch_loss
 
-    def spy(student, teacher, batch, gold, config):
-        parts = real(student, teacher, batch, gold, config)
+    def spy(student, teacher, batch, gold, config, taught=None):
+        parts = real(student, teacher, batch, gold, config, taught)
         seen.append((batch.corpus, gold, batch.labels is None, parts.gold, float(parts.loss.detach()), parts.kl))
         return parts
 

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .corpus import Corpus
-from .encoding import Batch, Window, collate, encode
+from .encoding import Batch, Window, collate, encode, length_grouped_batches
 from .errors import CorpusFormatError, ModelFormatError, MtbionerError
 from .fileio import write_json
 from .model import WEIGHTS_NAME, HeadConfig, MultiTaskTagger
@@ -331,16 +331,64 @@ def word_mask(batch: Batch) -> torch.Tensor:
 def soft_loss(
     student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], mask: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """``T^2 * sum over heads of mean over words of KL(softmax(teacher/T) || softmax(student/T))``."""
+    """``T^2 * sum over heads of mean over words of KL(softmax(teacher/T) || softmax(student/T))``.
+
+    ``teacher`` holds each head's scores at the masked positions only (``[words, C]``, in mask order).
+    """
     words = max(int(mask.sum()), 1)
     total = None
     for name, target in teacher.items():
-        t = torch.log_softmax(target[mask].float() / temperature, dim=-1)
+        t = torch.log_softmax(target.float() / temperature, dim=-1)
         s = torch.log_softmax(student[name][mask].float() / temperature, dim=-1)
         kl = nn.functional.kl_div(s, t, reduction="sum", log_target=True)
         total = kl if total is None else total + kl
     assert total is not None
     return total * (temperature**2) / words
+
+
+class TeacherScores:
+    """The teacher's scores at every owned word of every window, computed in one pass before training.
+
+    The teacher is fixed and in eval mode, so a window's scores are the same every epoch: one pass
+    replaces a teacher forward per batch per epoch (for a half-depth student, a third of each step).
+    Each source keeps one ``[words, C]`` tensor per head, its windows' words one after another.
+    """
+
+    def __init__(
+        self, teacher: MultiTaskTagger, sources: Mapping[str, Source], batch_size: int, progress: bool = False
+    ) -> None:
+        device = next(teacher.parameters()).device
+        pad_id = teacher.tokenizer.pad_token_id or 0
+        self.scores: dict[str, dict[str, torch.Tensor]] = {}
+        self.starts: dict[str, list[int]] = {}
+        total = sum(len(s.windows) for s in sources.values())
+        bar = tqdm(total=total, desc="teacher scores", unit="win", disable=not progress, leave=False)
+        for name, source in sources.items():
+            if not source.windows:
+                continue
+            counts = [len(w.words) for w in source.windows]
+            self.starts[name] = [0, *torch.tensor(counts).cumsum(0).tolist()]
+            rows: dict[int, dict[str, torch.Tensor]] = {}
+            for indices in length_grouped_batches([len(w) for w in source.windows], batch_size):
+                batch = collate([source.windows[i] for i in indices], pad_id)
+                types = None if batch.token_type_ids is None else batch.token_type_ids.to(device)
+                with torch.inference_mode():
+                    out = teacher.forward_all(batch.input_ids.to(device), batch.attention_mask.to(device), None, types)
+                for row, index in enumerate(indices):
+                    positions = list(source.windows[index].positions)
+                    rows[index] = {head: value[row, positions].float().cpu() for head, value in out.items()}
+                bar.update(len(indices))
+            heads = list(teacher.config.corpora)
+            self.scores[name] = {
+                head: torch.cat([rows[i][head] for i in range(len(source.windows))]).clone() for head in heads
+            }
+        bar.close()
+
+    def batch(self, source: str, indices: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
+        """Every head's scores at the owned words of these windows, in the order :func:`word_mask` reads them."""
+        starts = self.starts[source]
+        index = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in indices])
+        return {head: scores[index].to(device) for head, scores in self.scores[source].items()}
 
 
 @dataclass
@@ -351,17 +399,28 @@ class LossParts:
 
 
 def batch_loss(
-    student: MultiTaskTagger, teacher: MultiTaskTagger, batch: Batch, gold: str | None, config: DistillConfig
+    student: MultiTaskTagger,
+    teacher: MultiTaskTagger,
+    batch: Batch,
+    gold: str | None,
+    config: DistillConfig,
+    taught: Mapping[str, torch.Tensor] | None = None,
 ) -> LossParts:
-    """The distillation loss of one batch (module docstring); ``gold`` names the head of its labels."""
+    """The distillation loss of one batch (module docstring); ``gold`` names the head of its labels.
+
+    ``taught``: the teacher's scores at the batch's owned words (:class:`TeacherScores`), or
+    ``None`` to run the teacher on the batch.
+    """
     device = next(student.parameters()).device
     ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
     types = None if batch.token_type_ids is None else batch.token_type_ids.to(device)
-    with torch.inference_mode():
-        taught = teacher.forward_all(ids, attention, None, types)
-    taught = {name: value.clone() for name, value in taught.items()}  # inference tensors cannot join autograd
+    mask = word_mask(batch).to(device)
+    if taught is None:
+        with torch.inference_mode():
+            full = teacher.forward_all(ids, attention, None, types)
+        taught = {name: value[mask].clone() for name, value in full.items()}  # inference tensors cannot join autograd
     scores = student.forward_all(ids, attention, None, types)
-    kl = soft_loss(scores, taught, word_mask(batch).to(device), config.temperature)
+    kl = soft_loss(scores, taught, mask, config.temperature)
     if gold is None or batch.labels is None:
         return LossParts(kl, float(kl.detach()), None)
     total, count = student.head(gold).loss_sum(scores[gold], batch.labels.to(device))
@@ -471,6 +530,7 @@ def distill(
             logger.info("teacher devel F1: %s", json.dumps({k: v["f1"] for k, v in info["teacher_devel"].items()}))
 
     pad_id = teacher.tokenizer.pad_token_id or 0
+    taught = TeacherScores(teacher, sources, config.eval_batch_size, progress)
     for epoch in range(state["epoch"], config.epochs):
         batches = batches_of(epoch)
         sums = state["sums"]
@@ -486,7 +546,7 @@ def distill(
             source = sources[name]
             torch.manual_seed(batch_seed(config.seed, epoch, index))  # same dropout after a resume
             batch = collate([source.windows[i] for i in indices], pad_id, name)
-            parts = batch_loss(student, teacher, batch, source.gold, config)
+            parts = batch_loss(student, teacher, batch, source.gold, config, taught.batch(name, indices, device))
             parts.loss.backward()
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
