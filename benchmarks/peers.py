@@ -17,7 +17,7 @@ sentence splitter, tokenizer and decoder included), best of ``--repeats`` runs.
     python benchmarks/peers.py --data-dir ../shared/data [--model default] [--corpora BC5CDR,JNLPBA]
 
 Writes ``benchmarks/results/peers.json`` and ``peers.md``; trained spaCy pipelines go to ``--work``
-(default ``runs/peers``; a corpus whose ``model-best`` exists is not trained again).
+(default ``runs/peers``; a corpus whose training finished is not trained again).
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def train_spacy(corpus, work: Path, max_steps: int, patience: int) -> tuple[Path
     folder = work / corpus.name
     best = folder / "model-best"
     timing = folder / "train_seconds.txt"
-    if best.is_dir():
-        return best, float(timing.read_text()) if timing.is_file() else 0.0
+    if best.is_dir() and timing.is_file():  # spaCy writes model-best during training: done only with the timing
+        return best, float(timing.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     nlp = spacy.blank("en")
     doc_bin(corpus, "train", nlp, folder / "train.spacy")
