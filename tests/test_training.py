@@ -114,6 +114,23 @@ def test_resume_gives_the_same_weights(tiny_encoder: Path, toy_dir: Path, tmp_pa
     assert (tmp_path / "resumed" / "log.jsonl").read_text().count("\n") == 3
 
 
+def test_mid_epoch_checkpoints_count_each_second_of_training_once(
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    class Clock:  # one tick per reading: the logged seconds can only add up to the ticks that passed
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(training, "time", clock)
+    train(_toy(toy_dir), tmp_path / "m", _fast(tiny_encoder, epochs=2, save_every=1), progress=False)
+    log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert 0 < sum(e["train_seconds"] for e in log) <= clock.now
+
+
 def test_resume_mid_epoch_gives_the_same_weights(
     tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:

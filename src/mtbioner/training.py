@@ -310,6 +310,7 @@ def train(
                 if accelerator.is_main_process:  # the best weights stay; the checkpoint holds the current ones
                     _save(output, unwrapped, optimizer, scheduler, state, info, improved=False, final=False)
                 accelerator.wait_for_everyone()
+                started = time.perf_counter()  # epoch_seconds holds the time so far (saving not counted)
         bar.close()
         train_seconds = state["epoch_seconds"] + time.perf_counter() - started
         entry = {
@@ -336,6 +337,7 @@ def train(
             state.update(epoch=epoch + 1, **_fresh_epoch())
             logger.info("epoch %d: %s", epoch + 1, json.dumps({k: entry[k] for k in entry if k != "step"}))
             _save(output, unwrapped, optimizer, scheduler, state, info, improved, final=False)
+        state.update(**_fresh_epoch())  # every process starts the next epoch at its first batch
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
