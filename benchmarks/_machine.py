@@ -73,3 +73,13 @@ def describe(facts: dict) -> str:
     simd = ", ".join(facts["simd"]) or "no AVX2" if "simd" in facts else "SIMD not recorded"
     gflops = f"fp32 matmul {facts['matmul_gflops']} GFLOP/s" if "matmul_gflops" in facts else "matmul not measured"
     return f"{facts['cpu']}{family}, {facts['cores']} cores, {simd}, {gflops}"
+
+
+def publish(out: Path, name: str, data: object, markdown: str) -> None:
+    """Write a benchmark's results: ``out/NAME.json`` (the figures) and ``out/NAME.md`` (the table)."""
+    from mtbioner.fileio import atomic_write, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{name}.json", data)
+    with atomic_write(out / f"{name}.md") as handle:
+        handle.write(markdown)

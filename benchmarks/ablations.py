@@ -15,6 +15,8 @@ import json
 import shlex
 from pathlib import Path
 
+from _machine import publish
+
 from mtbioner.experiment import load_study, train_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,9 +84,7 @@ def main() -> None:
     rows = run_rows(study)
     text = markdown(rows, study)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ablations.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    (args.out / "ablations.md").write_text(text, encoding="utf-8")
+    publish(args.out, "ablations", rows, text)
 
 
 if __name__ == "__main__":

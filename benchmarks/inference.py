@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import best_rate, describe, machine
+from _machine import best_rate, describe, machine, publish
 
 from mtbioner import INFERENCE_BATCH_SIZE
 
@@ -610,10 +610,9 @@ def main() -> None:
     print(text)
     if args.limit and args.out is None:
         return
-    out = args.out or Path(__file__).parent / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "inference.json").write_text(json.dumps({"machine": facts, **meta, "systems": rows}, indent=2) + "\n")
-    (out / "inference.md").write_text(text)
+    publish(
+        args.out or Path(__file__).parent / "results", "inference", {"machine": facts, **meta, "systems": rows}, text
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import describe, machine
+from _machine import describe, machine, publish
+from inference import time_graph
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,25 +40,12 @@ def child(args: argparse.Namespace) -> None:
     corpus = read_corpus(args.data_dir / "BC5CDR", splits=["test"], limit=args.limit)
     texts = [" ".join(s.tokens) for s in corpus.sentences("test")]
     backend = OnnxTagger.from_pretrained(args.model, threads=args.threads)
-    graph = [0.0]
-    run = backend.run
-
-    def timed_run(*a, **k):
-        started = time.perf_counter()
-        try:
-            return run(*a, **k)
-        finally:
-            graph[0] += time.perf_counter() - started
-
-    backend.run = timed_run
-    tagger = Tagger(backend)
+    tag = time_graph(backend, Tagger(backend).tag_batch)
     passes = []
     for _ in range(4):
-        graph[0] = 0.0
         started = time.perf_counter()
-        found = tagger.tag_batch(texts)
-        total = time.perf_counter() - started
-        passes.append({"total": total, "graph": graph[0]})
+        found = tag(texts)
+        passes.append({"total": time.perf_counter() - started, "graph": tag.graph_seconds})
     n = len(texts)
 
     def per_sentence(p: dict) -> dict:
@@ -172,10 +160,9 @@ def main() -> None:
     print(text)
     if args.limit and args.out is None:
         return
-    out = args.out or Path(__file__).parent / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "outside_graph.json").write_text(json.dumps({"machine": facts, **meta, "rows": rows}, indent=2) + "\n")
-    (out / "outside_graph.md").write_text(text)
+    publish(
+        args.out or Path(__file__).parent / "results", "outside_graph", {"machine": facts, **meta, "rows": rows}, text
+    )
 
 
 if __name__ == "__main__":

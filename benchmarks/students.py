@@ -31,9 +31,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _machine import describe
+from _machine import describe, publish
 
-from mtbioner.fileio import atomic_dir, atomic_write, write_json
+from mtbioner.fileio import atomic_dir, atomic_write
 
 CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
 REPO = Path(__file__).resolve().parent.parent
@@ -245,8 +245,7 @@ def main() -> None:
     report = {"machine": measured["machine"], "rows": rows, "others": others, "commands": commands,
               "chosen": best["layers"] if best else None, "limit": args.limit}  # fmt: skip
     figure(rows, others, args.out / "students.png")
-    write_json(args.out / "students.json", report)
-    (args.out / "students.md").write_text(markdown(report), encoding="utf-8")
+    publish(args.out, "students", report, markdown(report))
     print(markdown(report))
     if best and args.install:
         print(f"installed -> {install(best, Path(best['folder']), report)}")
