@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from typing import Literal
 
 import numpy as np
@@ -69,8 +70,8 @@ class Decoder:
         best = probs.argmax(axis=-1)
         scores = probs[np.arange(len(best)), best].astype(np.float32)
         labels = np.array(self.labels, dtype=object)[best].tolist()
-        ends = np.cumsum([len(e) for e in emissions]).tolist()
-        return [(labels[a:b], scores[a:b]) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        edges = accumulate((len(e) for e in emissions), initial=0)
+        return [(labels[a:b], scores[a:b]) for a, b in pairwise(edges)]
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

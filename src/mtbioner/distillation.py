@@ -34,6 +34,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -366,8 +367,7 @@ class TeacherScores:
         for name, source in sources.items():
             if not source.windows:
                 continue
-            counts = [len(w.words) for w in source.windows]
-            self.starts[name] = [0, *torch.tensor(counts).cumsum(0).tolist()]
+            self.starts[name] = list(accumulate((len(w.words) for w in source.windows), initial=0))
             rows: dict[int, dict[str, torch.Tensor]] = {}
             for indices in length_grouped_batches([len(w) for w in source.windows], batch_size):
                 batch = collate([source.windows[i] for i in indices], pad_id)
@@ -380,7 +380,7 @@ class TeacherScores:
                 bar.update(len(indices))
             heads = list(teacher.config.corpora)
             self.scores[name] = {
-                head: torch.cat([rows[i][head] for i in range(len(source.windows))]).clone() for head in heads
+                head: torch.cat([rows[i][head] for i in range(len(source.windows))]) for head in heads
             }
         bar.close()
 
