@@ -25,6 +25,7 @@ from mtbioner.distillation import (
     build_sources,
     choose_layers,
     distill,
+    load_teacher,
     make_student,
     parse_layers,
 )
@@ -176,6 +177,15 @@ def test_config_and_sources_reject_mistakes(deep_teacher: MultiTaskTagger, toy_d
     other.name = "BC2GM"
     with pytest.raises(MtbionerError, match="no head 'BC2GM'"):
         build_sources(deep_teacher, [other], [], ["train"])
+
+
+def test_a_dictionary_feature_teacher_is_refused_by_name(teacher_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distillation passes no match tags yet, so such a teacher would teach from the wrong input."""
+    teacher = MultiTaskTagger.from_pretrained(teacher_dir)
+    teacher.config.dictionary_features = True
+    monkeypatch.setattr(MultiTaskTagger, "from_pretrained", classmethod(lambda cls, folder: teacher))
+    with pytest.raises(MtbionerError, match=f"teacher {re.escape(str(teacher_dir))} uses dictionary features"):
+        load_teacher(teacher_dir)
 
 
 # ---------------------------------------------------------------- distillation

@@ -220,9 +220,15 @@ def load_teacher(path: str | Path) -> MultiTaskTagger:
     if (folder / "model.onnx").is_file() and not (folder / WEIGHTS_NAME).is_file():
         raise MtbionerError(f"teacher {folder} is an exported ONNX model: distill from the torch model folder")
     try:
-        return MultiTaskTagger.from_pretrained(folder)
+        teacher = MultiTaskTagger.from_pretrained(folder)
     except ModelFormatError as exc:
         raise MtbionerError(f"teacher: {exc}") from exc
+    if teacher.config.dictionary_features:
+        raise MtbionerError(
+            f"teacher {folder} uses dictionary features, which distillation does not pass to the models yet: "
+            "distill from a model trained without --dictionary-features"
+        )
+    return teacher
 
 
 # ---------------------------------------------------------------- data

@@ -14,7 +14,7 @@ from ._common import DataDir, Limit, setup
 
 
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    model: Annotated[Path, typer.Argument(help="Model folder or shipped model name (e.g. default).")],
     corpora: Annotated[
         list[str] | None, typer.Argument(help="Corpora to score (default: the model's own), or HEAD=PATH.")
     ] = None,
@@ -28,7 +28,7 @@ def evaluate(
 ) -> None:
     """Entity-level P/R/F1 per corpus and entity type (exact match, as conlleval).
 
-    Example: mtbioner evaluate m --data-dir ../shared/data --json scores.json
+    Example: mtbioner evaluate default BC5CDR --data-dir ../shared/data --json scores.json
     """
     setup(verbose=False)
     from ..corpus import read_corpus, resolve_corpus
@@ -60,7 +60,9 @@ def evaluate(
         write_json_report(json_file, reports)
 
 
-def info(model: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
+def info(
+    model: Annotated[Path, typer.Argument(help="Model folder or shipped model name (e.g. default).")],
+) -> None:
     """Corpora, entity types, heads, encoder, parameters, size on disk and training settings."""
     setup(verbose=False)
     from ..loading import describe_model
