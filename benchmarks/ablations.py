@@ -36,6 +36,7 @@ def run_rows(study_file: Path) -> list[dict]:
             row["command"] = data["commands"]["train"]
             row["windows_per_s"] = data["train"]["windows_per_s"]
             row["devel_f1"] = {c: round(s["f1"], 2) for c, s in data["scores"].items()}
+            row["devel"] = data["scores"]
         elif log_file.is_file():
             log = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
             epochs = {**study.budget, **run.options}.get("epochs", "?")
@@ -51,6 +52,45 @@ def run_rows(study_file: Path) -> list[dict]:
     return rows
 
 
+FEATURES = {"-dict": "dictionary features", "-case": "letter-case features"}
+
+
+def feature_pairs(rows: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(feature, run without, run with) for every finished ``X-dict``/``X-case`` run whose ``X`` finished too."""
+    finished = {row["run"]: row for row in rows if "devel" in row}
+    return [
+        (feature, finished[name.removesuffix(suffix)], row)
+        for name, row in finished.items()
+        for suffix, feature in FEATURES.items()
+        if name.endswith(suffix) and name.removesuffix(suffix) in finished
+    ]
+
+
+def _prf(scores: dict) -> str:
+    return f"{scores['precision']:.2f} | {scores['recall']:.2f} | {scores['f1']:.2f}"
+
+
+def pair_table(pairs: list[tuple[str, dict, dict]]) -> list[str]:
+    """With/without P/R/F1 on devel, per corpus and entity type, with the F1 difference."""
+    if not pairs:
+        return ["With/without tables appear here when a feature run and its base run have both finished."]
+    lines = [
+        "| feature | corpus / type | without: P | R | F1 | with: P | R | F1 | F1 with - without |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for feature, base, run in pairs:
+        for corpus, scores in run["devel"].items():
+            without = base["devel"][corpus]
+            parts = [(f"**{corpus}**", without, scores)]
+            parts += [(f"{corpus} / {t}", without["types"][t], s) for t, s in scores["types"].items()]
+            for name, a, b in parts:
+                lines.append(
+                    f"| {feature} (`{run['run']}` vs `{base['run']}`) | {name} | {_prf(a)} | {_prf(b)} | "
+                    f"{b['f1'] - a['f1']:+.2f} |"
+                )
+    return lines
+
+
 def markdown(rows: list[dict], study_file: Path) -> str:
     lines = [
         "Ablations for the shipped model (issue 14): single-corpus runs trained on train, scored on **devel** "
@@ -64,6 +104,10 @@ def markdown(rows: list[dict], study_file: Path) -> str:
         curve = " / ".join(f"{f:.1f}" for f in row["curve"]) or "–"
         best = f"**{row['best_devel_f1']:.2f}** ({row['best_epoch']})" if "best_epoch" in row else "–"
         lines.append(f"| `{row['run']}` | {row['description']} | {row['status']} | {curve} | {best} |")
+    heading = "### With and without the optional features "
+    heading += "(devel P/R/F1 of each run's kept model, its best devel epoch)"
+    lines += ["", heading, ""]
+    lines += pair_table(feature_pairs(rows))
     lines += ["", "Training commands (a finished run's from its results file, the others' as the study runs them):"]
     lines += ["", "```", *(f"{row['run']}: {row['command']}" for row in rows), "```"]
     lines += [
