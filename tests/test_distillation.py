@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 from mtbioner import cli, distillation
 from mtbioner.cli.distill import distill as distill_command
 from mtbioner.corpus import read_corpus
+from mtbioner.dictionary import Dictionary
 from mtbioner.distillation import (
     TEXT_SOURCE,
     DistillConfig,
@@ -25,7 +27,6 @@ from mtbioner.distillation import (
     build_sources,
     choose_layers,
     distill,
-    load_teacher,
     make_student,
     parse_layers,
 )
@@ -179,13 +180,53 @@ def test_config_and_sources_reject_mistakes(deep_teacher: MultiTaskTagger, toy_d
         build_sources(deep_teacher, [other], [], ["train"])
 
 
-def test_a_dictionary_feature_teacher_is_refused_by_name(teacher_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Distillation passes no match tags yet, so such a teacher would teach from the wrong input."""
-    teacher = MultiTaskTagger.from_pretrained(teacher_dir)
-    teacher.config.dictionary_features = True
-    monkeypatch.setattr(MultiTaskTagger, "from_pretrained", classmethod(lambda cls, folder: teacher))
-    with pytest.raises(MtbionerError, match=f"teacher {re.escape(str(teacher_dir))} uses dictionary features"):
-        load_teacher(teacher_dir)
+@pytest.fixture(scope="module")
+def dictionary_teacher(tiny_encoder: Path) -> MultiTaskTagger:
+    """An untrained 2-layer teacher with dictionary features and a random match-tag table."""
+    terms = {"CHEM": ["sodium chloride", "hydrogen"], "GENE": ["MYC", "insulin receptor"]}
+    labels = {"toy_gene": ["B-GENE", "I-GENE", "O"], "toy_chem": ["B-CHEM", "I-CHEM", "O"]}
+    torch.manual_seed(2)
+    teacher = MultiTaskTagger.from_encoder(labels, tiny_encoder, max_length=32, dictionary=Dictionary(terms))
+    with torch.no_grad():
+        for name, param in teacher.named_parameters():
+            if name.startswith("heads.") or name.startswith("dictionary_embedding"):
+                param.copy_(torch.randn_like(param))
+    return teacher.eval()
+
+
+def test_a_dictionary_teacher_teaches_with_its_match_tags(
+    dictionary_teacher: MultiTaskTagger, toy_dir: Path, tmp_path: Path
+) -> None:
+    """Windows carry the tags tagging would compute; the student keeps the dictionary and its table."""
+    teacher = dictionary_teacher
+    sources = build_sources(teacher, _toy(toy_dir, ["train"]), ["Sodium chloride binds MYC."], ["train"])
+    windows = sources["toy_chem"].windows
+    assert all(w.dictionary_ids is not None for w in windows)
+    text = sources[TEXT_SOURCE].windows[0]
+    assert {ids for ids in text.dictionary_ids if any(ids)} == {(1, 0), (2, 0), (0, 3)}  # B/I CHEM, B GENE
+    batch = collate(windows[:8], teacher.tokenizer.pad_token_id, "toy_chem")
+    assert batch.dictionary_ids is not None and batch.dictionary_ids.any()
+    same = make_student(teacher, 2).eval()
+    assert same.dictionary is teacher.dictionary
+    assert abs(batch_loss(same, teacher, batch, None, DistillConfig(temperature=1.0)).kl) < 1e-6
+    blind = replace(batch, dictionary_ids=torch.zeros_like(batch.dictionary_ids))
+    with torch.no_grad():
+        seen, unseen = (
+            teacher.forward_all(b.input_ids, b.attention_mask, None, None, b.dictionary_ids) for b in (batch, blind)
+        )
+    assert not torch.allclose(seen["toy_chem"], unseen["toy_chem"])  # the tags change what the teacher says
+    cache = TeacherScores(teacher, {"toy_chem": Source("toy_chem", windows, "toy_chem", len(windows))}, 4)
+    order = list(range(8))
+    shallow = make_student(teacher, 1).eval()
+    config = DistillConfig(temperature=2.0, alpha=0.5)
+    cached = batch_loss(shallow, teacher, batch, "toy_chem", config, cache.batch("toy_chem", order, "cpu"))
+    assert cached.kl == pytest.approx(batch_loss(shallow, teacher, batch, "toy_chem", config).kl, rel=1e-4, abs=1e-6)
+    teacher.save_pretrained(tmp_path / "t")
+    distill(tmp_path / "t", _toy(toy_dir), [], tmp_path / "s", _fast(epochs=1), progress=False)
+    loaded = MultiTaskTagger.from_pretrained(tmp_path / "s")
+    assert loaded.config.dictionary_features and loaded.dictionary.types == ["CHEM", "GENE"]
+    assert loaded.dictionary_embedding.weight.shape == teacher.dictionary_embedding.weight.shape
+    assert len(predict_tags(loaded, [["Sodium", "chloride", "binds", "MYC"]], "toy_chem")[0]) == 4
 
 
 # ---------------------------------------------------------------- distillation

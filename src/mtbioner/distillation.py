@@ -3,8 +3,9 @@
 The student is the teacher with fewer transformer layers: the embeddings, the chosen layers
 (by default every other one, always keeping the last) and every head (CRF transitions
 included) are copied, so it starts close to the teacher and ships with the same tokenizer,
-labels and letter-case features. It then learns every head at once from the teacher's per-word
-label distributions, computed on the fly, plus the gold labels where a sentence has them.
+labels, letter-case features and dictionary (match tags computed as tagging computes them). It
+then learns every head at once from the teacher's per-word label distributions (computed once,
+before training), plus the gold labels where a sentence has them.
 
 The loss of a batch (one source per batch: a corpus with gold labels, or raw text without)::
 
@@ -181,7 +182,7 @@ def make_student(teacher: MultiTaskTagger, layers: int | Sequence[int] | None = 
         },
         extra=extra,
     )
-    student = MultiTaskTagger(config, tokenizer=teacher.tokenizer)
+    student = MultiTaskTagger(config, tokenizer=teacher.tokenizer, dictionary=teacher.dictionary)
     source = teacher.state_dict()
     prefix = f"encoder.{container}."
     weights = {}
@@ -223,11 +224,6 @@ def load_teacher(path: str | Path) -> MultiTaskTagger:
         teacher = MultiTaskTagger.from_pretrained(folder)
     except ModelFormatError as exc:
         raise MtbionerError(f"teacher: {exc}") from exc
-    if teacher.config.dictionary_features:
-        raise MtbionerError(
-            f"teacher {folder} uses dictionary features, which distillation does not pass to the models yet: "
-            "distill from a model trained without --dictionary-features"
-        )
     return teacher
 
 
@@ -305,23 +301,39 @@ def build_sources(
         unknown = sorted({t for s in sentences for t in s.tags} - set(labels))
         if unknown:
             raise MtbionerError(f"{corpus.name}: labels {unknown} are not in the teacher's head ({labels})")
+        words = [s.tokens for s in sentences]
         windows = encode(
             teacher.tokenizer,
-            [s.tokens for s in sentences],
+            words,
             config.max_length,
             config.stride,
             tags=[s.tags for s in sentences],
             label2id={label: i for i, label in enumerate(labels)},
             case=config.case_features,
+            matches=_matches(teacher, words),
         )
         out[corpus.name] = Source(corpus.name, windows, corpus.name, len(sentences))
     if texts:
         words = [[t.text for t in s.tokens] for text in texts for s in Tagger.split(text)]
-        windows = encode(teacher.tokenizer, words, config.max_length, config.stride, case=config.case_features)
+        windows = encode(
+            teacher.tokenizer, words, config.max_length, config.stride, case=config.case_features,
+            matches=_matches(teacher, words),
+        )  # fmt: skip
         out[TEXT_SOURCE] = Source(TEXT_SOURCE, windows, None, len(words))
     if not any(s.windows for s in out.values()):
         raise MtbionerError("no text to distill on: name corpora (train split) or raw-text files with text in them")
     return out
+
+
+def _matches(teacher: MultiTaskTagger, sentences: Sequence[Sequence[str]]) -> list | None:
+    """Dictionary match tags for a dictionary-feature teacher, as tagging computes them (the whole dictionary).
+
+    Training hid each sentence's own fold of terms; here the student learns what the teacher does at
+    inference, so both see the tags a user's text would get.
+    """
+    if not teacher.config.dictionary_features:
+        return None
+    return [teacher.dictionary.match(words) for words in sentences]
 
 
 def word_mask(batch: Batch) -> torch.Tensor:
@@ -378,8 +390,11 @@ class TeacherScores:
             for indices in length_grouped_batches([len(w) for w in source.windows], batch_size):
                 batch = collate([source.windows[i] for i in indices], pad_id)
                 types = None if batch.token_type_ids is None else batch.token_type_ids.to(device)
+                matched = None if batch.dictionary_ids is None else batch.dictionary_ids.to(device)
                 with torch.inference_mode():
-                    out = teacher.forward_all(batch.input_ids.to(device), batch.attention_mask.to(device), None, types)
+                    out = teacher.forward_all(
+                        batch.input_ids.to(device), batch.attention_mask.to(device), None, types, matched
+                    )
                 for row, index in enumerate(indices):
                     positions = list(source.windows[index].positions)
                     rows[index] = {head: value[row, positions].float().cpu() for head, value in out.items()}
@@ -420,12 +435,13 @@ def batch_loss(
     device = next(student.parameters()).device
     ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
     types = None if batch.token_type_ids is None else batch.token_type_ids.to(device)
+    matched = None if batch.dictionary_ids is None else batch.dictionary_ids.to(device)
     mask = word_mask(batch).to(device)
     if taught is None:
         with torch.inference_mode():
-            full = teacher.forward_all(ids, attention, None, types)
+            full = teacher.forward_all(ids, attention, None, types, matched)
         taught = {name: value[mask].clone() for name, value in full.items()}  # inference tensors cannot join autograd
-    scores = student.forward_all(ids, attention, None, types)
+    scores = student.forward_all(ids, attention, None, types, matched)
     kl = soft_loss(scores, taught, mask, config.temperature)
     if gold is None or batch.labels is None:
         return LossParts(kl, float(kl.detach()), None)

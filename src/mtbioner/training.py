@@ -423,7 +423,8 @@ def batch_seed(seed: int, epoch: int, index: int) -> int:
 def parameter_groups(model: torch.nn.Module, weight_decay: float, dictionary_lr: float | None = None) -> list[dict]:
     """No weight decay on biases and LayerNorm weights, as in BERT's own fine-tuning.
 
-    The dictionary match-tag table, when there is one, is a third group: its own learning rate, no decay.
+    The dictionary match-tag table, when there is one, is a third group without decay, at
+    ``dictionary_lr`` (``None``: the optimizer's rate, as distillation uses for a table it copied).
     """
     decay, no_decay, dictionary = [], [], []
     for name, param in model.named_parameters():
@@ -435,7 +436,8 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, dictionary_lr:
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if dictionary:
-        groups.append({"params": dictionary, "weight_decay": 0.0, "lr": dictionary_lr})
+        rate = {} if dictionary_lr is None else {"lr": dictionary_lr}
+        groups.append({"params": dictionary, "weight_decay": 0.0, **rate})
     return groups
 
 
