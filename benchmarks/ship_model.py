@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N sentences of each split (smoke runs)")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
-    data_dir = args.data_dir.resolve()
+    data_dir = args.data_dir  # as given, so the card shows the command a user types
     work = args.work / args.name
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"

@@ -1,0 +1,70 @@
+"""The model that ships inside the package: present, small, documented, and accurate on real text.
+
+These run the installed ``default`` model itself (int8 ONNX, no training), the way the README's first
+command does: tagging the demo sentence from the command line, loading it with ``Tagger.load()``,
+and scoring it on a slice of a real test set, where a broken or mis-installed model scores far lower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mtbioner.shipped import DEFAULT_MODEL, shipped_models
+from tests.conftest import shared_data_dir
+
+DEMO = "Mutations in BRCA1 cause breast cancer after tamoxifen treatment."
+CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
+
+
+def python_m(*args: object) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "mtbioner", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+def test_the_default_model_is_installed_small_and_has_a_card() -> None:
+    folder = shipped_models()[DEFAULT_MODEL]
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 25 * 2**20, f"{folder}: {size / 2**20:.1f} MiB"
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert list(config["corpora"]) == CORPORA
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+    for needed in ("train,devel", "--quantize int8", "Creative Commons", "Apache-2.0", *CORPORA):
+        assert needed in card, needed
+
+
+def test_tag_without_a_model_uses_the_shipped_one_with_exact_offsets() -> None:
+    done = python_m("tag", DEMO)
+    assert done.returncode == 0, done.stderr
+    entities = json.loads(done.stdout)["entities"]
+    for entity in entities:
+        assert DEMO[entity["start"] : entity["end"]] == entity["text"]
+    found = {(e["text"], e["type"]) for e in entities}
+    assert ("breast cancer", "Disease") in found and ("tamoxifen", "Chemical") in found, found
+    assert any(text == "BRCA1" and kind in {"GENE", "DNA", "protein"} for text, kind in found), found
+
+
+def test_the_api_loads_the_shipped_model_and_merges_types() -> None:
+    from mtbioner import Tagger
+
+    tagger = Tagger.load()
+    merged = {(e["text"], e["type"]) for e in tagger(DEMO, merge_types=True)}
+    assert ("BRCA1", "Gene") in merged, merged
+
+
+@pytest.mark.parametrize(("corpus", "floor"), [("BC5CDR", 76.0), ("NCBI-disease", 78.0)])
+def test_it_scores_on_a_real_test_slice(tmp_path, corpus: str, floor: float) -> None:
+    """300 test sentences: the shipped model scores ~80+ F1 there; a broken one falls far below the floor."""
+    scores = tmp_path / "scores.json"
+    done = python_m(
+        "evaluate", DEFAULT_MODEL, corpus, "--data-dir", shared_data_dir(), "--limit", 300,
+        "--json", scores, "--no-progress",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(scores.read_text(encoding="utf-8"))["corpora"][corpus]
+    assert report["sentences"] == 300 and report["f1"] > floor, report
