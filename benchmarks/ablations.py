@@ -1,7 +1,7 @@
 """The ablation table of issue 14: which settings train the most accurate model here, chosen on devel.
 
 Reads the study ``experiments/ablations.yaml``: finished runs from its results folder (written by
-``mtbioner experiment run``), unfinished ones from their model folder's ``log.jsonl`` (devel F1 after
+``mtbioner experiment run``), partial ones (running or stopped) from their model folder's ``log.jsonl`` (devel F1 after
 each epoch), so a screen that is still running already shows its curve, marked as such. Test is
 never read here.
 
@@ -40,7 +40,7 @@ def run_rows(study_file: Path) -> list[dict]:
         elif log_file.is_file():
             log = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
             epochs = {**study.budget, **run.options}.get("epochs", "?")
-            row["status"] = f"interrupted after epoch {len(log)} of {epochs}"
+            row["status"] = f"partial: {len(log)} of {epochs} epochs (running or stopped)"
         else:
             rows.append({**row, "status": "not run", "curve": []})
             continue
