@@ -8,23 +8,15 @@ and scoring it on a slice of a real test set, where a broken or mis-installed mo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from mtbioner.shipped import DEFAULT_MODEL, shipped_models
 from tests.conftest import shared_data_dir
+from tests.test_cli_tag import python_m
 
 DEMO = "Mutations in BRCA1 cause breast cancer after tamoxifen treatment."
 CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
-
-
-def python_m(*args: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "mtbioner", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
 
 
 def test_the_default_model_is_installed_small_and_has_a_card() -> None:

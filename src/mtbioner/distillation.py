@@ -221,10 +221,9 @@ def load_teacher(path: str | Path) -> MultiTaskTagger:
     if (folder / "model.onnx").is_file() and not (folder / WEIGHTS_NAME).is_file():
         raise MtbionerError(f"teacher {folder} is an exported ONNX model: distill from the torch model folder")
     try:
-        teacher = MultiTaskTagger.from_pretrained(folder)
+        return MultiTaskTagger.from_pretrained(folder)
     except ModelFormatError as exc:
         raise MtbionerError(f"teacher: {exc}") from exc
-    return teacher
 
 
 # ---------------------------------------------------------------- data
