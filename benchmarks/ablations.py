@@ -91,7 +91,63 @@ def pair_table(pairs: list[tuple[str, dict, dict]]) -> list[str]:
     return lines
 
 
-def markdown(rows: list[dict], study_file: Path) -> str:
+# train-only ablation run -> the full-scale study's run with the same settings trained on train+devel (issue 17)
+TRAIN_DEVEL = {"bc5-lr1e-4": "single-BC5CDR", "ncbi-lr1e-4": "single-NCBI-disease"}
+
+
+def train_devel_rows(results: Path) -> list[dict]:
+    """Test F1 of a train-only run (scored once by ``dictionary_test.py``) beside its train+devel twin.
+
+    Devel cannot choose here (one side trains on it), so this is reported, not used to choose: the paper trains
+    its final models on train+devel, and so does the shipped model.
+    """
+    stored = results / "dictionary_test.json"
+    if not stored.is_file():
+        return []
+    train_only = {
+        side["run"]: side
+        for pair in json.loads(stored.read_text(encoding="utf-8"))
+        for side in pair.values()
+        if isinstance(side, dict)
+    }
+    rows = []
+    for run, twin in TRAIN_DEVEL.items():
+        twin_file = REPO / "experiments" / "results" / "full" / f"{twin}.json"
+        if run not in train_only or not twin_file.is_file():
+            continue
+        full = json.loads(twin_file.read_text(encoding="utf-8"))
+        for corpus, scores in full["scores"].items():
+            rows.append(
+                {
+                    "corpus": corpus,
+                    "train": run,
+                    "train_devel": twin,
+                    "train_test": train_only[run]["test"][corpus],
+                    "train_devel_test": scores,
+                    "command": full["commands"]["train"],
+                }
+            )
+    return rows
+
+
+def train_devel_table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["Appears when `experiments/results/full/single-BC5CDR.json` (or NCBI-disease) exists."]
+    lines = [
+        "| corpus | train only (run, its best devel epoch): P | R | F1 | train+devel (study run, epoch 8): P | R | F1 "
+        "| F1 change |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        a, b = row["train_test"], row["train_devel_test"]
+        lines.append(
+            f"| {row['corpus']} (`{row['train']}` / `{row['train_devel']}`) | {_prf(a)} | {_prf(b)} | "
+            f"{b['f1'] - a['f1']:+.2f} |"
+        )
+    return lines
+
+
+def markdown(rows: list[dict], study_file: Path, train_devel: list[dict]) -> str:
     lines = [
         "Ablations for the shipped model (issue 14): single-corpus runs trained on train, scored on **devel** "
         "(choices are made on devel; test is scored once, for the shipped model). Encoder all-MiniLM-L6-v2, "
@@ -108,6 +164,8 @@ def markdown(rows: list[dict], study_file: Path) -> str:
     heading += "(devel P/R/F1 of each run's kept model, its best devel epoch)"
     lines += ["", heading, ""]
     lines += pair_table(feature_pairs(rows))
+    lines += ["", "### Train vs train+devel (test F1, reported once, not used to choose)", ""]
+    lines += train_devel_table(train_devel)
     lines += ["", "Training commands (a finished run's from its results file, the others' as the study runs them):"]
     lines += ["", "```", *(f"{row['run']}: {row['command']}" for row in rows), "```"]
     lines += [
@@ -126,9 +184,10 @@ def main() -> None:
     args = parser.parse_args()
     study = args.study.resolve()
     rows = run_rows(study)
-    text = markdown(rows, study)
+    train_devel = train_devel_rows(args.out)
+    text = markdown(rows, study, train_devel)
     print(text)
-    publish(args.out, "ablations", rows, text)
+    publish(args.out, "ablations", {"runs": rows, "train_vs_train_devel": train_devel}, text)
 
 
 if __name__ == "__main__":
