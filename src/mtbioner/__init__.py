@@ -19,7 +19,7 @@ INFERENCE_BATCH_SIZE = 32
 
 _EXPORTS = {
     "MultiTaskTagger": "mtbioner.model",
-    "TaggerConfig": "mtbioner.model",
+    "TaggerConfig": "mtbioner.model_config",
     "Tagger": "mtbioner.tagging",
     "Entity": "mtbioner.tagging",
     "TrainingConfig": "mtbioner.training",
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from .corpus import read_corpus
     from .errors import MtbionerError
     from .evaluation import evaluate_corpus
-    from .model import MultiTaskTagger, TaggerConfig
+    from .model import MultiTaskTagger
+    from .model_config import TaggerConfig
     from .tagging import Entity, Tagger
     from .training import TrainingConfig, train
 

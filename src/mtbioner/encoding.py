@@ -16,9 +16,12 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE_INDEX = -100
 """Label id of positions that carry no label (non-first sub-tokens, special tokens, padding)."""
@@ -81,16 +84,17 @@ class Window:
 class Batch:
     """Padded tensors for a list of windows of one corpus (``corpus`` is None at inference).
 
-    ``dictionary_ids`` is ``[B, T, K]`` (K dictionary types) for dictionary-feature windows.
+    ``dictionary_ids`` is ``[B, T, K]`` (K dictionary types) for dictionary-feature windows. The arrays are
+    torch tensors, or numpy arrays from ``collate(..., tensors=False)`` (ONNX Runtime, which needs no torch).
     """
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor | None
+    input_ids: torch.Tensor | np.ndarray
+    attention_mask: torch.Tensor | np.ndarray
+    labels: torch.Tensor | np.ndarray | None
     windows: list[Window]
     corpus: str | None = None
-    token_type_ids: torch.Tensor | None = None
-    dictionary_ids: torch.Tensor | None = None
+    token_type_ids: torch.Tensor | np.ndarray | None = None
+    dictionary_ids: torch.Tensor | np.ndarray | None = None
 
 
 def plan_windows(counts: Sequence[int], budget: int, stride: int) -> list[tuple[int, int]]:
@@ -335,8 +339,11 @@ def _windows_of(
     return result
 
 
-def collate(windows: Sequence[Window], pad_id: int, corpus: str | None = None) -> Batch:
+def collate(windows: Sequence[Window], pad_id: int, corpus: str | None = None, tensors: bool = True) -> Batch:
     """Pad windows to the longest in the batch (not to ``max_length``: that halves CPU time).
+
+    ``tensors=False`` leaves the arrays in numpy, for backends that take numpy (ONNX Runtime), so that
+    tagging with them never imports torch.
 
     Labels are placed on the first sub-token of each owned word; every other position gets
     :data:`IGNORE_INDEX`. ``token_type_ids`` (case classes, 0 on padding) and ``dictionary_ids``
@@ -365,15 +372,13 @@ def collate(windows: Sequence[Window], pad_id: int, corpus: str | None = None) -
             token_types[row, : len(window)] = window.token_types
         if dictionary is not None:
             dictionary[row, : len(window)] = window.dictionary_ids
-    return Batch(
-        torch.from_numpy(input_ids),
-        torch.from_numpy(attention_mask),
-        None if labels is None else torch.from_numpy(labels),
-        list(windows),
-        corpus,
-        None if token_types is None else torch.from_numpy(token_types),
-        None if dictionary is None else torch.from_numpy(dictionary),
-    )
+    arrays = [input_ids, attention_mask, labels, token_types, dictionary]
+    if tensors:
+        import torch
+
+        arrays = [None if a is None else torch.from_numpy(a) for a in arrays]
+    input_ids, attention_mask, labels, token_types, dictionary = arrays
+    return Batch(input_ids, attention_mask, labels, list(windows), corpus, token_types, dictionary)
 
 
 def length_grouped_batches(

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from . import INFERENCE_BATCH_SIZE
 from .encoding import collate, encode, length_grouped_batches
 from .errors import ModelFormatError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def torch_run(
@@ -30,6 +33,8 @@ def torch_run(
     dictionary_ids: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """One encoder pass feeding the named heads, without gradients, as numpy."""
+    import torch  # here, not at the top: an ONNX backend tags without torch
+
     device = next(model.parameters()).device
     types = None if token_type_ids is None else token_type_ids.to(device)
     matches = None if dictionary_ids is None else dictionary_ids.to(device)
@@ -73,12 +78,12 @@ def sentence_emissions(
     batches = length_grouped_batches([len(w) for w in windows], batch_size)
     bar = tqdm(total=len(windows), desc="tagging", unit="win", disable=not progress, leave=False)
     for indices in batches:
-        batch = collate([windows[i] for i in indices], pad_id)
+        batch = collate([windows[i] for i in indices], pad_id, tensors=not callable(run))
         if callable(run):
-            extra = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids.numpy()}
+            extra = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids}
             if batch.dictionary_ids is not None:
-                extra["dictionary_ids"] = batch.dictionary_ids.numpy()
-            logits = run(batch.input_ids.numpy(), batch.attention_mask.numpy(), corpora, **extra)
+                extra["dictionary_ids"] = batch.dictionary_ids
+            logits = run(batch.input_ids, batch.attention_mask, corpora, **extra)
         else:
             logits = torch_run(
                 model, batch.input_ids, batch.attention_mask, corpora, batch.token_type_ids, batch.dictionary_ids

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .model import MultiTaskTagger, read_config
+from .model_config import read_config
 from .onnx_backend import ONNX_NAME
 from .shipped import resolve_model
 
 
 def load_backend(path: str | Path | None = None):
-    """A torch :class:`MultiTaskTagger`, or an ONNX Runtime model for exported folders.
+    """A torch :class:`~mtbioner.model.MultiTaskTagger`, or an ONNX Runtime model for exported folders.
 
     ``path`` is a model folder or a shipped model's name (``None``: the shipped default, see
     :mod:`mtbioner.shipped`). Both backends offer ``config``, ``tokenizer``, ``decoders()`` and
@@ -22,6 +22,8 @@ def load_backend(path: str | Path | None = None):
         from .onnx_backend import OnnxTagger
 
         return OnnxTagger.from_pretrained(folder)
+    from .model import MultiTaskTagger  # torch: only for torch folders
+
     return MultiTaskTagger.from_pretrained(folder)
 
 

@@ -21,12 +21,13 @@ import numpy as np
 from .decoding import Decoder
 from .dictionary import Dictionary
 from .errors import ModelFormatError, MtbionerError
+from .fast_tokenizer import TOKENIZER_FILE, FastTokenizer
 
 if TYPE_CHECKING:
-    from .model import TaggerConfig
+    from .model_config import TaggerConfig
 
 ONNX_NAME = "model.onnx"
-CONFIG_NAME = "config.json"  # as mtbioner.model, which is not imported here: it pulls in torch
+CONFIG_NAME = "config.json"  # as mtbioner.model_config
 INPUTS = ("input_ids", "attention_mask")
 CASE_INPUT = "token_type_ids"
 DICTIONARY_INPUT = "dictionary_ids"
@@ -85,8 +86,6 @@ class OnnxTagger:
             path: Folder written by :func:`mtbioner.export.export_onnx`.
             threads: Intra-op threads (default: the cores this process may use).
         """
-        from transformers import AutoTokenizer
-
         folder = Path(path)
         config, info = read_onnx_config(folder)
         try:
@@ -97,10 +96,7 @@ class OnnxTagger:
         missing = sorted(set(info["outputs"].values()) - names)
         if missing:
             raise ModelFormatError(f"{folder / ONNX_NAME}: graph lacks outputs {missing} named in {CONFIG_NAME}")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as exc:
-            raise ModelFormatError(f"{folder}: cannot load the tokenizer files: {exc}") from exc
+        tokenizer = _tokenizer(folder)
         dictionary = Dictionary.load(folder) if config.dictionary_features else None
         return cls(session, config, tokenizer, info, dictionary)
 
@@ -148,9 +144,21 @@ class OnnxTagger:
         return result
 
 
+def _tokenizer(folder: Path):
+    """The folder's ``tokenizer.json`` without transformers (and so without torch); transformers otherwise."""
+    if (folder / TOKENIZER_FILE).is_file():
+        return FastTokenizer.from_folder(folder)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{folder}: cannot load the tokenizer files: {exc}") from exc
+
+
 def read_onnx_config(folder: Path) -> tuple[TaggerConfig, dict]:
     """Read and check an exported folder's ``config.json``: the model config and its ``onnx`` section."""
-    from .model import FORMAT_VERSION, TaggerConfig, read_config_json
+    from .model_config import FORMAT_VERSION, TaggerConfig, read_config_json
 
     config_file, data = read_config_json(
         folder, ONNX_NAME, f"{folder}: not an exported mtbioner model (needs {ONNX_NAME} and {CONFIG_NAME})"

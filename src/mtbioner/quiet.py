@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def quiet_libraries() -> None:
-    """Keep transformers' load-time chatter (progress bars, notices) and tokenizer fork warnings out of the output."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    """Keep transformers' load-time chatter (progress bars, notices) and tokenizer fork warnings out of the output.
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    Through the environment variables transformers and huggingface_hub read when they are imported, so that
+    commands which never need them (tagging with an exported model) do not import them, and torch with them,
+    just to silence them; a transformers already imported is told directly.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
