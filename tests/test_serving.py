@@ -17,7 +17,7 @@ import torch
 from mtbioner.corpus import read_corpus
 from mtbioner.encoding import collate, encode
 from mtbioner.model import MultiTaskTagger
-from mtbioner.serving import MicroBatcher, ServeSettings, create_app, running
+from mtbioner.serving import MicroBatcher, ServeSettings, create_app, running, set_threads
 from mtbioner.tagging import Tagger
 
 SENTENCE = "Treatment with sodium chloride reduced MYC binding, and aspirin lowered KRAS levels in mice."
@@ -581,3 +581,38 @@ def test_serve_command_errors_are_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and message.format(taken=port) in err
+
+
+def test_serving_an_exported_model_uses_threads_for_onnx_and_never_imports_torch() -> None:
+    """``--threads`` governs the ONNX Runtime session of an exported model, and torch stays out of the process."""
+    script = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from mtbioner.serving import ServeSettings, create_app, set_threads\n"
+        "from mtbioner.shipped import resolve_model\n"
+        "folder = resolve_model(None)\n"
+        "set_threads(1, 1, folder)\n"
+        "app = create_app(folder, ServeSettings())\n"
+        "with TestClient(app) as client:\n"
+        "    entities = client.post('/v1/tag', json={'text': 'BRCA1 mutations cause breast cancer.'}).json()\n"
+        "assert entities['entities'], entities\n"
+        "from mtbioner import onnx_backend\n"
+        "session = onnx_backend.open_session(folder / onnx_backend.ONNX_NAME)\n"
+        "assert session.get_session_options().intra_op_num_threads == 1\n"
+        "loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_set_threads_sets_torch_threads_for_a_torch_model(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        set_threads(1, 1, tmp_path)  # not an exported folder: a torch model will be served
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        from mtbioner import onnx_backend
+
+        onnx_backend.set_num_threads(None)

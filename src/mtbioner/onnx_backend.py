@@ -40,8 +40,23 @@ def graph_inputs(config) -> tuple[str, ...]:
     return (*names, DICTIONARY_INPUT) if getattr(config, "dictionary_features", False) else names
 
 
+_NUM_THREADS: int | None = None  # set_num_threads: the process-wide default, like torch.set_num_threads
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Intra-op threads of the sessions this process opens from now on (``None``: every usable core).
+
+    The server calls it (``--threads``) as it calls ``torch.set_num_threads`` for torch models, so one setting
+    governs whichever backend the model folder needs.
+    """
+    global _NUM_THREADS
+    _NUM_THREADS = threads
+
+
 def _threads() -> int:
-    """Cores this process may use (cgroup/affinity aware), the best intra-op thread count on CPU."""
+    """``set_num_threads``'s count, else the cores this process may use (cgroup/affinity aware)."""
+    if _NUM_THREADS:
+        return _NUM_THREADS
     try:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # pragma: no cover - not Linux

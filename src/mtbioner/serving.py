@@ -475,20 +475,29 @@ def check_port(host: str, port: int) -> None:
 
 
 def default_threads(workers: int = 1) -> int:
-    """Torch threads per worker: its share of the cores, less one for the event loop (at least 1).
+    """Threads per worker: its share of the cores, less one for the event loop (at least 1).
 
-    A torch pool that claims every core competes with the event loop, the other workers and
+    A torch (or ONNX Runtime) pool that claims every core competes with the event loop, the other workers and
     any client on the machine, and its threads then spin instead of working: on a busy
     2-core machine a short utterance took 630 ms with 2 threads and 28 ms with 1.
     """
     return max(1, (os.cpu_count() or 1) // workers - 1)
 
 
-def set_threads(threads: int | None, workers: int) -> None:
-    """Torch threads of this server process (``default_threads`` unless given)."""
-    import torch
+def set_threads(threads: int | None, workers: int, model: str | Path | None = None) -> None:
+    """Threads of this server process's model (``default_threads`` unless given), for either backend.
 
-    torch.set_num_threads(threads or default_threads(workers))
+    ONNX Runtime sessions opened from now on get them; torch too, unless ``model`` is an exported folder, which
+    is served without importing torch at all.
+    """
+    from .onnx_backend import ONNX_NAME, set_num_threads
+
+    count = threads or default_threads(workers)
+    set_num_threads(count)
+    if model is None or not (Path(model) / ONNX_NAME).is_file():
+        import torch
+
+        torch.set_num_threads(count)
 
 
 def app_from_environment() -> "FastAPI":
@@ -497,7 +506,7 @@ def app_from_environment() -> "FastAPI":
 
     quiet_libraries()
     spec = json.loads(os.environ[SETTINGS_ENV])
-    set_threads(spec["threads"], spec["workers"])
+    set_threads(spec["threads"], spec["workers"], spec["model"])
     return create_app(spec["model"], ServeSettings(**spec["settings"]))
 
 

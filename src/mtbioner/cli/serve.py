@@ -53,7 +53,7 @@ def serve(
         str | None, typer.Option(help="Link entities to concepts: hpo, a KB file (id<TAB>name<TAB>type...), an index.")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Torch threads per worker (default: its share of the cores, less one).")
+        int | None, typer.Option(help="Threads per worker, torch or ONNX (default: its share of the cores, less one).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info (a line per request), warning or error.")] = "info",
 ) -> None:
@@ -93,7 +93,7 @@ def serve(
         "access_log": False,  # AccessLog writes the one line per request
     }
     if workers == 1:
-        set_threads(threads, 1)
+        set_threads(threads, 1, folder)
         app = create_app(folder, settings)
         typer.echo(f"serving {folder} on http://{host}:{port}/ (API docs: /docs)", err=True)
         uvicorn.run(app, **common)
