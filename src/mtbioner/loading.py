@@ -27,6 +27,18 @@ def load_backend(path: str | Path | None = None):
     return MultiTaskTagger.from_pretrained(folder)
 
 
+def set_backend_threads(threads: int, model: str | Path | None = None) -> None:
+    """Intra-op threads for the model this process loads: ONNX Runtime's, and torch's unless ``model`` is an
+    exported folder (which then runs without importing torch at all)."""
+    from .onnx_backend import set_num_threads
+
+    set_num_threads(threads)
+    if model is None or not (resolve_model(model) / ONNX_NAME).is_file():
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _size_on_disk(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 

@@ -243,19 +243,18 @@ class ShardWorker:
         settings: dict[str, Any],
         counter: Any = None,
     ) -> None:
-        import torch
-
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        torch.set_num_threads(threads)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        from .loading import set_backend_threads
+        from .quiet import quiet_libraries
         from .tagging import Tagger
 
+        quiet_libraries()
+        set_backend_threads(threads, model)  # an exported model: ONNX Runtime's threads, and no torch
         self.tagger = Tagger.load(model, batch_size=batch_size)
-        if use_gpu and torch.cuda.is_available() and hasattr(self.tagger.backend, "to"):
-            self.tagger.backend.to("cuda")
+        if use_gpu and hasattr(self.tagger.backend, "to"):
+            import torch
+
+            if torch.cuda.is_available():
+                self.tagger.backend.to("cuda")
         self.chunk, self.options, self.settings, self.counter = chunk, options, settings, counter
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:

@@ -485,19 +485,10 @@ def default_threads(workers: int = 1) -> int:
 
 
 def set_threads(threads: int | None, workers: int, model: str | Path | None = None) -> None:
-    """Threads of this server process's model (``default_threads`` unless given), for either backend.
+    """Threads of this server process's model (``default_threads`` unless given), torch or ONNX Runtime."""
+    from .loading import set_backend_threads
 
-    ONNX Runtime sessions opened from now on get them; torch too, unless ``model`` is an exported folder, which
-    is served without importing torch at all.
-    """
-    from .onnx_backend import ONNX_NAME, set_num_threads
-
-    count = threads or default_threads(workers)
-    set_num_threads(count)
-    if model is None or not (Path(model) / ONNX_NAME).is_file():
-        import torch
-
-        torch.set_num_threads(count)
+    set_backend_threads(threads or default_threads(workers), model)
 
 
 def app_from_environment() -> "FastAPI":
