@@ -77,9 +77,10 @@ def sentence_emissions(
     pad_id = model.tokenizer.pad_token_id or 0
     batches = length_grouped_batches([len(w) for w in windows], batch_size)
     bar = tqdm(total=len(windows), desc="tagging", unit="win", disable=not progress, leave=False)
+    numpy_backend = callable(run)  # ONNX Runtime takes numpy; a torch model takes tensors (torch_run)
     for indices in batches:
-        batch = collate([windows[i] for i in indices], pad_id, tensors=not callable(run))
-        if callable(run):
+        batch = collate([windows[i] for i in indices], pad_id, tensors=not numpy_backend)
+        if numpy_backend:
             extra = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids}
             if batch.dictionary_ids is not None:
                 extra["dictionary_ids"] = batch.dictionary_ids

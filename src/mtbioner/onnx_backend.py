@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,12 +21,9 @@ from .decoding import Decoder
 from .dictionary import Dictionary
 from .errors import ModelFormatError, MtbionerError
 from .fast_tokenizer import TOKENIZER_FILE, FastTokenizer
-
-if TYPE_CHECKING:
-    from .model_config import TaggerConfig
+from .model_config import CONFIG_NAME, FORMAT_VERSION, TaggerConfig, read_config_json
 
 ONNX_NAME = "model.onnx"
-CONFIG_NAME = "config.json"  # as mtbioner.model_config
 INPUTS = ("input_ids", "attention_mask")
 CASE_INPUT = "token_type_ids"
 DICTIONARY_INPUT = "dictionary_ids"
@@ -99,7 +95,7 @@ class OnnxTagger:
 
         Args:
             path: Folder written by :func:`mtbioner.export.export_onnx`.
-            threads: Intra-op threads (default: the cores this process may use).
+            threads: Intra-op threads (default: ``set_num_threads``'s, else the cores this process may use).
         """
         folder = Path(path)
         config, info = read_onnx_config(folder)
@@ -173,8 +169,6 @@ def _tokenizer(folder: Path):
 
 def read_onnx_config(folder: Path) -> tuple[TaggerConfig, dict]:
     """Read and check an exported folder's ``config.json``: the model config and its ``onnx`` section."""
-    from .model_config import FORMAT_VERSION, TaggerConfig, read_config_json
-
     config_file, data = read_config_json(
         folder, ONNX_NAME, f"{folder}: not an exported mtbioner model (needs {ONNX_NAME} and {CONFIG_NAME})"
     )
