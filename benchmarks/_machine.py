@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -83,3 +86,29 @@ def publish(out: Path, name: str, data: object, markdown: str) -> None:
     write_json(out / f"{name}.json", data)
     with atomic_write(out / f"{name}.md") as handle:
         handle.write(markdown)
+
+
+def _revision(tree: Path) -> str:
+    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def baseline_and_checkout(baseline: str | None, measure: Callable[[Path], dict]) -> list[dict]:
+    """``{"label": ..., **measure(src)}`` for a baseline revision (checked out in a temporary git worktree) and
+    for this checkout, in one run, so that code is compared on the same host under the same load."""
+    repo = Path(__file__).resolve().parent.parent
+    rows = []
+    if baseline:
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = Path(tmp) / "baseline"
+            git = ["git", "-C", str(repo), "worktree"]
+            subprocess.run([*git, "add", "--detach", str(tree), baseline], check=True, capture_output=True)
+            try:
+                rows.append({"label": f"baseline {_revision(tree)}", **measure(tree / "src")})
+            finally:
+                subprocess.run([*git, "remove", "--force", str(tree)], check=True)
+    status = ["git", "-C", str(repo), "status", "--porcelain", "src"]
+    dirty = subprocess.run(status, capture_output=True, text=True).stdout.strip()
+    label = f"this checkout {_revision(repo)}" + (" + uncommitted changes" if dirty else "")
+    rows.append({"label": label, **measure(repo / "src")})
+    return rows

@@ -20,11 +20,10 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _machine import describe, machine, publish
+from _machine import baseline_and_checkout, describe, machine, publish
 from inference import time_graph
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,11 +81,6 @@ def measure(src: Path, args: argparse.Namespace) -> dict:
     return result
 
 
-def revision(tree: Path, rev: str = "HEAD") -> str:
-    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", rev], capture_output=True, text=True)
-    return done.stdout.strip()
-
-
 def markdown(rows: list[dict], facts: dict, meta: dict) -> str:
     lines = [
         f"Time outside ONNX Runtime when tagging the {meta['sentences']} BC5CDR test sentences as raw text "
@@ -132,20 +126,7 @@ def main() -> None:
         child(args)
         return
     load_before = round(os.getloadavg()[0], 2)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.baseline:
-            tree = Path(tmp) / "baseline"
-            git = ["git", "-C", str(REPO), "worktree"]
-            subprocess.run([*git, "add", "--detach", str(tree), args.baseline], check=True)
-            try:
-                rows.append({"label": f"baseline {revision(tree)}", **measure(tree / "src", args)})
-            finally:
-                subprocess.run([*git, "remove", "--force", str(tree)], check=True)
-        status = ["git", "-C", str(REPO), "status", "--porcelain", "src"]
-        dirty = subprocess.run(status, capture_output=True, text=True)
-        label = f"this checkout {revision(REPO)}" + (" + uncommitted changes" if dirty.stdout.strip() else "")
-        rows.append({"label": label, **measure(REPO / "src", args)})
+    rows = baseline_and_checkout(args.baseline, lambda src: measure(src, args))
     config = json.loads((args.model / "config.json").read_text())
     meta = {
         "sentences": rows[-1]["sentences"],

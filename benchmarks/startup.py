@@ -18,11 +18,10 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _machine import describe, machine, publish
+from _machine import baseline_and_checkout, describe, machine, publish
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = "Mutations in BRCA1 cause breast cancer after tamoxifen treatment."
@@ -62,11 +61,6 @@ def measure(src: Path, repeats: int) -> dict:
     }
 
 
-def revision(tree: Path) -> str:
-    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip()
-
-
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         f"Start-up with the shipped `default` model (int8 ONNX), on {meta['host']}; median of {meta['repeats']} "
@@ -93,20 +87,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     load_before = round(os.getloadavg()[0], 2)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.baseline:
-            tree = Path(tmp) / "baseline"
-            git = ["git", "-C", str(REPO), "worktree"]
-            subprocess.run([*git, "add", "--detach", str(tree), args.baseline], check=True, capture_output=True)
-            try:
-                rows.append({"label": f"baseline {revision(tree)}", **measure(tree / "src", args.repeats)})
-            finally:
-                subprocess.run([*git, "remove", "--force", str(tree)], check=True)
-        status = ["git", "-C", str(REPO), "status", "--porcelain", "src"]
-        dirty = subprocess.run(status, capture_output=True, text=True)
-        label = f"this checkout {revision(REPO)}" + (" + uncommitted changes" if dirty.stdout.strip() else "")
-        rows.append({"label": label, **measure(REPO / "src", args.repeats)})
+    rows = baseline_and_checkout(args.baseline, lambda src: measure(src, args.repeats))
     facts = machine()
     meta = {
         "host": describe(facts),
