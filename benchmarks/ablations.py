@@ -66,7 +66,8 @@ def feature_pairs(rows: list[dict]) -> list[tuple[str, dict, dict]]:
     ]
 
 
-def _prf(scores: dict) -> str:
+def prf(scores: dict) -> str:
+    """``P | R | F1`` cells of a scores dict."""
     return f"{scores['precision']:.2f} | {scores['recall']:.2f} | {scores['f1']:.2f}"
 
 
@@ -85,7 +86,7 @@ def pair_table(pairs: list[tuple[str, dict, dict]]) -> list[str]:
             parts += [(f"{corpus} / {t}", without["types"][t], s) for t, s in scores["types"].items()]
             for name, a, b in parts:
                 lines.append(
-                    f"| {feature} (`{run['run']}` vs `{base['run']}`) | {name} | {_prf(a)} | {_prf(b)} | "
+                    f"| {feature} (`{run['run']}` vs `{base['run']}`) | {name} | {prf(a)} | {prf(b)} | "
                     f"{b['f1'] - a['f1']:+.2f} |"
                 )
     return lines
@@ -141,7 +142,7 @@ def train_devel_table(rows: list[dict]) -> list[str]:
     for row in rows:
         a, b = row["train_test"], row["train_devel_test"]
         lines.append(
-            f"| {row['corpus']} (`{row['train']}` / `{row['train_devel']}`) | {_prf(a)} | {_prf(b)} | "
+            f"| {row['corpus']} (`{row['train']}` / `{row['train_devel']}`) | {prf(a)} | {prf(b)} | "
             f"{b['f1'] - a['f1']:+.2f} |"
         )
     return lines

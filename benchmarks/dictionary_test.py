@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from _machine import publish
-from ablations import feature_pairs, run_rows
+from ablations import feature_pairs, prf, run_rows
 
 from mtbioner.experiment import load_study
 
@@ -42,10 +42,6 @@ def score_on_test(model: Path, corpora: list[str], data_dir: Path) -> tuple[str,
         command += ["--split", "test", "--no-progress"]
         subprocess.run([*command, "--json", str(report)], check=True, stdout=subprocess.DEVNULL, cwd=REPO)
         return shlex.join(command), json.loads(report.read_text(encoding="utf-8"))["corpora"]
-
-
-def _prf(scores: dict) -> str:
-    return f"{scores['precision']:.2f} | {scores['recall']:.2f} | {scores['f1']:.2f}"
 
 
 def markdown(pairs: list[dict]) -> str:
@@ -69,7 +65,7 @@ def markdown(pairs: list[dict]) -> str:
             ]
             for name, a, b, (da, db) in parts:
                 lines.append(
-                    f"| {name} | {da['f1']:.2f} | {db['f1']:.2f} | {_prf(a)} | {_prf(b)} | {b['f1'] - a['f1']:+.2f} |"
+                    f"| {name} | {da['f1']:.2f} | {db['f1']:.2f} | {prf(a)} | {prf(b)} | {b['f1'] - a['f1']:+.2f} |"
                 )
     lines += ["", "Commands (training: `benchmarks/results/ablations.md`):", "", "```"]
     for pair in pairs:
