@@ -52,11 +52,16 @@ def run_rows(study_file: Path) -> list[dict]:
     return rows
 
 
-FEATURES = {"-dict": "dictionary features", "-case": "letter-case features"}
+FEATURES = {
+    "-dict": "dictionary features",
+    "-case": "letter-case features",
+    "-crf": "CRF head (vs linear)",
+    "-tapt": "domain-adapted encoder",
+}
 
 
 def feature_pairs(rows: list[dict]) -> list[tuple[str, dict, dict]]:
-    """(feature, run without, run with) for every finished ``X-dict``/``X-case`` run whose ``X`` finished too."""
+    """(feature, run without, run with) for every finished ``X-<feature>`` run whose ``X`` finished too."""
     finished = {row["run"]: row for row in rows if "devel" in row}
     return [
         (feature, finished[name.removesuffix(suffix)], row)
