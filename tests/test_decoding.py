@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtbioner import decoding
 from mtbioner.decoding import Decoder, crf_marginals, softmax, viterbi
 from mtbioner.encoding import IGNORE_INDEX
 from mtbioner.heads import CRFHead, LinearHead, build_head, compact
@@ -92,6 +93,26 @@ def test_linear_decoder_scores_are_probabilities() -> None:
     assert labels == ["B-X", "O"]
     np.testing.assert_allclose(scores, softmax(np.array([[5.0, 0, 0], [0, 0, 3.0]])).max(axis=1), rtol=1e-6)
     assert decoder.decode(np.zeros((0, 3)))[0] == []
+
+
+@pytest.mark.parametrize("classes, scale", [(3, 1.0), (11, 3.0), (5, 40.0)])
+def test_batched_crf_decoding_equals_each_sentence(monkeypatch, classes, scale) -> None:
+    """Padded, length-sorted, chunked Viterbi and forward-backward give each sentence's own result,
+    also with scores large enough to underflow a plain exponential."""
+    monkeypatch.setattr(decoding, "CRF_CHUNK", 7)  # several chunks, ragged last one
+    rng = np.random.default_rng(classes)
+    crf = {
+        name: rng.normal(size=shape) * scale
+        for name, shape in (("start", classes), ("end", classes), ("transitions", (classes, classes)))
+    }
+    decoder = Decoder(tuple(f"L{i}" for i in range(classes)), "crf", **crf)
+    sentences = [(rng.normal(size=(n, classes)) * scale).astype(np.float32) for n in rng.integers(0, 30, size=40)]
+    together = decoder.decode_all(sentences)
+    for emissions, (tags, scores) in zip(sentences, together, strict=True):
+        alone_tags, alone_scores = decoder.decode(emissions)
+        assert tags == alone_tags
+        assert scores.dtype == np.float32 and np.isfinite(scores).all()
+        np.testing.assert_allclose(scores, alone_scores, rtol=1e-5, atol=1e-7)
 
 
 def test_build_head_rejects_unknown_kind() -> None:

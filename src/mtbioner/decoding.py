@@ -61,10 +61,14 @@ class Decoder:
         """:meth:`decode` of many sentences; a linear head does them all in one softmax (same results).
 
         Per-sentence numpy calls cost more than the arithmetic on short sentences, so the words of
-        every sentence are stacked; a CRF head still decodes sentence by sentence.
+        every sentence are stacked (linear heads), or the sentences are padded and run through
+        Viterbi and forward-backward together, one step per word position (CRF heads).
         """
-        if self.kind != "linear" or not emissions:
-            return [self.decode(e) for e in emissions]
+        if not emissions:
+            return []
+        if self.kind == "crf":
+            assert self.start is not None and self.end is not None and self.transitions is not None
+            return crf_decode_batch(emissions, self.start, self.end, self.transitions, self.labels)
         stacked = np.concatenate(emissions)
         probs = softmax(stacked)
         best = probs.argmax(axis=-1)
@@ -121,3 +125,100 @@ def crf_marginals(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, tra
         beta[i] = _logsumexp(transitions + (emissions[i + 1] + beta[i + 1])[None, :], axis=1)
     log_z = _logsumexp(alpha[-1] + end, axis=0)
     return np.exp(alpha + beta - log_z)
+
+
+CRF_CHUNK = 256  # sentences decoded together: bounds the padded arrays, keeps padding within a length group
+
+
+def crf_decode_batch(
+    emissions: Sequence[np.ndarray],
+    start: np.ndarray,
+    end: np.ndarray,
+    transitions: np.ndarray,
+    labels: Sequence[str],
+) -> list[tuple[list[str], np.ndarray]]:
+    """Viterbi labels and the marginal of each chosen label, for many sentences at once.
+
+    The same arithmetic as :func:`viterbi` and :func:`crf_marginals` on each sentence, but one
+    numpy call per word position for a whole group of sentences instead of per sentence: a
+    Python loop over every word of every sentence cost more than the encoder itself. Sentences
+    are sorted by length, so at position ``i`` the sentences still running are a prefix.
+    """
+    lengths = np.array([len(e) for e in emissions])
+    results: list[tuple[list[str], np.ndarray]] = [([], np.zeros(0, dtype=np.float32))] * len(emissions)
+    order = [int(i) for i in np.argsort(-lengths, kind="stable") if lengths[i] > 0]
+    names = np.array(labels, dtype=object)
+    for first in range(0, len(order), CRF_CHUNK):
+        chunk = order[first : first + CRF_CHUNK]
+        padded = np.zeros((len(chunk), lengths[chunk[0]], emissions[chunk[0]].shape[1]), emissions[chunk[0]].dtype)
+        for row, index in enumerate(chunk):
+            padded[row, : lengths[index]] = emissions[index]
+        chunk_lengths = lengths[chunk]
+        best = _viterbi_sorted(padded, chunk_lengths, start, end, transitions)
+        probs = _marginals_sorted(padded, chunk_lengths, start, end, transitions)
+        chosen = np.take_along_axis(probs, best[:, :, None], axis=2)[:, :, 0].astype(np.float32)
+        for row, index in enumerate(chunk):
+            n = chunk_lengths[row]
+            results[index] = (names[best[row, :n]].tolist(), chosen[row, :n])
+    return results
+
+
+def _running(lengths: np.ndarray) -> np.ndarray:
+    """How many sentences (sorted longest first) still have a word at each position."""
+    return (lengths[None, :] > np.arange(lengths[0])[:, None]).sum(axis=1)
+
+
+def _viterbi_sorted(
+    emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray
+) -> np.ndarray:
+    """``[B, T]`` best paths of padded ``[B, T, C]`` emissions sorted longest first (padding unused)."""
+    batch, steps, classes = emissions.shape
+    running = _running(lengths)
+    score = start + emissions[:, 0]
+    back = np.broadcast_to(np.arange(classes), (batch, steps, classes)).copy()  # identity after a sentence ends
+    for i in range(1, steps):
+        k = running[i]
+        total = score[:k, :, None] + transitions + emissions[:k, i][:, None, :]
+        back[:k, i] = total.argmax(axis=1)
+        score[:k] = total.max(axis=1)
+    path = np.empty((batch, steps), dtype=np.int64)
+    path[:] = (score + end).argmax(axis=1)[:, None]
+    for i in range(steps - 1, 0, -1):
+        k = running[i]
+        path[:k, i - 1] = back[np.arange(k), i, path[:k, i]]
+    return path
+
+
+def _marginals_sorted(
+    emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray
+) -> np.ndarray:
+    """``[B, T, C]`` label marginals (forward-backward) of padded emissions sorted longest first.
+
+    Log-domain like :func:`crf_marginals`, but each step's log-sum-exp over the previous label is a
+    small matrix product of shifted exponentials (``log(exp(a - max a) @ exp(T - max T))``), which
+    cannot underflow while the transition scores span less than ~700. A word's marginals sum to
+    one, so ``alpha + beta`` is normalised per word instead of through the partition function.
+    """
+    batch, steps, _ = emissions.shape
+    running = _running(lengths)
+    shift = transitions.max()
+    step = np.exp(transitions - shift)
+    alpha = np.zeros(emissions.shape)
+    beta = np.zeros(emissions.shape)
+    alpha[:, 0] = start + emissions[:, 0]
+    for i in range(1, steps):
+        k = running[i]
+        alpha[:k, i] = _log_matmul_exp(alpha[:k, i - 1], step) + shift + emissions[:k, i]
+    beta[np.arange(batch), lengths - 1] = end
+    for i in range(steps - 2, -1, -1):
+        k = running[i + 1]
+        beta[:k, i] = _log_matmul_exp(emissions[:k, i + 1] + beta[:k, i + 1], step.T) + shift
+    joint = alpha + beta
+    joint = np.exp(joint - joint.max(axis=2, keepdims=True))
+    return joint / joint.sum(axis=2, keepdims=True)
+
+
+def _log_matmul_exp(scores: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """``log(exp(scores) @ step)`` for ``[k, C]`` log scores, shifted by each row's maximum."""
+    top = scores.max(axis=1, keepdims=True)
+    return np.log(np.exp(scores - top) @ step) + top
