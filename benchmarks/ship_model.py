@@ -72,13 +72,33 @@ def speed(model: Path, data_dir: Path, limit: int | None) -> dict:
     return {"sentences": len(texts), "sentences_per_s": round(len(texts) / min(times), 1)}
 
 
+HEADS = {"linear": "linear (softmax) heads, the paper's", "crf": "heads of linear emissions plus a linear-chain CRF"}
+
+
+def encoder_note(encoder: str) -> str:
+    """Where a domain-adapted encoder came from, from its ``pretraining.json`` (``mtbioner pretrain``)."""
+    record = Path(encoder) / "pretraining.json"
+    if not record.is_file():
+        return f"Encoder: `{encoder}`."
+    info = json.loads(record.read_text(encoding="utf-8"))
+    config, inputs = info["config"], info["inputs"]
+    return (
+        f"Encoder: all-MiniLM-L6-v2 after {info['epochs_done']} epochs of masked-language-model pre-training "
+        f"(`mtbioner pretrain`, whole-word masking: {config['whole_word_mask']}) on the {', '.join(inputs['splits'])} "
+        f"text of {', '.join(inputs['sources'])} ({info['texts']:,} texts); its MLM head was "
+        f"{info['mlm_head'].split(':')[0]}."
+    )
+
+
 def card(report: dict) -> str:
     lines = [
         f"# mtbioner shipped model `{report['name']}`",
         "",
-        "Multi-task biomedical NER (MT-BioNER): one all-MiniLM-L6-v2 encoder shared by four heads, exported to ONNX "
-        "with int8 weights (ONNX Runtime, no torch needed to run it).",
+        "Multi-task biomedical NER (MT-BioNER): one all-MiniLM-L6-v2 encoder shared by four "
+        f"{HEADS[report['settings'].get('head', 'linear')]}, exported to ONNX with int8 weights (ONNX Runtime, no "
+        "torch needed to run it).",
         "",
+        *([encoder_note(report["settings"]["encoder"]), ""] if "encoder" in report["settings"] else []),
         *(
             [f"**Smoke build: every split cut to its first {report['limit']} sentences. Not a model to use.**", ""]
             if report.get("limit")
