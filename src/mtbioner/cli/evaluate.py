@@ -75,18 +75,19 @@ def inspect(
     data_dir: DataDir = None,
     limit: Limit = None,
     encoder: Annotated[
-        str | None, typer.Option(help="Tokenizer to count sub-tokens with (default: packaged MiniLM).")
+        str | None,
+        typer.Option(help="Tokenizer to count sub-tokens with (default: MiniLM's, as the shipped model has it)."),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Per split: documents, sentences, tokens, entities per type, repairs, longest sentence in sub-tokens."""
     setup(verbose=False)
-    from transformers import AutoTokenizer
-
     from ..corpus import corpus_stats, read_corpus, resolve_corpus
-    from ..model import default_encoder
+    from ..fast_tokenizer import load_tokenizer
+    from ..shipped import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(encoder or default_encoder())
+    # the shipped model's tokenizer is the default encoder's (MiniLM), and needs no torch to load
+    tokenizer = load_tokenizer(encoder or resolve_model())
     result = {}
     for spec in corpora:
         corpus = read_corpus(resolve_corpus(spec, data_dir), limit=limit)
