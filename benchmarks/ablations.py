@@ -17,6 +17,7 @@ from pathlib import Path
 
 from _machine import publish
 
+from mtbioner.bootstrap import compare_counts, read_predictions, sentence_counts
 from mtbioner.experiment import load_study, train_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +38,9 @@ def run_rows(study_file: Path) -> list[dict]:
             row["windows_per_s"] = data["train"]["windows_per_s"]
             row["devel_f1"] = {c: round(s["f1"], 2) for c, s in data["scores"].items()}
             row["devel"] = data["scores"]
+            predictions = study.results / f"{run.name}.predictions"
+            inside = predictions.is_relative_to(REPO)
+            row["predictions"] = str(predictions.relative_to(REPO) if inside else predictions)
         elif log_file.is_file():
             log = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
             epochs = {**study.budget, **run.options}.get("epochs", "?")
@@ -76,23 +80,44 @@ def prf(scores: dict) -> str:
     return f"{scores['precision']:.2f} | {scores['recall']:.2f} | {scores['f1']:.2f}"
 
 
+def feature_interval(base: dict, run: dict, corpus: str) -> dict | None:
+    """Paired bootstrap (1,000 resamples of devel sentences) of F1 with - without, from stored predictions.
+
+    One seed per run, so the interval covers sentence sampling only, not training noise: a ``tie`` says the
+    difference is within what the devel sentences alone could produce.
+    """
+    files = [REPO / row["predictions"] / f"{corpus}.json.gz" for row in (run, base)]
+    if not all(file.is_file() for file in files):
+        return None
+    counts = [sentence_counts(*read_predictions(file)) for file in files]
+    return compare_counts(*counts).to_dict()
+
+
+def interval_cell(interval: dict | None) -> str:
+    if interval is None:
+        return "–"
+    return f"[{interval['low']:+.2f}, {interval['high']:+.2f}] {interval['verdict']}"
+
+
 def pair_table(pairs: list[tuple[str, dict, dict]]) -> list[str]:
-    """With/without P/R/F1 on devel, per corpus and entity type, with the F1 difference."""
+    """With/without P/R/F1 on devel, per corpus and entity type, with the F1 difference and its interval."""
     if not pairs:
         return ["With/without tables appear here when a feature run and its base run have both finished."]
     lines = [
-        "| feature | corpus / type | without: P | R | F1 | with: P | R | F1 | F1 with - without |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| feature | corpus / type | without: P | R | F1 | with: P | R | F1 | F1 with - without | 95% interval |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for feature, base, run in pairs:
+        run.setdefault("intervals", {})
         for corpus, scores in run["devel"].items():
+            interval = run["intervals"][corpus] = feature_interval(base, run, corpus)
             without = base["devel"][corpus]
-            parts = [(f"**{corpus}**", without, scores)]
-            parts += [(f"{corpus} / {t}", without["types"][t], s) for t, s in scores["types"].items()]
-            for name, a, b in parts:
+            parts = [(f"**{corpus}**", without, scores, interval_cell(interval))]
+            parts += [(f"{corpus} / {t}", without["types"][t], s, "") for t, s in scores["types"].items()]
+            for name, a, b, cell in parts:
                 lines.append(
                     f"| {feature} (`{run['run']}` vs `{base['run']}`) | {name} | {prf(a)} | {prf(b)} | "
-                    f"{b['f1'] - a['f1']:+.2f} |"
+                    f"{b['f1'] - a['f1']:+.2f} | {cell} |"
                 )
     return lines
 
@@ -169,6 +194,12 @@ def markdown(rows: list[dict], study_file: Path, train_devel: list[dict]) -> str
     heading = "### With and without the optional features "
     heading += "(devel P/R/F1 of each run's kept model, its best devel epoch)"
     lines += ["", heading, ""]
+    lines += [
+        "The interval is a paired bootstrap of the F1 difference over devel sentences (1,000 resamples, seed 42, "
+        "`mtbioner.bootstrap`): `win`/`loss` when it excludes 0, `tie` when it holds 0. Each run has one training "
+        "seed, so the interval leaves training noise out.",
+        "",
+    ]
     lines += pair_table(feature_pairs(rows))
     lines += ["", "### Train vs train+devel (test F1, reported once, not used to choose)", ""]
     lines += train_devel_table(train_devel)
