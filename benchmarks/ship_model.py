@@ -90,6 +90,17 @@ def encoder_note(encoder: str) -> str:
     )
 
 
+def pretrain_command(encoder: str, data_dir: Path) -> list[str]:
+    """The ``mtbioner pretrain`` command that made a domain-adapted encoder (none for a plain one)."""
+    record = Path(encoder) / "pretraining.json"
+    if not record.is_file():
+        return []
+    info = json.loads(record.read_text(encoding="utf-8"))
+    args = ["pretrain", *info["inputs"]["sources"], "--splits", ",".join(info["inputs"]["splits"])]
+    args += ["--data-dir", str(data_dir), "--output", encoder, "--epochs", str(info["config"]["epochs"])]
+    return ["mtbioner " + shlex.join(args)]
+
+
 def card(report: dict) -> str:
     lines = [
         f"# mtbioner shipped model `{report['name']}`",
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     log = work / "build.log"
     torch_dir, int8_dir = work / "torch", work / "int8"
     limit = ["--limit", str(args.limit)] if args.limit else []
-    commands = []
+    commands = pretrain_command(settings["encoder"], data_dir) if "encoder" in settings else []
 
     train = train_args(settings, data_dir, torch_dir, args.limit)
     commands.append("mtbioner " + shlex.join(train))
