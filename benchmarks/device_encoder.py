@@ -24,12 +24,10 @@ def pack(encoder: str, data_dir: str, out: str) -> None:
     from safetensors.torch import load_file, save_file
     from tokenizers import Tokenizer
 
-    words = {
-        line.split("\t")[0]
-        for file in Path(data_dir).glob("*/*.tsv")
-        for line in file.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    }
+    from mtbioner.corpus import SPLITS, read_corpus
+
+    corpora = [read_corpus(folder) for folder in sorted(Path(data_dir).iterdir()) if (folder / "train.tsv").is_file()]
+    words = {word for corpus in corpora for split in SPLITS for s in corpus.sentences(split) for word in s.tokens}
     ids = set(range(1000))
     for encoding in Tokenizer.from_file(f"{encoder}/tokenizer.json").encode_batch(sorted(words)):
         ids.update(encoding.ids)

@@ -75,12 +75,17 @@ def speed(model: Path, data_dir: Path, limit: int | None) -> dict:
 HEADS = {"linear": "linear (softmax) heads, the paper's", "crf": "heads of linear emissions plus a linear-chain CRF"}
 
 
-def encoder_note(encoder: str) -> str:
-    """Where a domain-adapted encoder came from, from its ``pretraining.json`` (``mtbioner pretrain``)."""
+def pretraining_record(encoder: str) -> dict | None:
+    """A domain-adapted encoder's ``pretraining.json`` (written by ``mtbioner pretrain``); None for a plain one."""
     record = Path(encoder) / "pretraining.json"
-    if not record.is_file():
+    return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+
+
+def encoder_note(encoder: str) -> str:
+    """Where a domain-adapted encoder came from, from its ``pretraining.json``."""
+    info = pretraining_record(encoder)
+    if info is None:
         return f"Encoder: `{encoder}`."
-    info = json.loads(record.read_text(encoding="utf-8"))
     config, inputs = info["config"], info["inputs"]
     return (
         f"Encoder: all-MiniLM-L6-v2 after {info['epochs_done']} epochs of masked-language-model pre-training "
@@ -92,10 +97,9 @@ def encoder_note(encoder: str) -> str:
 
 def pretrain_command(encoder: str, data_dir: Path) -> list[str]:
     """The ``mtbioner pretrain`` command that made a domain-adapted encoder (none for a plain one)."""
-    record = Path(encoder) / "pretraining.json"
-    if not record.is_file():
+    info = pretraining_record(encoder)
+    if info is None:
         return []
-    info = json.loads(record.read_text(encoding="utf-8"))
     args = ["pretrain", *info["inputs"]["sources"], "--splits", ",".join(info["inputs"]["splits"])]
     args += ["--data-dir", str(data_dir), "--output", encoder, "--epochs", str(info["config"]["epochs"])]
     return ["mtbioner " + shlex.join(args)]
