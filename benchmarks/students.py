@@ -14,8 +14,11 @@ most 1.5 F1 against the teacher's int8 model on every corpus; with ``--install``
 the best mean F1 is copied to ``src/mtbioner/models/fast`` with a model card. The table, the rule's outcome and
 the trade-off figure (F1 against sentences/s) go to ``benchmarks/results/students.{json,md,png}``.
 
-    python benchmarks/students.py --teacher runs/ship/default/torch --data-dir ../shared/data \\
-        --spacy runs/peers/BC5CDR/model-best --install
+    python benchmarks/students.py --data-dir ../shared/data --spacy runs/peers/BC5CDR/model-best --install
+
+The teacher is the shipped ``default`` model itself (``mtbioner distill default``: its int8 weights are read
+back into torch, :mod:`mtbioner.dequantize`), or any torch folder given with ``--teacher``. The HF pipeline
+in the speed run needs torch weights: for an exported teacher they are the read-back ones (``WORK/teacher-torch``).
 
 Smoke run (minutes): ``--limit 30 --epochs 1 --max-drop 100 --work /tmp/students --out /tmp/students-results``.
 """
@@ -89,7 +92,7 @@ def test_f1(path: Path) -> dict[str, float]:
 def speeds(args: argparse.Namespace, students: dict[int, Path], teacher_int8: Path) -> dict:
     """One ``benchmarks/inference.py`` run: pipeline, teacher int8, students (and the spaCy peer)."""
     out = args.work / "inference"
-    command = [sys.executable, str(Path(__file__).parent / "inference.py"), "--model", str(args.teacher)]
+    command = [sys.executable, str(Path(__file__).parent / "inference.py"), "--model", str(torch_teacher(args))]
     command += ["--data-dir", str(args.data_dir), "--systems", "hf-pipeline", "--out", str(out)]
     command += ["--work", str(args.work / "inference-work"), "--extra", f"teacher int8 (6 layers)={teacher_int8}"]
     for layers, folder in students.items():
@@ -100,6 +103,19 @@ def speeds(args: argparse.Namespace, students: dict[int, Path], teacher_int8: Pa
         command += ["--limit", str(args.limit)]
     subprocess.run(command, check=True)
     return json.loads((out / "inference.json").read_text(encoding="utf-8"))
+
+
+def torch_teacher(args: argparse.Namespace) -> Path:
+    """A torch folder of the teacher: itself, or for an export its weights read back (written once)."""
+    from mtbioner.distillation import load_teacher, teacher_folder
+
+    folder = teacher_folder(args.teacher)
+    if (folder / "model.safetensors").is_file():
+        return folder
+    target = args.work / "teacher-torch"
+    if not (target / "model.safetensors").is_file():
+        load_teacher(folder).save_pretrained(target)
+    return target
 
 
 def judge(rows: list[dict]) -> None:
@@ -202,7 +218,7 @@ def install(row: dict, folder: Path, report: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--teacher", type=Path, required=True, help="the shipped model's torch folder")
+    parser.add_argument("--teacher", default="default", help="shipped model name or torch folder (default: default)")
     parser.add_argument("--teacher-int8", type=Path, default=REPO / "src" / "mtbioner" / "models" / "default")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MTBIONER_DATA", "../shared/data")))
     parser.add_argument("--layers", default="2,3,4")

@@ -213,14 +213,31 @@ def _layer_container(encoder: nn.Module, depth: int) -> str:
     return found[0]
 
 
-def load_teacher(path: str | Path) -> MultiTaskTagger:
-    """A trained torch model folder (an exported ONNX folder cannot teach: it has no gradients to copy)."""
-    folder = Path(path).expanduser()
-    if not folder.exists():
-        raise MtbionerError(f"teacher {folder}: no such model folder")
-    if (folder / "model.onnx").is_file() and not (folder / WEIGHTS_NAME).is_file():
-        raise MtbionerError(f"teacher {folder} is an exported ONNX model: distill from the torch model folder")
+def teacher_folder(path: str | Path) -> Path:
+    """The teacher's folder: a folder as given, or a shipped model's name (``default``)."""
+    from .shipped import resolve_model
+
     try:
+        folder = resolve_model(path).resolve()
+    except ModelFormatError as exc:
+        raise MtbionerError(f"teacher: {exc}") from exc
+    if not folder.is_dir():
+        raise MtbionerError(f"teacher {folder}: no such model folder")
+    return folder
+
+
+def load_teacher(path: str | Path) -> MultiTaskTagger:
+    """A trained torch model folder, or an int8 export (the shipped models too) read back into torch.
+
+    An export has no torch weights of its own: :func:`mtbioner.dequantize.tagger_from_int8` reads
+    its int8 weights back, so that ``mtbioner distill default`` works from an installed package.
+    """
+    folder = teacher_folder(path)
+    try:
+        if (folder / "model.onnx").is_file() and not (folder / WEIGHTS_NAME).is_file():
+            from .dequantize import tagger_from_int8
+
+            return tagger_from_int8(folder)
         return MultiTaskTagger.from_pretrained(folder)
     except ModelFormatError as exc:
         raise MtbionerError(f"teacher: {exc}") from exc
@@ -492,8 +509,8 @@ def distill(
         raise MtbionerError(f"{out} holds an unfinished run: add --resume to continue it, or choose another --output")
     teacher_path = None
     if not isinstance(teacher, MultiTaskTagger):
-        teacher_path = str(Path(teacher).expanduser().resolve())
-        teacher = load_teacher(teacher)
+        teacher_path = str(teacher_folder(teacher))
+        teacher = load_teacher(teacher_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teacher.to(device).eval()
     teacher.requires_grad_(False)

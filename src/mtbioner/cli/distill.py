@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -99,28 +100,36 @@ def distill(
 
 def _check_teacher(teacher: Path, layers) -> None:
     """Fail fast, before reading any corpus: the teacher folder and the student's layers."""
-    from ..distillation import choose_layers, load_teacher
+    from ..distillation import choose_layers, teacher_folder
     from ..model import read_config
+    from ..onnx_backend import read_onnx_config
 
-    if not teacher.expanduser().is_dir():
-        load_teacher(teacher)  # raises the one-line error
+    folder = teacher_folder(teacher)
+    exported = (folder / "model.onnx").is_file() and not (folder / "model.safetensors").is_file()
     try:
-        depth = read_config(teacher.expanduser()).encoder_config.get("num_hidden_layers")
-    except MtbionerError:
-        load_teacher(teacher)  # says what is wrong with the folder
-        raise
+        config = read_onnx_config(folder)[0] if exported else read_config(folder)
+    except MtbionerError as exc:
+        raise MtbionerError(f"teacher: {exc}") from exc
+    depth = config.encoder_config.get("num_hidden_layers")
     if isinstance(depth, int):
         choose_layers(depth, layers)
 
 
 def _teacher_corpora(teacher: Path) -> list[str]:
-    """The corpus folders recorded in the teacher's training.json."""
+    """The corpus folders recorded in the teacher's training.json, else its heads' names (the shipped
+    models name each head after its corpus, found under --data-dir)."""
+    from ..distillation import teacher_folder
     from ..training import read_training_info
 
-    recorded = list(read_training_info(teacher).get("corpora", {}).values())
-    if not recorded:
+    folder = teacher_folder(teacher)
+    recorded = list(read_training_info(folder).get("corpora", {}).values())
+    if recorded:
+        return recorded
+    config_file = folder / "config.json"
+    heads = list(json.loads(config_file.read_text(encoding="utf-8")).get("corpora", {}))
+    if not heads:
         raise MtbionerError(
             "name at least one corpus or raw-text file (the teacher records no training corpora), "
             "e.g. mtbioner distill m BC5CDR abstracts.txt --output m3"
         )
-    return recorded
+    return heads
