@@ -304,3 +304,46 @@ def test_a_finished_folder_stands_in_for_a_run_only_with_the_runs_settings(
     [written] = run_study(study)  # the same settings: scored, not trained again
     record = json.loads(written.read_text())
     assert record["train"]["resumed"] == "trained before this invocation" and "toy_gene" in record["scores"]
+
+
+def test_an_existing_export_is_scored_with_the_updates_train_would_make(
+    tmp_path: Path, tiny_encoder: Path, toy_dir: Path
+) -> None:
+    """``model:`` names an existing model (as experiments/full.yaml's mt4 names the shipped one): checked
+    against the command its model_report.json records, scored, not trained; its encoder updates are
+    counted as ``mtbioner train`` counts them."""
+    data = tmp_path / "data"
+    shutil.copytree(toy_dir, data)
+    budget = f"budget: {{epochs: 2, encoder: {tiny_encoder}, lr: 3.0e-3, batch_size: 4, max_length: 32}}\n"
+    file = _study(
+        tmp_path,
+        f"data_dir: data\nresults: results\nmodels: runs\n{budget}runs:\n"
+        "  a: {corpora: [toy_gene, toy_chem], model: shipped-like}\n",
+    )
+    study = load_study(file)
+    trained = tmp_path / "trained"
+    args = train_command(study, study.runs[0])
+    args[args.index("--output") + 1] = str(trained)
+    subprocess.run([sys.executable, "-m", "mtbioner", *args], check=True, capture_output=True)
+    export = tmp_path / "shipped-like"
+    subprocess.run(
+        [sys.executable, "-m", "mtbioner", "export", str(trained), str(export), "--quantize", "int8"],
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(MtbionerError, match="records no `mtbioner train` command"):
+        run_study(study)
+    command = "mtbioner " + " ".join(args)
+    (export / "model_report.json").write_text(json.dumps({"commands": [command.replace("lr 0.003", "lr 0.001")]}))
+    with pytest.raises(MtbionerError, match=r"other settings than run 'a': lr: 0\.001 \(the run wants 0\.003\)"):
+        run_study(study)
+    (export / "model_report.json").write_text(json.dumps({"commands": [command]}))
+    [written] = run_study(study)
+    record = json.loads(written.read_text())
+    training = json.loads((trained / "training.json").read_text())
+    assert record["train"]["total_steps"] == training["total_steps"] > 0
+    assert record["train"]["steps_per_epoch"] == training["steps_per_epoch"]
+    assert record["model"]["training_sentences"] == training["training_sentences"]
+    assert record["model"]["scored_as"] == "ONNX int8" and record["commands"]["train"] == command
+    assert set(record["scores"]) == {"toy_gene", "toy_chem"} and not (tmp_path / "runs" / "a").exists()
+    assert (tmp_path / "results" / "a.predictions" / "toy_gene.json.gz").is_file()

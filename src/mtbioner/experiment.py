@@ -59,7 +59,7 @@ FLAGS = {
     "dictionary_features": "--dictionary-features",
 }
 # Keys of a run that are not training options.
-RUN_KEYS = ("corpora", "evaluate", "description", "evaluate_split")
+RUN_KEYS = ("corpora", "evaluate", "description", "evaluate_split", "model")
 # Reports a study file may ask for (``report:``): mtbioner.report and mtbioner.report_full.
 REPORT_KINDS = ("default", "full")
 
@@ -74,6 +74,7 @@ class Run:
     evaluate: bool = True
     description: str = ""
     split: str | None = None  # the split to score (``evaluate_split``); None: the study's
+    model: str | None = None  # an existing model scored instead of trained: a folder or a shipped model's name
 
 
 @dataclass
@@ -133,6 +134,7 @@ def load_study(path: str | Path) -> Study:
                 bool(spec.get("evaluate", True)),
                 spec.get("description", ""),
                 spec.get("evaluate_split"),
+                None if spec.get("model") is None else str(spec["model"]),
             )
         )
     report = data.get("report") or {}
@@ -183,9 +185,20 @@ def encoder_path(study: Study, encoder: str | Path) -> Path:
     return path if path.is_absolute() else (study.path.parent / path).resolve()
 
 
+def model_path(study: Study, run: Run) -> Path:
+    """A run's model: its folder under ``models``, or the existing model its ``model`` names (a folder,
+    relative to the study file's folder, or a shipped model's name)."""
+    if run.model is None:
+        return study.models / run.name
+    from .shipped import resolve_model
+
+    path = encoder_path(study, run.model)
+    return path if path.is_dir() else resolve_model(run.model)
+
+
 def evaluate_command(study: Study, run: Run, json_file: Path, predictions: Path | None = None) -> list[str]:
     """The ``mtbioner evaluate`` arguments of a run; ``predictions``: folder for ``CORPUS.txt`` files."""
-    model = study.models / run.name
+    model = model_path(study, run)
     args = [
         "evaluate",
         str(model),
@@ -258,6 +271,20 @@ def _model_facts(folder: Path) -> dict[str, Any]:
     training = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines() if line]
     return {"size_mb": round(size / 1e6, 1), "training": training, "log": log}
+
+
+def _record_training(record: dict[str, Any], model: Path) -> None:
+    """The model's size, training log, speed and encoder updates, from the folder ``train`` wrote."""
+    facts = _model_facts(model)
+    record["model"] = {"size_mb": facts["size_mb"], "training_sentences": facts["training"]["training_sentences"]}
+    record["log"] = facts["log"]
+    windows = sum(e["train_windows"] for e in facts["log"])
+    train_time = sum(e["train_seconds"] for e in facts["log"])
+    record["train"]["windows_per_s"] = round(windows / train_time, 2) if train_time else None
+    record["train"]["epoch_seconds"] = [e["train_seconds"] for e in facts["log"]]
+    # encoder updates: one optimizer step per batch (what the equal-updates controls match)
+    record["train"]["steps_per_epoch"] = facts["training"].get("steps_per_epoch")
+    record["train"]["total_steps"] = facts["training"].get("total_steps")
 
 
 def _check_encoder(study: Study, options: dict[str, Any]) -> None:
@@ -341,7 +368,13 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
         # other work on the machine slows every timing: a load far above the core count says so (see the report)
         "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
     }
-    if not _finished(model):
+    if run.model is not None:
+        from .experiment_existing import existing_model_record
+
+        existing = existing_model_record(study, run, model_path(study, run), TRAIN_OPTIONS, FLAGS)
+        record["commands"]["train"] = existing.pop("command")
+        record.update(existing)
+    elif not _finished(model):
         _check_encoder(study, record["options"])
         resume = model.is_dir() and (model / "checkpoint").exists()
         logger.info(f"[{run.name}] {'resuming' if resume else 'training'}: mtbioner {' '.join(train_args)}")
@@ -350,16 +383,8 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
     else:
         _check_trained_as(model, study, run)
         record["train"] = {"seconds": None, "peak_rss_mb": None, "resumed": "trained before this invocation"}
-    facts = _model_facts(model)
-    record["model"] = {"size_mb": facts["size_mb"], "training_sentences": facts["training"]["training_sentences"]}
-    record["log"] = facts["log"]
-    windows = sum(e["train_windows"] for e in facts["log"])
-    train_time = sum(e["train_seconds"] for e in facts["log"])
-    record["train"]["windows_per_s"] = round(windows / train_time, 2) if train_time else None
-    record["train"]["epoch_seconds"] = [e["train_seconds"] for e in facts["log"]]
-    # encoder updates: one optimizer step per batch (what the equal-updates controls match)
-    record["train"]["steps_per_epoch"] = facts["training"].get("steps_per_epoch")
-    record["train"]["total_steps"] = facts["training"].get("total_steps")
+    if run.model is None:
+        _record_training(record, model)
     if run.evaluate:
         from .bootstrap import read_conlleval, write_predictions  # numpy only when scoring
 
