@@ -184,7 +184,8 @@ def _cost(results: dict) -> list[str]:
         per_epoch = sum(r.get("model", {}).get("training_sentences", {}).values())
         tag_seconds = sum(s.get("seconds", 0.0) for s in r.get("scores", {}).values()) if r.get("scores") else None
         lines.append(
-            f"| `{run}` | {per_epoch} | {len(r.get('log', []))} | {train.get('windows_per_s', '–')} "
+            f"| `{run}` | {per_epoch} | {len(r.get('log') or []) or r.get('options', {}).get('epochs', '–')} "
+            f"| {train.get('windows_per_s', '–')} "
             f"| {_train_seconds(train)} | {train.get('peak_rss_mb') or '–'} | {_f(tag_seconds)} "
             f"| {ev.get('peak_rss_mb', '–')} | {r.get('model', {}).get('size_mb', '–')} | {_load(r)} |"
         )
