@@ -77,3 +77,22 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def toy_dir() -> Path:
     return TOY
+
+
+#: The outlier channels :func:`plant_outliers` creates (test_quantization, test_dequantize).
+INPUT_CHANNEL, INTERMEDIATE_CHANNEL = 5, 7
+
+
+def plant_outliers(model) -> None:
+    """Give a tiny random model the two kinds of outlier channel the default encoder has, which the int8
+    export rewrites: one large feed-forward input channel (a LayerNorm gain) and one large intermediate
+    channel (a scaled, shifted row of the first feed-forward layer); heads get large random weights."""
+    import torch
+
+    with torch.no_grad():
+        for param in model.heads.parameters():
+            param.normal_(0, 2.0)
+        layer = model.encoder.encoder.layer[0]
+        layer.attention.output.LayerNorm.weight[INPUT_CHANNEL] = 40.0
+        layer.intermediate.dense.weight[INTERMEDIATE_CHANNEL] *= 10.0
+        layer.intermediate.dense.bias[INTERMEDIATE_CHANNEL] = 40.0

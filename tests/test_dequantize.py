@@ -22,8 +22,9 @@ from mtbioner.export import export_onnx
 from mtbioner.model import MultiTaskTagger
 from mtbioner.training import TrainingConfig, train
 
+from .conftest import INTERMEDIATE_CHANNEL, plant_outliers
+
 LABELS = {"toy_gene": ["B-GENE", "I-GENE", "O"], "toy_chem": ["B-CHEM", "I-CHEM", "O"]}
-INPUT_CHANNEL, INTERMEDIATE_CHANNEL = 5, 7
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +32,7 @@ def exported(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     """A tiny model with both kinds of outlier channel planted (as in test_quantization), and its int8 export."""
     torch.manual_seed(4)
     model = MultiTaskTagger.from_encoder(LABELS, tiny_encoder, max_length=32).eval()
-    with torch.no_grad():
-        for param in model.heads.parameters():
-            param.normal_(0, 2.0)
-        layer = model.encoder.encoder.layer[0]
-        layer.attention.output.LayerNorm.weight[INPUT_CHANNEL] = 40.0
-        layer.intermediate.dense.weight[INTERMEDIATE_CHANNEL] *= 10.0
-        layer.intermediate.dense.bias[INTERMEDIATE_CHANNEL] = 40.0
+    plant_outliers(model)
     folder = tmp_path_factory.mktemp("dequantize")
     model.save_pretrained(folder / "model")
     report = export_onnx(folder / "model", folder / "int8", "int8")

@@ -23,21 +23,16 @@ from mtbioner.model import MultiTaskTagger
 from mtbioner.onnx_backend import ONNX_NAME
 from mtbioner.quantization import quantize_int8, rewrite_outliers
 
+from .conftest import INPUT_CHANNEL, INTERMEDIATE_CHANNEL, plant_outliers
+
 LABELS = {"toy_gene": ["B-GENE", "I-GENE", "O"], "chem": ["B-CHEM", "I-CHEM", "O"]}
-INPUT_CHANNEL, INTERMEDIATE_CHANNEL = 5, 7
 
 
 @pytest.fixture(scope="module")
 def fp32_dir(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(4)
     model = MultiTaskTagger.from_encoder(LABELS, tiny_encoder, max_length=32).eval()
-    with torch.no_grad():
-        for param in model.heads.parameters():
-            param.normal_(0, 2.0)
-        layer = model.encoder.encoder.layer[0]
-        layer.attention.output.LayerNorm.weight[INPUT_CHANNEL] = 40.0
-        layer.intermediate.dense.weight[INTERMEDIATE_CHANNEL] *= 10.0
-        layer.intermediate.dense.bias[INTERMEDIATE_CHANNEL] = 40.0
+    plant_outliers(model)
     folder = tmp_path_factory.mktemp("quantization")
     model.save_pretrained(folder / "model")
     export_onnx(folder / "model", folder / "fp32")
