@@ -107,10 +107,11 @@ def speeds(args: argparse.Namespace, students: dict[int, Path], teacher_int8: Pa
 
 def torch_teacher(args: argparse.Namespace) -> Path:
     """A torch folder of the teacher: itself, or for an export its weights read back (written once)."""
+    from mtbioner.dequantize import is_export
     from mtbioner.distillation import load_teacher, teacher_folder
 
     folder = teacher_folder(args.teacher)
-    if (folder / "model.safetensors").is_file():
+    if not is_export(folder):
         return folder
     target = args.work / "teacher-torch"
     if not (target / "model.safetensors").is_file():

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .errors import ModelFormatError
-from .model import MultiTaskTagger
+from .model import WEIGHTS_NAME, MultiTaskTagger
 from .onnx_backend import read_onnx_config
 
 logger = logging.getLogger(__name__)
@@ -41,9 +41,9 @@ SCALES_SUFFIX = "/MatMul_quant_scales_mul:0"
 OUTLIER_PREFIX = "mtbioner_outliers_"
 
 
-def is_int8_export(folder: str | Path) -> bool:
-    """Whether ``folder`` holds an exported model (``model.onnx``) rather than torch weights."""
-    return (Path(folder) / "model.onnx").is_file()
+def is_export(folder: str | Path) -> bool:
+    """Whether ``folder`` holds an exported model (``model.onnx``) and no torch weights."""
+    return (Path(folder) / "model.onnx").is_file() and not (Path(folder) / WEIGHTS_NAME).is_file()
 
 
 def tagger_from_int8(folder: str | Path) -> MultiTaskTagger:
@@ -126,16 +126,13 @@ class _GraphWeights:
         node = self.producer.get(name)
         if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in self.values:
             raise ModelFormatError(f"{self.folder}/model.onnx: {name} is not a stored weight")
-        q, scale = self.values[node.input[0]].astype(np.float32), self.values[node.input[1]].astype(np.float32)
-        zero = self.values[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else 0.0
-        return (q - zero) * scale
+        zero = self.values[node.input[2]] if len(node.input) > 2 and node.input[2] else 0
+        return _dequantize(self.values[node.input[0]], zero, self.values[node.input[1]])
 
     def dequantized(self, name: str) -> np.ndarray:
         """``(q - zero_point) * scale``, the scale per last-axis channel or for the whole tensor."""
         base = name.removesuffix(QUANT_SUFFIX)
-        q = self.values[name].astype(np.float32)
-        zero = self.values[f"{base}_zero_point"].astype(np.float32)
-        return (q - zero) * self.values[f"{base}_scale"].astype(np.float32)
+        return _dequantize(self.values[name], self.values[f"{base}_zero_point"], self.values[f"{base}_scale"])
 
     def embeddings(self) -> Iterator[tuple[str, np.ndarray]]:
         """The tables and LayerNorm of ``QEmbedLayerNormalization``: tensors at inputs 2-6, scales at
@@ -147,11 +144,9 @@ class _GraphWeights:
         parts = ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight",
                  "LayerNorm.weight", "LayerNorm.bias")  # fmt: skip
         for offset, part in enumerate(parts):
-            q = self.values[node.input[2 + offset]].astype(np.float32)
-            scale = self.values[node.input[8 + offset]].astype(np.float32)
-            zero = self.values[node.input[13 + offset]].astype(np.float32)
+            q, scale, zero = (self.values[node.input[first + offset]] for first in (2, 8, 13))
             module, parameter = part.rsplit(".", 1)
-            yield self.key(f"embeddings.{module}", parameter), (q - zero) * scale
+            yield self.key(f"embeddings.{module}", parameter), _dequantize(q, zero, scale)
 
     def biases_and_norms(self) -> Iterator[tuple[str, np.ndarray]]:
         """LayerNorm gains and offsets and the biases the fused nodes carry, each named by its node's
@@ -241,6 +236,11 @@ class _GraphWeights:
             if node.op_type == "Mul" and node.input[1].endswith("_smooth_inv_scale"):
                 return self.module_fed_by(node.output[0])
         raise ModelFormatError(f"{self.folder}/model.onnx: no int8 MatMul reads {activation}")
+
+
+def _dequantize(q: np.ndarray, zero, scale: np.ndarray) -> np.ndarray:
+    """``(q - zero_point) * scale`` in fp32; the scale per last-axis channel or one for the whole tensor."""
+    return (np.asarray(q, dtype=np.float32) - np.asarray(zero, dtype=np.float32)) * np.asarray(scale, np.float32)
 
 
 def _module(scope: str) -> str:

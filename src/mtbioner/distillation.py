@@ -234,9 +234,9 @@ def load_teacher(path: str | Path) -> MultiTaskTagger:
     """
     folder = teacher_folder(path)
     try:
-        if (folder / "model.onnx").is_file() and not (folder / WEIGHTS_NAME).is_file():
-            from .dequantize import tagger_from_int8
+        from .dequantize import is_export, tagger_from_int8
 
+        if is_export(folder):
             return tagger_from_int8(folder)
         return MultiTaskTagger.from_pretrained(folder)
     except ModelFormatError as exc:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MtbionerError
+from .experiment_existing import existing_model_record, same_number
 from .fileio import write_json
 
 logger = logging.getLogger(__name__)
@@ -315,16 +316,12 @@ def _check_trained_as(model: Path, study: Study, run: Run) -> None:
     wrong = [
         f"{key}: {config.get(key)!r} (the run wants {value!r})"
         for key, value in options.items()
-        if key in config and config[key] != value and not _same_number(config[key], value)
+        if key in config and config[key] != value and not same_number(config[key], value)
     ]
     if set(training.get("corpora", {})) != set(run.corpora):
         wrong.append(f"corpora: {sorted(training.get('corpora', {}))} (the run wants {sorted(run.corpora)})")
     if wrong:
         raise MtbionerError(f"{model} was trained with other settings than run {run.name!r}: " + "; ".join(wrong))
-
-
-def _same_number(a: Any, b: Any) -> bool:
-    return isinstance(a, int | float) and isinstance(b, int | float) and float(a) == float(b)
 
 
 def _finished(folder: Path) -> bool:
@@ -369,8 +366,6 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
         "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
     }
     if run.model is not None:
-        from .experiment_existing import existing_model_record
-
         existing = existing_model_record(study, run, model_path(study, run), TRAIN_OPTIONS, FLAGS)
         record["commands"]["train"] = existing.pop("command")
         record.update(existing)

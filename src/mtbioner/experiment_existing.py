@@ -57,7 +57,7 @@ def existing_model_record(
     wrong = [
         f"{key}: {used.get(key)!r} (the run wants {value!r})"
         for key, value in options.items()
-        if used.get(key) != value and not _same_number(used.get(key), value)
+        if used.get(key) != value and not same_number(used.get(key), value)
     ]
     if wrong:
         raise MtbionerError(f"{folder} was trained with other settings than run {run.name!r}: " + "; ".join(wrong))
@@ -140,7 +140,8 @@ def count_updates(study: Study, run: Run, folder: Path, options: dict[str, Any])
     return {name: len(lens) for name, lens in lengths.items()}, len(batches)
 
 
-def _same_number(a: Any, b: Any) -> bool:
+def same_number(a: Any, b: Any) -> bool:
+    """Two settings that are the same number (1e-4 written as 0.0001, 8 as 8.0)."""
     return isinstance(a, int | float) and isinstance(b, int | float) and float(a) == float(b)
 
 

@@ -100,14 +100,14 @@ def distill(
 
 def _check_teacher(teacher: Path, layers) -> None:
     """Fail fast, before reading any corpus: the teacher folder and the student's layers."""
+    from ..dequantize import is_export
     from ..distillation import choose_layers, teacher_folder
     from ..model import read_config
     from ..onnx_backend import read_onnx_config
 
     folder = teacher_folder(teacher)
-    exported = (folder / "model.onnx").is_file() and not (folder / "model.safetensors").is_file()
     try:
-        config = read_onnx_config(folder)[0] if exported else read_config(folder)
+        config = read_onnx_config(folder)[0] if is_export(folder) else read_config(folder)
     except MtbionerError as exc:
         raise MtbionerError(f"teacher: {exc}") from exc
     depth = config.encoder_config.get("num_hidden_layers")
