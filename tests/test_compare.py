@@ -340,6 +340,10 @@ def rule_models(monkeypatch: pytest.MonkeyPatch, tokenizer, tmp_path: Path) -> t
         (["--input", "{texts}"], "compare needs at least two models, got 0"),
         (["{a}", "no-such-model", "--input", "{texts}"], "no-such-model: no such model folder"),
         (["{a}", "{a}", "--input", "{texts}"], "is given twice"),
+        (["x={a}", "x={b}", "--input", "{texts}"], "model 'x' is given twice"),
+        (["={a}", "{b}", "--input", "{texts}"], "write NAME=MODEL with both parts"),
+        (["x=", "{b}", "--input", "{texts}"], "write NAME=MODEL with both parts"),
+        (["x=no-such-model", "{b}", "--input", "{texts}"], "no-such-model: no such model folder"),
         (["{a}", "{b}", "--input", "{texts}", "--limit", "0"], "--limit must be at least 1"),
         (["{a}", "{b}", "--gold", "no-such-corpus"], "corpus 'no-such-corpus' not found"),
         (["{a}", "{b}", "--input", "{tmp}/missing.txt"], "missing.txt: cannot read"),
@@ -366,6 +370,18 @@ def test_cli_compares_input_texts(cli, rule_models, tmp_path: Path) -> None:
     assert f"agreement F1 {a} vs {b}: 50.00" in out
     assert "**p0.1**, differs in GENE" in summary.read_text(encoding="utf-8")
     assert page.read_text(encoding="utf-8").count('<article class="sentence"') == 2
+
+
+def test_cli_names_models_with_name_equals_model(cli, rule_models, tmp_path: Path) -> None:
+    a, b = rule_models
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    page, summary = tmp_path / "c.html", tmp_path / "c.md"
+    rc, out, err = cli(f"first={a}", b, "--input", texts, "--html", page, "--md", summary)
+    assert rc == 0, err
+    assert f"agreement F1 first vs {b}: 50.00" in out
+    assert "Models: first (heads:" in summary.read_text(encoding="utf-8")
+    assert str(a) not in page.read_text(encoding="utf-8")
 
 
 def test_cli_scores_two_saved_models_on_a_gold_corpus(cli, tiny_encoder: Path, toy_dir: Path, tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ def compare(
     models: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Two or more models: folders (torch or exported) or shipped model names.",
+            help="Two or more models: folders (torch or exported) or shipped model names; NAME=MODEL labels one "
+            "NAME in the page and summary (default: the argument as given).",
             metavar="MODEL",
             show_default=False,
         ),
@@ -48,15 +49,16 @@ def compare(
     Examples:
       mtbioner compare runs/mt4 runs/single-BC5CDR --gold BC5CDR --data-dir ../shared/data
       mtbioner compare default m --input abstracts.jsonl --html cmp.html --md cmp.md
+      mtbioner compare teacher=default student=runs/s3-int8 --gold NCBI-disease --data-dir ../shared/data
     """
     setup(verbose=False)
-    models = list(models or [])
-    _check_options(models, input_file, gold, limit, max_examples)
+    named = _named_models(list(models or []))
+    _check_options(named, input_file, gold, limit, max_examples)
     from ..compare import compare_corpus, compare_texts, format_summary, write_reports
     from ..tagging import Tagger
 
     def load() -> dict:
-        return {name: Tagger.load(name, batch_size=batch_size) for name in models}
+        return {name: Tagger.load(model, batch_size=batch_size) for name, model in named.items()}
 
     if gold is not None:
         from ..corpus import read_corpus, resolve_corpus
@@ -71,22 +73,37 @@ def compare(
     typer.echo(f"wrote {output_html} and {output_md}", err=True)
 
 
-def _check_options(models: list[str], input_file: Path | None, gold: str | None, limit, max_examples: int) -> None:
+def _named_models(arguments: list[str]) -> dict[str, str]:
+    """Label -> model for each MODEL argument: ``NAME=MODEL`` names it, a bare MODEL is its own label.
+
+    An argument with ``=`` that is itself an existing path stays a bare model, so folders named with ``=`` work.
+    """
+    named: dict[str, str] = {}
+    for argument in arguments:
+        name, eq, model = argument.partition("=")
+        if not eq or Path(argument).exists():
+            name, model = argument, argument
+        elif not name or not model:
+            raise MtbionerError(f"{argument!r}: write NAME=MODEL with both parts, e.g. teacher=default")
+        if name in named:
+            raise MtbionerError(f"model {name!r} is given twice; name each model once")
+        named[name] = model
+    return named
+
+
+def _check_options(models: dict[str, str], input_file: Path | None, gold: str | None, limit, max_examples) -> None:
     """Every option mistake, before any model or corpus is loaded (loading takes seconds)."""
     from ..shipped import resolve_model
 
     if len(models) < 2:
         raise MtbionerError(f"compare needs at least two models, got {len(models)}: name two or more MODEL arguments")
-    twice = sorted({m for m in models if models.count(m) > 1})
-    if twice:
-        raise MtbionerError(f"model {twice[0]!r} is given twice; name each model once")
     if (input_file is None) == (gold is None):
         raise MtbionerError("give exactly one of --input FILE (texts to tag) or --gold CORPUS (sentences to score)")
     if limit is not None and limit < 1:
         raise MtbionerError(f"--limit must be at least 1, not {limit}")
     if max_examples < 0:
         raise MtbionerError(f"--max-examples must be 0 or more, not {max_examples}")
-    for model in models:
+    for model in models.values():
         if not resolve_model(model).is_dir():
             raise ModelFormatError(f"{model}: no such model folder")
 
