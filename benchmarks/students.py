@@ -7,12 +7,14 @@ For each depth in ``--layers`` (default 2, 3, 4), every step the real CLI, each 
 2. ``mtbioner export WORK/sN WORK/sN-int8 --quantize int8 --check ALL --split devel``;
 3. ``mtbioner evaluate WORK/sN-int8`` on every test set (the teacher's int8 model too).
 
-Then ``benchmarks/inference.py`` measures, in one run, the HF pipeline, the teacher's int8 model, every student
-and (with ``--spacy``) the spaCy peer on the BC5CDR test sentences. The rule fixed before any student was
-measured (issue 16): a student qualifies when it runs at least 2.5x the teacher's int8 sentences/s and loses at
-most 1.5 F1 against the teacher's int8 model on every corpus; with ``--install`` the qualifying student with
-the best mean F1 is copied to ``src/mtbioner/models/fast`` with a model card. The table, the rule's outcome and
-the trade-off figure (F1 against sentences/s) go to ``benchmarks/results/students.{json,md,png}``.
+Then ``benchmarks/inference.py`` measures, in one run, its five systems (HF pipeline, four single-task models,
+torch, ONNX fp32 and int8, built from the teacher's torch weights), the teacher's shipped int8 model, every student
+and (with ``--spacy``) the spaCy peer on the BC5CDR test sentences; its table is ``OUT/inference.md``. The rule
+fixed before any student was measured (issue 16): a student qualifies when it runs at least 2.5x the teacher's
+int8 sentences/s and loses at most 1.5 F1 against the teacher's int8 model on every corpus; with ``--install``
+the qualifying student with the best mean F1 is copied to ``src/mtbioner/models/fast`` with a model card. The
+table, the rule's outcome and the trade-off figure (F1 against sentences/s) go to
+``benchmarks/results/students.{json,md,png}``.
 
     python benchmarks/students.py --data-dir ../shared/data --spacy runs/peers/BC5CDR/model-best --install
 
@@ -90,10 +92,13 @@ def test_f1(path: Path) -> dict[str, float]:
 
 
 def speeds(args: argparse.Namespace, students: dict[int, Path], teacher_int8: Path) -> dict:
-    """One ``benchmarks/inference.py`` run: pipeline, teacher int8, students (and the spaCy peer)."""
-    out = args.work / "inference"
+    """One ``benchmarks/inference.py`` run: its systems, the teacher's int8 model, students (and the spaCy peer).
+
+    Its table is ``OUT/inference.md``: the speed run of record for the shipped model too (its systems are built
+    from the teacher's torch weights), so every figure there and in ``students.md`` comes from the same run.
+    """
     command = [sys.executable, str(Path(__file__).parent / "inference.py"), "--model", str(torch_teacher(args))]
-    command += ["--data-dir", str(args.data_dir), "--systems", "hf-pipeline", "--out", str(out)]
+    command += ["--data-dir", str(args.data_dir), "--systems", args.systems, "--out", str(args.out)]
     command += ["--work", str(args.work / "inference-work"), "--extra", f"teacher int8 (6 layers)={teacher_int8}"]
     for layers, folder in students.items():
         command += ["--extra", f"student, {layers} layers, int8={folder}"]
@@ -102,7 +107,7 @@ def speeds(args: argparse.Namespace, students: dict[int, Path], teacher_int8: Pa
     if args.limit:
         command += ["--limit", str(args.limit)]
     subprocess.run(command, check=True)
-    return json.loads((out / "inference.json").read_text(encoding="utf-8"))
+    return json.loads((args.out / "inference.json").read_text(encoding="utf-8"))
 
 
 def torch_teacher(args: argparse.Namespace) -> Path:
@@ -230,6 +235,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N sentences of each split (smoke runs)")
     parser.add_argument("--install", action="store_true", help="ship the qualifying student as `fast`")
     parser.add_argument("--max-drop", type=float, default=0.5, help="int8 export check: most F1 lost to int8")
+    parser.add_argument("--systems", default="hf-pipeline,single-x4,mt-torch,mt-onnx,mt-int8",
+                        help="benchmarks/inference.py systems built from the teacher's torch weights")  # fmt: skip
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
