@@ -98,8 +98,9 @@ def speeds(args: argparse.Namespace, students: dict[int, Path], teacher_int8: Pa
     from the teacher's torch weights), so every figure there and in ``students.md`` comes from the same run.
     """
     command = [sys.executable, str(Path(__file__).parent / "inference.py"), "--model", str(torch_teacher(args))]
-    command += ["--data-dir", str(args.data_dir), "--systems", args.systems, "--out", str(args.out)]
-    command += ["--work", str(args.work / "inference-work"), "--extra", f"teacher int8 (6 layers)={teacher_int8}"]
+    command += ["--data-dir", str(args.data_dir), "--systems", args.systems, "--out", os.path.relpath(args.out)]
+    command += ["--work", str(args.work / "inference-work")]
+    command += ["--extra", f"teacher int8 (6 layers)={os.path.relpath(teacher_int8)}"]  # paths as a user types them
     for layers, folder in students.items():
         command += ["--extra", f"student, {layers} layers, int8={folder}"]
     if args.spacy:
@@ -154,6 +155,11 @@ def figure(rows: list[dict], others: list[dict], path: Path) -> None:
         right.scatter(other["sentences_per_s"], other["bc5cdr_f1"], color="C2", marker="s")
         right.annotate(other["name"], (other["sentences_per_s"], other["bc5cdr_f1"]), textcoords="offset points",
                        xytext=(5, -10))  # fmt: skip
+    rule = SPEED_UP * rows[0]["sentences_per_s"]  # the speed a student needs to ship (same run)
+    for axis in (left, right):
+        axis.axvline(rule, color="grey", linestyle="--", linewidth=1)
+        axis.annotate(f"{SPEED_UP}x teacher", (rule, 0.97), xycoords=("data", "axes fraction"), rotation=90,
+                      xytext=(-12, 0), textcoords="offset points", color="grey", va="top")  # fmt: skip
     left.set(xlabel="BC5CDR test sentences/s (2 CPU cores)", ylabel="mean test F1, 4 corpora",
              title="Teacher and students (int8)")  # fmt: skip
     right.set(xlabel="BC5CDR test sentences/s (2 CPU cores)", ylabel="BC5CDR test F1", title="Beside other systems")
