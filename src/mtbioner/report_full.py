@@ -23,6 +23,7 @@ before predictions were kept) is shown without intervals, and the report says so
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,7 +323,8 @@ def _plot(rows: list[Row], corpora: list[str], out: Path, level: str) -> bool:
     title = (
         f"A − B with {level} paired-bootstrap intervals (green: A wins, red: A loses, grey: tie; hollow: no interval)"
     )
-    fig.suptitle(title, fontsize=9)
+    width = fig.get_figwidth()
+    fig.suptitle(textwrap.fill(title, int(width * 14)), fontsize=9)  # a narrow (one-panel) figure wraps it
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
