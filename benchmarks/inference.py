@@ -512,6 +512,15 @@ def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_back_note(model: Path) -> str:
+    """Where a torch folder without ``training.json`` came from: ``read_back.json`` (benchmarks/students.py)."""
+    note = model / "read_back.json"
+    if not note.is_file():
+        return "unknown"
+    data = json.loads(note.read_text(encoding="utf-8"))
+    return f"`{data['train_command']}`; these are its weights read back from the int8 export {data['from']}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="trained four-corpus mtbioner model folder (torch)")
@@ -594,7 +603,7 @@ def main() -> None:
         "load_before": load_before,
         "load_after": round(os.getloadavg()[0], 2),
         "model": str(args.model),
-        "training": ", ".join(f"{k}={v}" for k, v in training.items()) or "unknown",
+        "training": ", ".join(f"{k}={v}" for k, v in training.items()) or read_back_note(args.model),
         "command": command,
     }
     subtokens, gop = encoder_gop_per_sentence(args.model, texts)

@@ -122,6 +122,11 @@ def torch_teacher(args: argparse.Namespace) -> Path:
     target = args.work / "teacher-torch"
     if not (target / "model.safetensors").is_file():
         load_teacher(folder).save_pretrained(target)
+    report = folder / "model_report.json"  # the shipped model's: how it was trained
+    commands = json.loads(report.read_text(encoding="utf-8")).get("commands", []) if report.is_file() else []
+    note = {"from": os.path.relpath(folder), "train_command": commands[0] if commands else "not recorded"}
+    with atomic_write(target / "read_back.json") as handle:
+        json.dump(note, handle, indent=1)
     return target
 
 
