@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 
 from _machine import describe, publish
+from inference import SYSTEMS
 
 from mtbioner.fileio import atomic_dir, atomic_write
 
@@ -246,7 +247,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N sentences of each split (smoke runs)")
     parser.add_argument("--install", action="store_true", help="ship the qualifying student as `fast`")
     parser.add_argument("--max-drop", type=float, default=0.5, help="int8 export check: most F1 lost to int8")
-    parser.add_argument("--systems", default="hf-pipeline,single-x4,mt-torch,mt-onnx,mt-int8",
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help="benchmarks/inference.py systems built from the teacher's torch weights")  # fmt: skip
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
