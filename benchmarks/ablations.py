@@ -61,6 +61,7 @@ FEATURES = {
     "-case": "letter-case features",
     "-crf": "CRF head (vs linear)",
     "-tapt": "domain-adapted encoder",
+    "-t2": "sampling temperature 2 (vs 1)",
 }
 
 
