@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 TRAIN_OPTIONS = {
     "schedule": "--schedule",
     "head": "--head",
+    "heads": "--head",  # {corpus: kind}: one ``--head NAME=KIND`` each
     "lr": "--lr",
     "warmup": "--warmup",
     "weight_decay": "--weight-decay",
@@ -173,6 +174,8 @@ def train_command(study: Study, run: Run) -> list[str]:
     for key, value in options.items():
         if key in FLAGS:
             args += [FLAGS[key]] if value else []
+        elif isinstance(value, dict):
+            args += [word for name, kind in value.items() for word in (TRAIN_OPTIONS[key], f"{name}={kind}")]
         elif isinstance(value, list):
             args += [TRAIN_OPTIONS[key], ",".join(map(str, value))]
         else:

@@ -101,7 +101,12 @@ def command_options(command: str, options_flags: dict[str, str], switches: dict[
     switched = {flag: key for key, flag in switches.items()}
     used = {key: value for key, value in _defaults().items() if key in options_flags or key in switches}
     for index, word in enumerate(words):
-        if word in flags and index + 1 < len(words):
+        if word == "--head" and index + 1 < len(words) and "=" in words[index + 1]:
+            name, _, kind = words[index + 1].rpartition("=")
+            used["heads"] = {**used.get("heads", {}), name: kind}
+        elif word == "--head" and index + 1 < len(words):
+            used["head"] = words[index + 1]
+        elif word in flags and index + 1 < len(words):
             used[flags[word]] = _value(words[index + 1])
         elif word in switched:
             used[switched[word]] = True

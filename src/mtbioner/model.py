@@ -103,14 +103,16 @@ class MultiTaskTagger(nn.Module):
         dropout: float = 0.1,
         case_features: bool = False,
         dictionary: Dictionary | None = None,
+        heads: dict[str, HeadKind] | None = None,
     ) -> MultiTaskTagger:
         """A new model: a pre-trained encoder from a local folder and fresh heads.
 
         Args:
             labels: Label list of each corpus, keyed by corpus name.
             encoder: Local Hugging Face checkpoint folder; the packaged MiniLM by default.
-            head: ``"linear"`` (the paper's softmax) or ``"crf"``.
+            head: ``"linear"`` (the paper's softmax) or ``"crf"``, for every corpus not in ``heads``.
             loss_weights: lambda of each corpus (default 1).
+            heads: Head kind of some corpora, overriding ``head`` (a CRF where one pays, e.g. JNLPBA).
             case_features: Feed each word's letter case (``encoding.case_type``) to the encoder as its
                 token type, for uncased encoders; the type table starts as copies of type 0, so the
                 new model computes exactly what the plain one does until training moves it.
@@ -123,10 +125,11 @@ class MultiTaskTagger(nn.Module):
         path = str(encoder) if encoder is not None else default_encoder()
         if not Path(path, "config.json").is_file():
             raise MtbionerError(f"{path}: not a Hugging Face checkpoint folder (no config.json)")
-        loss_weights = loss_weights or {}
-        unknown = set(loss_weights) - set(labels)
-        if unknown:
-            raise MtbionerError(f"--loss-weight names unknown corpora {sorted(unknown)}; corpora are {sorted(labels)}")
+        loss_weights, heads = loss_weights or {}, heads or {}
+        for flag, named in (("--loss-weight", loss_weights), ("--head", heads)):
+            unknown = set(named) - set(labels)
+            if unknown:
+                raise MtbionerError(f"{flag} names unknown corpora {sorted(unknown)}; corpora are {sorted(labels)}")
         for name in labels:
             _key(name)
         try:
@@ -144,7 +147,7 @@ class MultiTaskTagger(nn.Module):
             encoder=path,
             encoder_config=model.config.to_dict(),
             corpora={
-                name: HeadConfig(sorted(corpus_labels), head, float(loss_weights.get(name, 1.0)))
+                name: HeadConfig(sorted(corpus_labels), heads.get(name, head), float(loss_weights.get(name, 1.0)))
                 for name, corpus_labels in labels.items()
             },
             max_length=max_length,

@@ -68,6 +68,7 @@ class TrainingConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     head: HeadKind = "linear"
+    heads: dict[str, HeadKind] = field(default_factory=dict)  # per-corpus kinds overriding ``head``
     limit: int | None = None
     encoder: str | None = None
     dropout: float = 0.1
@@ -87,6 +88,10 @@ class TrainingConfig:
         checks = [
             (self.schedule in ("mixed", "sequential"), f"schedule must be mixed or sequential, not {self.schedule!r}"),
             (self.head in ("linear", "crf"), f"head must be 'linear' or 'crf', not {self.head!r}"),
+            *(
+                (kind in ("linear", "crf"), f"head of {name} must be 'linear' or 'crf', not {kind!r}")
+                for name, kind in self.heads.items()
+            ),
             (self.lr > 0, f"lr must be positive, not {self.lr}"),
             (0 <= self.warmup <= 1, f"warmup is a proportion of the steps (0..1), not {self.warmup}"),
             (self.batch_size >= 1, f"batch size must be at least 1, not {self.batch_size}"),
@@ -209,6 +214,7 @@ def train(
         config.dropout,
         config.case_features,
         dictionary,
+        config.heads,
     )
     tokenizer = model.tokenizer
     matches: dict[str, list] = {}

@@ -25,6 +25,20 @@ def setup(verbose: bool = True) -> None:
     quiet_libraries()
 
 
+def parse_heads(items: list[str]) -> tuple[str, dict[str, str]]:
+    """``--head`` values: a bare kind for every corpus (the last one given), ``NAME=KIND`` for one corpus."""
+    default, heads = "linear", {}
+    for item in items:
+        name, sep, kind = item.rpartition("=")
+        if kind not in ("linear", "crf") or (sep and not name):
+            raise MtbionerError(f"--head {item!r}: expected linear, crf or NAME=KIND, e.g. JNLPBA=crf")
+        if sep:
+            heads[name] = kind
+        else:
+            default = kind
+    return default, heads
+
+
 def parse_weights(items: list[str]) -> dict[str, float]:
     weights = {}
     for item in items:

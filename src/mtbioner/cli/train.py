@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..errors import MtbionerError
-from ._common import DataDir, Limit, parse_weights, setup
+from ._common import DataDir, Limit, parse_heads, parse_weights, setup
 
 
 def train(
@@ -21,7 +21,10 @@ def train(
         str | None, typer.Option(help="Local Hugging Face checkpoint folder (default: packaged all-MiniLM-L6-v2).")
     ] = None,
     schedule: Annotated[str, typer.Option(help="mixed (Algorithm I) or sequential (Algorithm II).")] = "mixed",
-    head: Annotated[str, typer.Option(help="linear (softmax, the paper's) or crf.")] = "linear",
+    head: Annotated[
+        list[str] | None,
+        typer.Option(help="linear (softmax, the paper's) or crf for every corpus; NAME=KIND for one (repeatable)."),
+    ] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-5,
     warmup: Annotated[float, typer.Option(help="Warm-up proportion of all steps (linear decay after).")] = 0.4,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
@@ -97,6 +100,7 @@ def train(
     else:
         if not corpora:
             raise MtbionerError("name at least one corpus, e.g. mtbioner train BC5CDR --output m")
+        head_kind, heads = parse_heads(head or [])
         config = TrainingConfig(
             schedule=schedule,  # type: ignore[arg-type]
             lr=lr,
@@ -109,7 +113,8 @@ def train(
             freeze_encoder=freeze_encoder,
             loss_weights=parse_weights(loss_weight or []),
             train_splits=[s.strip() for s in train_splits.split(",") if s.strip()],
-            head=head,  # type: ignore[arg-type]
+            head=head_kind,  # type: ignore[arg-type]
+            heads=heads,  # type: ignore[arg-type]
             limit=limit,
             encoder=encoder,
             sampling_temperature=sampling_temperature,
