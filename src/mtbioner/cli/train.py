@@ -23,7 +23,10 @@ def train(
     schedule: Annotated[str, typer.Option(help="mixed (Algorithm I) or sequential (Algorithm II).")] = "mixed",
     head: Annotated[
         list[str] | None,
-        typer.Option(help="linear (softmax, the paper's) or crf for every corpus; NAME=KIND for one (repeatable)."),
+        typer.Option(
+            metavar="KIND|NAME=KIND",
+            help="linear (softmax, the paper's) or crf for every corpus; NAME=KIND for one (repeatable).",
+        ),
     ] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-5,
     warmup: Annotated[float, typer.Option(help="Warm-up proportion of all steps (linear decay after).")] = 0.4,
@@ -49,7 +52,9 @@ def train(
     ] = False,
     dictionary: Annotated[
         list[Path] | None,
-        typer.Option("--dictionary", help="A term<TAB>type file of extra terms (MeSH, ChEBI names); repeatable."),
+        typer.Option(
+            "--dictionary", metavar="FILE", help="A term<TAB>type file of extra terms (MeSH, ChEBI names); repeatable."
+        ),
     ] = None,
     dictionary_folds: Annotated[
         int,
@@ -66,7 +71,8 @@ def train(
         float, typer.Option(help="Learning rate of the dictionary match-tag table (it starts at zero).")
     ] = 1e-3,
     loss_weight: Annotated[
-        list[str] | None, typer.Option(help="lambda of a corpus, NAME=FLOAT (repeatable; default 1).")
+        list[str] | None,
+        typer.Option(metavar="NAME=FLOAT", help="lambda of a corpus, NAME=FLOAT (repeatable; default 1)."),
     ] = None,
     train_splits: Annotated[
         str, typer.Option(help="Splits to train on: train, or train,devel (the paper's final models).")
