@@ -133,3 +133,19 @@ def test_cli_distils_an_int8_export_on_the_corpora_its_heads_name(
     assert student.encoder.config.num_hidden_layers == 1 and list(student.config.corpora) == list(LABELS)
     last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert info["finished"] and np.isfinite(last["loss"])
+
+
+def test_crf_scores_come_back_exactly_from_the_config(tiny_encoder: Path, tmp_path: Path) -> None:
+    """A CRF head's start/end/transition scores live in config.json, not the graph: read back as they were."""
+    torch.manual_seed(5)
+    model = MultiTaskTagger.from_encoder(LABELS, tiny_encoder, max_length=32, heads={"toy_chem": "crf"}).eval()
+    with torch.no_grad():
+        for param in (model.head("toy_chem").start, model.head("toy_chem").transitions):
+            param.copy_(torch.randn_like(param))
+    model.save_pretrained(tmp_path / "model")
+    export_onnx(tmp_path / "model", tmp_path / "int8", "int8")
+    back = tagger_from_int8(tmp_path / "int8")
+    assert {name: d.kind for name, d in back.decoders().items()} == {"toy_gene": "linear", "toy_chem": "crf"}
+    for key in ("start", "end", "transitions"):
+        assert torch.equal(getattr(back.head("toy_chem"), key), getattr(model.head("toy_chem"), key)), key
+    assert not torch.equal(back.head("toy_chem").transitions, torch.zeros(3, 3))

@@ -17,8 +17,9 @@ What is undone, by walking the graph ``export`` writes (ONNX Runtime's fused BER
 * the outlier rewrites of :mod:`mtbioner.quantization`: smoothed FFN input rows are divided by their
   factor again, and the intermediate channels moved to the fp32 side path go back into the FFN.
 
-Exports with CRF heads, case or dictionary features, or without int8, are refused with a one-line
-error: distil or fine-tune from their torch folders.
+CRF heads' start, end and transition scores are not in the graph (decoding runs outside it); they come
+back exactly from ``config.json``, where the export keeps them. Exports with case or dictionary features,
+or without int8, are refused with a one-line error: distil or fine-tune from their torch folders.
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ def tagger_from_int8(folder: str | Path) -> MultiTaskTagger:
         what
         for what, present in (
             ("int8 weights", info.get("quantize") != "int8"),
-            ("linear heads", bool(info.get("crf"))),
             ("no case features", config.case_features),
             ("no dictionary features", config.dictionary_features),
         )
@@ -76,6 +76,7 @@ def tagger_from_int8(folder: str | Path) -> MultiTaskTagger:
     model = MultiTaskTagger(config, tokenizer=AutoTokenizer.from_pretrained(str(folder)))
     expected = model.state_dict()
     state = _GraphWeights(graph, folder, list(expected)).state_dict()
+    state.update(_crf_scores(model, info.get("crf", {})))
     missing = [k for k in expected if k not in state and ".pooler." not in k and not k.endswith("position_ids")]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -91,6 +92,21 @@ def tagger_from_int8(folder: str | Path) -> MultiTaskTagger:
     model.eval()
     logger.info("%s: int8 weights read back into a torch model", folder)
     return model
+
+
+def _crf_scores(model: MultiTaskTagger, crf: dict[str, dict[str, list]]) -> dict[str, torch.Tensor]:
+    """State-dict entries of the CRF heads' start, end and transition scores kept in ``config.json``."""
+    prefix = {module: name for name, module in model.named_modules()}
+    state = {}
+    for corpus in model.corpora:
+        head = model.head(corpus)
+        if head.kind != "crf":
+            continue
+        if corpus not in crf:
+            raise ModelFormatError(f"config.json: the CRF head {corpus!r} has no scores under onnx.crf")
+        for key in ("start", "end", "transitions"):
+            state[f"{prefix[head]}.{key}"] = torch.tensor(crf[corpus][key], dtype=torch.float32)
+    return state
 
 
 class _GraphWeights:
