@@ -52,7 +52,10 @@ def train_args(settings: dict, data_dir: Path, output: Path, limit: int | None) 
     args = ["train", *CORPORA, "--data-dir", str(data_dir), "--output", str(output), "--train-splits", "train,devel"]
     for key, value in settings.items():
         flag = "--" + key.replace("_", "-")
-        args += [flag] if value is True else [] if value is False else [flag, str(value)]
+        if key == "heads":  # {"JNLPBA": "crf"}: one --head NAME=KIND each
+            args += [word for name, kind in value.items() for word in ("--head", f"{name}={kind}")]
+        else:
+            args += [flag] if value is True else [] if value is False else [flag, str(value)]
     return args + (["--limit", str(limit)] if limit else []) + ["--no-progress"]
 
 
@@ -73,6 +76,16 @@ def speed(model: Path, data_dir: Path, limit: int | None) -> dict:
 
 
 HEADS = {"linear": "linear (softmax) heads, the paper's", "crf": "heads of linear emissions plus a linear-chain CRF"}
+
+
+def heads_phrase(settings: dict) -> str:
+    """The card's words for the heads: one kind for all, or the kind each corpus got (``heads``)."""
+    default = settings.get("head", "linear")
+    heads = settings.get("heads", {})
+    if not heads:
+        return HEADS[default]
+    kinds = {corpus: heads.get(corpus, default) for corpus in CORPORA}
+    return "heads: " + ", ".join(f"{corpus} {'CRF' if kind == 'crf' else 'linear'}" for corpus, kind in kinds.items())
 
 
 def pretraining_record(encoder: str) -> dict | None:
@@ -110,7 +123,7 @@ def card(report: dict) -> str:
         f"# mtbioner shipped model `{report['name']}`",
         "",
         "Multi-task biomedical NER (MT-BioNER): one all-MiniLM-L6-v2 encoder shared by four "
-        f"{HEADS[report['settings'].get('head', 'linear')]}, exported to ONNX with int8 weights (ONNX Runtime, no "
+        f"{heads_phrase(report['settings'])}, exported to ONNX with int8 weights (ONNX Runtime, no "
         "torch needed to run it).",
         "",
         *([encoder_note(report["settings"]["encoder"]), ""] if "encoder" in report["settings"] else []),

@@ -301,6 +301,13 @@ def test_a_finished_folder_stands_in_for_a_run_only_with_the_runs_settings(
     with pytest.raises(MtbionerError, match=r"other settings than run 'a': lr: 0\.003 \(the run wants 0\.001\)"):
         run_study(other)
     assert not (tmp_path / "results" / "a.json").exists()
+    # a setting the run leaves at mtbioner train's default must be the default in the folder too
+    info_file = elsewhere / "training.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({**info, "config": {**info["config"], "head": "crf"}}))
+    with pytest.raises(MtbionerError, match=r"other settings than run 'a': head: 'crf' \(the run wants 'linear'\)"):
+        run_study(study)
+    info_file.write_text(json.dumps(info))
     [written] = run_study(study)  # the same settings: scored, not trained again
     record = json.loads(written.read_text())
     assert record["train"]["resumed"] == "trained before this invocation" and "toy_gene" in record["scores"]
@@ -337,6 +344,9 @@ def test_an_existing_export_is_scored_with_the_updates_train_would_make(
     (export / "model_report.json").write_text(json.dumps({"commands": [command.replace("lr 0.003", "lr 0.001")]}))
     with pytest.raises(MtbionerError, match=r"other settings than run 'a': lr: 0\.001 \(the run wants 0\.003\)"):
         run_study(study)
+    (export / "model_report.json").write_text(json.dumps({"commands": [command + " --head toy_chem=crf"]}))
+    with pytest.raises(MtbionerError, match=r"heads: \{'toy_chem': 'crf'\} \(the run wants \{\}\)"):
+        run_study(study)  # a per-corpus head the run never named
     (export / "model_report.json").write_text(json.dumps({"commands": [command]}))
     [written] = run_study(study)
     record = json.loads(written.read_text())

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MtbionerError
-from .experiment_existing import existing_model_record, same_number
+from .experiment_existing import existing_model_record, settings_mismatch
 from .fileio import write_json
 
 logger = logging.getLogger(__name__)
@@ -316,11 +316,7 @@ def _check_trained_as(model: Path, study: Study, run: Run) -> None:
     config, options = training.get("config", {}), {**study.budget, **run.options}
     if options.get("encoder"):
         options["encoder"] = str(encoder_path(study, options["encoder"]))
-    wrong = [
-        f"{key}: {config.get(key)!r} (the run wants {value!r})"
-        for key, value in options.items()
-        if key in config and config[key] != value and not same_number(config[key], value)
-    ]
+    wrong = settings_mismatch(config, options, [*TRAIN_OPTIONS, *FLAGS])
     if set(training.get("corpora", {})) != set(run.corpora):
         wrong.append(f"corpora: {sorted(training.get('corpora', {}))} (the run wants {sorted(run.corpora)})")
     if wrong:

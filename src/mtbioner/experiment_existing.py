@@ -54,11 +54,7 @@ def existing_model_record(
     command = recorded_train_command(folder)
     options = {**study.budget, **run.options}
     used = command_options(command, options_flags, switches)
-    wrong = [
-        f"{key}: {used.get(key)!r} (the run wants {value!r})"
-        for key, value in options.items()
-        if used.get(key) != value and not same_number(used.get(key), value)
-    ]
+    wrong = settings_mismatch(used, options, [*options_flags, *switches])
     if wrong:
         raise MtbionerError(f"{folder} was trained with other settings than run {run.name!r}: " + "; ".join(wrong))
     windows, steps = count_updates(study, run, folder, options)
@@ -143,6 +139,22 @@ def count_updates(study: Study, run: Run, folder: Path, options: dict[str, Any])
         float(options.get("sampling_temperature", defaults["sampling_temperature"])),
     )
     return {name: len(lens) for name, lens in lengths.items()}, len(batches)
+
+
+def settings_mismatch(recorded: dict[str, Any], options: dict[str, Any], keys: list[str]) -> list[str]:
+    """Settings a model was trained with that are not the run's, one line each.
+
+    The run wants its options (budget and run) and ``mtbioner train``'s defaults for every other key, so a
+    model trained with, say, a CRF head cannot stand for a run that never named one. Keys the record
+    lacks (older records) are not checked.
+    """
+    defaults = _defaults()
+    wanted = {key: options[key] if key in options else defaults.get(key) for key in dict.fromkeys(keys)}
+    return [
+        f"{key}: {recorded[key]!r} (the run wants {value!r})"
+        for key, value in wanted.items()
+        if key in recorded and recorded[key] != value and not same_number(recorded[key], value)
+    ]
 
 
 def same_number(a: Any, b: Any) -> bool:
