@@ -2,7 +2,7 @@
 
     python benchmarks/device_encoder.py pack ENCODER DATA_DIR OUT.safetensors     # here
     python benchmarks/device_encoder.py unpack IN.safetensors OUT.safetensors     # there
-    python benchmarks/device_encoder.py study STUDY.yaml WORK LIMIT EPOCHS        # there: WORK/full.yaml
+    python benchmarks/device_encoder.py study STUDY.yaml WORK LIMIT EPOCHS        # there: WORK/STUDY.yaml
 
 ``pack`` keeps the weights in fp16 and, of the word embeddings, only the rows that the corpora's words (every
 split: the study looks them all up) and ids below 1000 (the special tokens) use: 14,648 of 30,522 rows for
@@ -69,7 +69,7 @@ def study(path: str, work: str, limit: str, epochs: str) -> None:
         data["budget"]["epochs"] = int(epochs)
         for run in data["runs"].values():
             run.pop("epochs", None)
-    Path(work, "full.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    Path(work, Path(path).name).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 if __name__ == "__main__":

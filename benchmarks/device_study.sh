@@ -1,5 +1,6 @@
 #!/bin/bash
-# Device run for issue 17: runs of the full-scale study (experiments/full.yaml) on a lent GPU, through the same
+# Device run for issue 17: runs of the full-scale study (experiments/full.yaml; STUDY=experiments/ablations.yaml for
+# issue 14's screens) on a lent GPU, through the same
 # runner as on CPU (`mtbioner experiment run`), so each run writes the same RUN.json + RUN.predictions/ that the
 # report reads. Only the paths differ: a copy of the study file points data_dir, models and results into $W and
 # the encoder to the carried all-MiniLM-L6-v2.
@@ -18,6 +19,8 @@
 #   bash benchmarks/device_study.sh
 # Back here: tar -C experiments/results/full --strip-components=1 -xzf results.tar.gz, then
 #   mtbioner experiment report experiments/full.yaml --output reports/full-scale.md
+#   (ablations: STUDY=experiments/ablations.yaml RUNS="mt2-lr1e-4 mt2-lr1e-4-t2" ..., results into
+#   experiments/results/ablations, then python benchmarks/ablations.py)
 set -u
 if [ "${1:-}" = prepare ]; then
   set -e
@@ -32,6 +35,7 @@ if [ "${1:-}" = prepare ]; then
 fi
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PWD/.carry/site${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-/tmp/out}; W=${W:-/tmp/w}; PY=${PY:-python3}; LIMIT=${LIMIT:-}; EPOCHS=${EPOCHS:-}
+STUDY=${STUDY:-experiments/full.yaml}
 RUNS=${RUNS:-"single-BC2GM single-BC5CDR single-NCBI-disease single-JNLPBA mt3 mt4"}
 mkdir -p "$OUT" "$W"
 START=$(date +%s)
@@ -41,11 +45,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | tee -a "$O
 tar -C "$W" -xJf .carry/data.tar.xz
 mkdir -p "$W/minilm" && cp .carry/minilm/*.json .carry/minilm/vocab.txt "$W/minilm/"
 $PY benchmarks/device_encoder.py unpack .carry/minilm/model16.safetensors "$W/minilm/model.safetensors"
-$PY benchmarks/device_encoder.py study experiments/full.yaml "$W" "$LIMIT" "$EPOCHS"
+$PY benchmarks/device_encoder.py study "$STUDY" "$W" "$LIMIT" "$EPOCHS"
 log "ready: $RUNS"
 for run in $RUNS; do
   log "run $run"
-  $PY -m mtbioner experiment run "$W/full.yaml" --only "$run" >> "$OUT/study.log" 2>&1
+  $PY -m mtbioner experiment run "$W/$(basename "$STUDY")" --only "$run" >> "$OUT/study.log" 2>&1
   log "run $run rc=$?"
   pack
 done
