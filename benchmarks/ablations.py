@@ -49,6 +49,10 @@ def run_rows(study_file: Path) -> list[dict]:
             rows.append({**row, "status": "not run", "curve": []})
             continue
         row["curve"] = [round(entry["mean_devel_f1"], 2) for entry in log if "mean_devel_f1" in entry]
+        row["corpus_curves"] = {
+            corpus: [round(entry["devel"][corpus]["f1"], 2) for entry in log if corpus in entry.get("devel", {})]
+            for corpus in run.corpora
+        }
         if row["curve"]:
             best = max(range(len(row["curve"])), key=row["curve"].__getitem__)
             row["best_epoch"], row["best_devel_f1"] = best + 1, row["curve"][best]
@@ -179,6 +183,21 @@ def train_devel_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def corpus_curve_table(rows: list[dict]) -> list[str]:
+    """Each corpus' devel curve in the runs that train several: the mean hides a small corpus rising while a
+    large one falls, which is what a sampling temperature trades."""
+    multi = [row for row in rows if len(row.get("corpus_curves", {})) > 1]
+    if not multi:
+        return ["Appears when a multi-corpus run has logged an epoch."]
+    lines = ["| run | corpus | devel F1 per epoch | best (epoch) |", "|---|---|---|---:|"]
+    for row in multi:
+        for corpus, curve in row["corpus_curves"].items():
+            best = max(range(len(curve)), key=curve.__getitem__) if curve else None
+            cell = f"{curve[best]:.2f} ({best + 1})" if best is not None else "–"
+            lines.append(f"| `{row['run']}` | {corpus} | {' / '.join(f'{f:.1f}' for f in curve) or '–'} | {cell} |")
+    return lines
+
+
 def markdown(rows: list[dict], study_file: Path, train_devel: list[dict]) -> str:
     lines = [
         "Ablations for the shipped model (issue 14): single-corpus runs trained on train, scored on **devel** "
@@ -202,6 +221,8 @@ def markdown(rows: list[dict], study_file: Path, train_devel: list[dict]) -> str
         "",
     ]
     lines += pair_table(feature_pairs(rows))
+    lines += ["", "### Multi-corpus runs: devel F1 per epoch of each corpus", ""]
+    lines += corpus_curve_table(rows)
     lines += ["", "### Train vs train+devel (test F1, reported once, not used to choose)", ""]
     lines += train_devel_table(train_devel)
     lines += ["", "Training commands (a finished run's from its results file, the others' as the study runs them):"]
