@@ -96,3 +96,16 @@ def plant_outliers(model) -> None:
         layer.attention.output.LayerNorm.weight[INPUT_CHANNEL] = 40.0
         layer.intermediate.dense.weight[INTERMEDIATE_CHANNEL] *= 10.0
         layer.intermediate.dense.bias[INTERMEDIATE_CHANNEL] = 40.0
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
+    """``mtbioner ARGS`` in this process: its exit code and everything it printed."""
+    import sys
+
+    from mtbioner.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mtbioner", *map(str, args)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    out, err = capsys.readouterr()
+    return done.value.code, out + err

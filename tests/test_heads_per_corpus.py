@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from mtbioner.cli import main
 from mtbioner.cli._common import parse_heads
 from mtbioner.errors import MtbionerError
 from mtbioner.experiment import FLAGS, TRAIN_OPTIONS, load_study, train_command
 from mtbioner.experiment_existing import command_options
 from mtbioner.model import MultiTaskTagger
 from mtbioner.training import TrainingConfig
+
+from .conftest import run_cli
 
 LABELS = {"gene": ["B-GENE", "I-GENE", "O"], "chem": ["B-CHEM", "I-CHEM", "O"]}
 
@@ -57,11 +57,7 @@ def test_parse_heads_names_the_bad_value(item: str) -> None:
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["mtbioner", "train", *map(str, args)])
-    with pytest.raises(SystemExit) as done:
-        main()
-    out, err = capsys.readouterr()
-    return done.value.code, out + err
+    return run_cli(monkeypatch, capsys, "train", *args)
 
 
 def test_cli_trains_mixed_heads_and_names_a_bad_one(

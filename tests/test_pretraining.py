@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from mtbioner import pretraining
-from mtbioner.cli import main
 from mtbioner.errors import MtbionerError
 from mtbioner.pretraining import (
     PretrainConfig,
@@ -23,6 +21,8 @@ from mtbioner.pretraining import (
     pretrain,
     tokenize_texts,
 )
+
+from .conftest import run_cli
 
 PUBTATOR = "123|t|BRCA1 in cancer\n123|a|Tamoxifen helps.\n123\t0\t5\tBRCA1\tGene\t672\n\n"
 
@@ -207,11 +207,7 @@ def test_config_rejects_bad_values(field: str, value, message: str) -> None:
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["mtbioner", "pretrain", *map(str, args)])
-    with pytest.raises(SystemExit) as done:
-        main()
-    out, err = capsys.readouterr()
-    return done.value.code, out + err
+    return run_cli(monkeypatch, capsys, "pretrain", *args)
 
 
 def test_cli_pretrains_and_resumes_with_recorded_inputs(
