@@ -28,6 +28,7 @@ from pathlib import Path
 
 from _machine import describe, machine
 
+from mtbioner.experiment import TRAIN_OPTIONS
 from mtbioner.fileio import atomic_dir, atomic_write, write_json
 
 CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
@@ -51,9 +52,9 @@ def run(args: list[str], log: Path) -> None:
 def train_args(settings: dict, data_dir: Path, output: Path, limit: int | None) -> list[str]:
     args = ["train", *CORPORA, "--data-dir", str(data_dir), "--output", str(output), "--train-splits", "train,devel"]
     for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if key == "heads":  # {"JNLPBA": "crf"}: one --head NAME=KIND each
-            args += [word for name, kind in value.items() for word in ("--head", f"{name}={kind}")]
+        flag = TRAIN_OPTIONS.get(key, "--" + key.replace("_", "-"))  # heads -> --head
+        if isinstance(value, dict):  # {"JNLPBA": "crf"}: one FLAG NAME=VALUE each, as a study file's runs
+            args += [word for name, item in value.items() for word in (flag, f"{name}={item}")]
         else:
             args += [flag] if value is True else [] if value is False else [flag, str(value)]
     return args + (["--limit", str(limit)] if limit else []) + ["--no-progress"]

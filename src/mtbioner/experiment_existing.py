@@ -93,17 +93,20 @@ def recorded_train_command(folder: Path) -> str:
 def command_options(command: str, options_flags: dict[str, str], switches: dict[str, str]) -> dict[str, Any]:
     """The study options a train command used: given on it, else ``mtbioner train``'s defaults."""
     words = shlex.split(command)
-    flags = {flag: key for key, flag in options_flags.items()}
+    defaults = _defaults()
+    # A dict-valued option (``heads``) is given as repeated ``FLAG NAME=VALUE``, possibly sharing its flag
+    # with a plain one (``--head crf``): the value's ``=`` tells them apart.
+    per_name = {flag: key for key, flag in options_flags.items() if isinstance(defaults.get(key), dict)}
+    flags = {flag: key for key, flag in options_flags.items() if key not in per_name.values()}
     switched = {flag: key for key, flag in switches.items()}
-    used = {key: value for key, value in _defaults().items() if key in options_flags or key in switches}
+    used = {key: value for key, value in defaults.items() if key in options_flags or key in switches}
     for index, word in enumerate(words):
-        if word == "--head" and index + 1 < len(words) and "=" in words[index + 1]:
-            name, _, kind = words[index + 1].rpartition("=")
-            used["heads"] = {**used.get("heads", {}), name: kind}
-        elif word == "--head" and index + 1 < len(words):
-            used["head"] = words[index + 1]
-        elif word in flags and index + 1 < len(words):
-            used[flags[word]] = _value(words[index + 1])
+        value = words[index + 1] if index + 1 < len(words) else None
+        if word in per_name and value is not None and "=" in value:
+            name, _, item = value.rpartition("=")
+            used[per_name[word]] = {**used[per_name[word]], name: _value(item)}
+        elif word in flags and value is not None:
+            used[flags[word]] = _value(value)
         elif word in switched:
             used[switched[word]] = True
     if isinstance(used.get("train_splits"), str):
