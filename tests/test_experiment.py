@@ -316,7 +316,7 @@ def test_a_finished_folder_stands_in_for_a_run_only_with_the_runs_settings(
 def test_an_existing_export_is_scored_with_the_updates_train_would_make(
     tmp_path: Path, tiny_encoder: Path, toy_dir: Path
 ) -> None:
-    """``model:`` names an existing model (as experiments/full.yaml's mt4 names the shipped one): checked
+    """``model:`` names an existing model (as experiments/full.yaml's mt4 named the shipped one): checked
     against the command its model_report.json records, scored, not trained; its encoder updates are
     counted as ``mtbioner train`` counts them."""
     data = tmp_path / "data"
