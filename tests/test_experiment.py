@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mtbioner.errors import MtbionerError
-from mtbioner.experiment import load_study, run_study, train_command
+from mtbioner.experiment import load_study, pretrain_command, run_study, train_command
 from mtbioner.report import write_report
 from mtbioner.report_full import report_spec
 from mtbioner.report_full import write_report as write_full_report
@@ -279,6 +279,9 @@ def test_full_study_file_matches_the_paper_and_equal_update_epochs(tmp_path: Pat
         assert abs(control.options["epochs"] * batches[corpus] / mt4_updates - 1) < 0.02
         assert runs[f"single-{corpus}"].options == {}
         assert runs[f"tapt-single-{corpus}"].options == {"encoder": "../runs/enc-tapt"}
+    # the runner makes the adapted encoder with the command docs/training.md measured (train text only)
+    recipe = study.encoders[REPO / "runs" / "enc-tapt"]
+    assert recipe.sources == corpora and recipe.options == {"splits": ["train"]}
 
 
 def test_a_finished_folder_stands_in_for_a_run_only_with_the_runs_settings(
@@ -357,3 +360,99 @@ def test_an_existing_export_is_scored_with_the_updates_train_would_make(
     assert record["model"]["scored_as"] == "ONNX int8" and record["commands"]["train"] == command
     assert set(record["scores"]) == {"toy_gene", "toy_chem"} and not (tmp_path / "runs" / "a").exists()
     assert (tmp_path / "results" / "a.predictions" / "toy_gene.json.gz").is_file()
+
+
+def test_encoder_recipes_are_checked_when_the_study_is_read(tmp_path: Path) -> None:
+    runs = "runs:\n  a: {corpora: [X], encoder: enc}\n"
+    with pytest.raises(MtbionerError, match="'encoders' must map encoder folders"):
+        load_study(_study(tmp_path, "encoders: [enc]\n" + runs))
+    with pytest.raises(MtbionerError, match="encoder 'enc' needs a 'sources' list"):
+        load_study(_study(tmp_path, "encoders: {enc: {epochs: 1}}\n" + runs))
+    with pytest.raises(MtbionerError, match="encoder 'enc': unknown option\\(s\\) epoch; known: batch_size"):
+        load_study(_study(tmp_path, "encoders: {enc: {sources: [X], epoch: 1}}\n" + runs))
+    study = load_study(
+        _study(tmp_path, "encoders: {enc: {sources: [X, notes.txt], splits: [train], seed: 7}}\n" + runs)
+    )
+    recipe = study.encoders[tmp_path / "enc"]  # keyed by folder, relative to the study file like a run's encoder
+    assert pretrain_command(recipe, study.data_dir) == [
+        *("pretrain", "X", "notes.txt", "--data-dir", str(study.data_dir), "--output", str(tmp_path / "enc")),
+        *("--splits", "train", "--seed", "7", "--no-progress"),
+    ]
+    study = load_study(_study(tmp_path, "encoders: {enc: {sources: [X], lr: -1}}\n" + runs))
+    with pytest.raises(MtbionerError, match="encoder .*enc: lr must be positive"):
+        run_study(study)  # checked before anything is trained
+    assert not (tmp_path / "enc").exists() and not (tmp_path / "runs").exists()  # nothing made
+
+
+def test_a_study_pretrains_its_declared_encoder_resumes_it_and_checks_it(
+    tmp_path: Path, tiny_encoder: Path, toy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner makes a declared encoder folder before the first run on it, resumes an interrupted
+    one, reuses a finished one, and refuses one made otherwise."""
+    from mtbioner import pretraining
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_dir, data)
+    recipe = f"{{sources: [toy_gene], encoder: {tiny_encoder}, epochs: 1, heldout: 2, batch_size: 4, max_length: 32"
+    text = (
+        "data_dir: data\nresults: results\nmodels: runs\n"
+        "budget: {epochs: 1, limit: 20, lr: 3.0e-3, batch_size: 4, max_length: 32}\n"
+        f"encoders:\n  enc: {recipe}}}\n  part: {recipe}, save_every: 1}}\n"
+        "runs:\n"
+        "  a: {corpora: [toy_gene], encoder: enc, evaluate: false}\n"
+        "  b: {corpora: [toy_gene], encoder: enc, evaluate: false, seed: 3}\n"
+        "  c: {corpora: [toy_gene], encoder: part, evaluate: false}\n"
+    )
+    study = load_study(_study(tmp_path, text))
+
+    run_study(study, ["a"])  # no folder yet: pre-trained from scratch, then trained on
+    info = json.loads((tmp_path / "enc" / "pretraining.json").read_text())
+    assert info["finished"] and info["inputs"]["sources"] == ["toy_gene"] and info["config"]["epochs"] == 1
+    record = json.loads((tmp_path / "results" / "a.json").read_text())
+    assert list(record["commands"]) == ["pretrain", "train"]
+    assert record["commands"]["pretrain"].startswith("mtbioner pretrain toy_gene --data-dir ")
+    assert f"--encoder {tmp_path / 'enc'} " in record["commands"]["train"]
+    stamp = (tmp_path / "enc" / "pretraining.json").stat().st_mtime_ns
+    run_study(study, ["b"])  # finished and the recipe's: used as it is
+    assert (tmp_path / "enc" / "pretraining.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "runs" / "enc.pretrain.log").read_text().count("$ mtbioner pretrain") == 1
+
+    # an interrupted pre-training (as the command line records it) is resumed, not started again
+    texts, counts = pretraining.gather_texts(["toy_gene"], data, ["train", "devel"])
+    config = pretraining.PretrainConfig(
+        encoder=str(tiny_encoder), epochs=1, heldout=2, batch_size=4, max_length=32, save_every=1
+    )
+    inputs = {"sources": ["toy_gene"], "splits": ["train", "devel"], "limit": None, "data_dir": str(data)}
+    real_loss, calls = pretraining.masked_lm_loss, []
+
+    def crash_on_the_fourth_step(model, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_loss(model, batch)
+
+    monkeypatch.setattr(pretraining, "masked_lm_loss", crash_on_the_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        pretraining.pretrain(texts, tmp_path / "part", config, progress=False, sources=counts, inputs=inputs)
+    assert (tmp_path / "part" / "checkpoint").is_dir()
+    run_study(study, ["c"])
+    assert (
+        "pretrain --output " + str(tmp_path / "part") + " --resume"
+        in (tmp_path / "runs" / "part.pretrain.log").read_text()
+    )
+    assert json.loads((tmp_path / "part" / "pretraining.json").read_text())["finished"]
+    assert (tmp_path / "results" / "c.json").is_file()
+
+    # a folder from other settings, or not from `mtbioner pretrain` at all, stops the study before training
+    changed = text.replace("epochs: 1, heldout", "epochs: 2, heldout", 1).replace("  a: {", "  d: {")
+    with pytest.raises(
+        MtbionerError, match="pre-trained with other settings than its recipe: epochs: 1 \\(the recipe wants 2\\)"
+    ):
+        run_study(load_study(_study(tmp_path, changed)), ["d"])
+    shutil.copytree(tiny_encoder, tmp_path / "plain")
+    plain = (
+        text.replace("  part: ", "  plain: ").replace("encoder: part", "encoder: plain").replace("  c: {", "  e: {")
+    )
+    with pytest.raises(MtbionerError, match="plain holds no pretraining.json"):
+        run_study(load_study(_study(tmp_path, plain)), ["e"])
+    assert not (tmp_path / "runs" / "d").exists() and not (tmp_path / "runs" / "e").exists()

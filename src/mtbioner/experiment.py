@@ -16,7 +16,9 @@ without the model folders. A rerun skips finished runs and resumes an interrupte
 Paths in a study file (``data_dir``, ``results``, ``models`` and a relative ``encoder``) are
 relative to the file's folder. A run may set ``evaluate_split`` (default: the study's
 ``split``). An optional ``report`` section chooses and configures the report
-(``mtbioner.report`` by default, ``kind: full`` for :mod:`mtbioner.report_full`).
+(``mtbioner.report`` by default, ``kind: full`` for :mod:`mtbioner.report_full`); an optional
+``encoders`` section says how to pre-train the encoder folders runs name
+(:mod:`mtbioner.experiment_encoders`), which the runner then makes before the first run that needs one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MtbionerError
+from .experiment_encoders import (
+    EncoderRecipe,
+    parse_encoders,
+    pretrain_command,
+    recipe_mismatch,
+    resolve,
+    settings,
+)
 from .experiment_existing import existing_model_record, settings_mismatch
 from .fileio import write_json
 
@@ -91,6 +101,7 @@ class Study:
     runs: list[Run]
     split: str = "test"
     report: dict[str, Any] = field(default_factory=dict)  # the ``report`` section; {} for the default report
+    encoders: dict[Path, EncoderRecipe] = field(default_factory=dict)  # folders the runner pre-trains
 
     def split_of(self, run: Run) -> str:
         """The split a run is scored on."""
@@ -114,11 +125,9 @@ def load_study(path: str | Path) -> Study:
         raise MtbionerError(f"{file}: not valid YAML: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), dict) or not data["runs"]:
         raise MtbionerError(f"{file}: expected a mapping with 'runs' (run name -> corpora and options)")
-    base = file.parent
 
     def place(key: str, default: str) -> Path:
-        value = Path(os.path.expandvars(str(data.get(key, default))))
-        return value if value.is_absolute() else (base / value).resolve()
+        return resolve(file.parent, data.get(key, default))
 
     budget = dict(data.get("budget") or {})
     _check_options(file, "budget", budget)
@@ -155,6 +164,7 @@ def load_study(path: str | Path) -> Study:
         runs,
         str(data.get("split", "test")),
         report,
+        parse_encoders(file, data.get("encoders")),
     )
 
 
@@ -185,8 +195,7 @@ def train_command(study: Study, run: Run) -> list[str]:
 
 def encoder_path(study: Study, encoder: str | Path) -> Path:
     """A run's encoder folder; a relative one is relative to the study file's folder."""
-    path = Path(os.path.expandvars(str(encoder)))
-    return path if path.is_absolute() else (study.path.parent / path).resolve()
+    return resolve(study.path.parent, encoder)
 
 
 def model_path(study: Study, run: Run) -> Path:
@@ -291,6 +300,32 @@ def _record_training(record: dict[str, Any], model: Path) -> None:
     record["train"]["total_steps"] = facts["training"].get("total_steps")
 
 
+def _recipe(study: Study, options: dict[str, Any]) -> EncoderRecipe | None:
+    """The ``encoders`` recipe of a run's encoder, if the study declares one."""
+    return study.encoders.get(encoder_path(study, options["encoder"])) if options.get("encoder") else None
+
+
+def _prepare_encoder(study: Study, recipe: EncoderRecipe, log: Path) -> None:
+    """Pre-train (or resume, or just check) a declared encoder folder before a run trains on it."""
+    folder, info_file = recipe.path, recipe.path / "pretraining.json"
+    if folder.exists():
+        if not info_file.is_file():
+            raise MtbionerError(
+                f"{folder} holds no pretraining.json, so it was not made by the study's recipe for it "
+                f"({study.path}, encoders); move it away or drop the recipe"
+            )
+        wrong = recipe_mismatch(recipe, json.loads(info_file.read_text(encoding="utf-8")))
+        if wrong:
+            raise MtbionerError(f"{folder} was pre-trained with other settings than its recipe: " + "; ".join(wrong))
+        if not (folder / "checkpoint").exists():
+            return
+        args = ["pretrain", "--output", str(folder), "--resume", "--no-progress"]
+    else:
+        args = pretrain_command(recipe, study.data_dir)
+    logger.info(f"[encoder {folder.name}] pre-training: mtbioner {' '.join(args)}")
+    _child(args, log)
+
+
 def _check_encoder(study: Study, options: dict[str, Any]) -> None:
     """Refuse an encoder folder that is missing or whose pre-training has not finished yet."""
     if not options.get("encoder"):
@@ -334,6 +369,11 @@ def run_study(study: Study, only: list[str] | None = None) -> list[Path]:
     unknown = sorted(set(only or []) - set(names))
     if unknown:
         raise MtbionerError(f"no run named {', '.join(unknown)} in {study.path}; runs: {', '.join(names)}")
+    for recipe in study.encoders.values():  # a value `mtbioner pretrain` would refuse stops the study before any run
+        try:
+            settings(recipe.options)
+        except (MtbionerError, TypeError) as error:
+            raise MtbionerError(f"{study.path}: encoder {recipe.path}: {error}") from None
     study.results.mkdir(parents=True, exist_ok=True)
     study.models.mkdir(parents=True, exist_ok=True)
     written = []
@@ -364,11 +404,17 @@ def _run_one(study: Study, run: Run, result: Path) -> Path:
         # other work on the machine slows every timing: a load far above the core count says so (see the report)
         "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
     }
+    recipe = _recipe(study, record["options"])
+    if recipe is not None:  # the encoder's own command comes first
+        pretrain = "mtbioner " + " ".join(pretrain_command(recipe, study.data_dir))
+        record["commands"] = {"pretrain": pretrain, **record["commands"]}
     if run.model is not None:
         existing = existing_model_record(study, run, model_path(study, run), TRAIN_OPTIONS, FLAGS)
         record["commands"]["train"] = existing.pop("command")
         record.update(existing)
     elif not _finished(model):
+        if recipe is not None:
+            _prepare_encoder(study, recipe, study.models / f"{recipe.path.name}.pretrain.log")
         _check_encoder(study, record["options"])
         resume = model.is_dir() and (model / "checkpoint").exists()
         logger.info(f"[{run.name}] {'resuming' if resume else 'training'}: mtbioner {' '.join(train_args)}")

@@ -19,7 +19,11 @@ def _typer_app() -> typer.Typer:
         config: Annotated[Path, typer.Argument(help="Study file, e.g. experiments/mt-bioner.yaml.")],
         only: Annotated[list[str] | None, typer.Option("--only", help="Run only this run (repeatable).")] = None,
     ) -> None:
-        """Run every unfinished run of a study (finished runs are skipped, interrupted ones resumed)."""
+        """Run every unfinished run of a study (finished runs are skipped, interrupted ones resumed).
+
+        Encoders the study file declares under ``encoders`` are pre-trained (or resumed) first, when a
+        run needs them.
+        """
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
         run_study(load_study(config), only)
 
