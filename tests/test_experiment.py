@@ -135,9 +135,9 @@ def test_report_tables_and_plots_come_from_the_results(tmp_path: Path) -> None:
     results.mkdir()
     for i, c in enumerate(corpora):
         (results / f"single-{c}.json").write_text(json.dumps(_record(f"single-{c}", {c: 70.0 + i})))
-    (results / "mt4.json").write_text(
-        json.dumps(_record("mt4", {"BC2GM": 69.5, "BC5CDR": 75.25, "NCBI-disease": 72.0, "JNLPBA": 73.0}))
-    )
+    mt4 = _record("mt4", {"BC2GM": 69.5, "BC5CDR": 75.25, "NCBI-disease": 72.0, "JNLPBA": 73.0})
+    mt4["hardware"].update(isa="avx512_vnni", gpu="big gpu")
+    (results / "mt4.json").write_text(json.dumps(mt4))
     log = [{"epoch": e, "devel": {"BC2GM": {"f1": 50.0 + e}}, "mean_devel_f1": 50.0 + e} for e in (1, 2)]
     (results / "curve-mixed.json").write_text(json.dumps(_record("curve-mixed", {}, log)))
     text = write_report(load_study(file), tmp_path / "out" / "report.md").read_text()
@@ -148,6 +148,8 @@ def test_report_tables_and_plots_come_from_the_results(tmp_path: Path) -> None:
     assert "worse** than single-task here for: mt4 on BC2GM (-0.50 F1)" in text
     assert "| size on disk (MB) | 360.0 | 90.0 |" in text
     assert "- `mt4`: 100 sentences in 2.0 s (50 sentences/s)" in text
+    assert "| 90.0 | – | test cpu (avx512_vnni), 2 cores, big gpu |" in text  # each run's host beside its times
+    assert "| 90.0 | – | test cpu, 2 cores |" in text  # a record from before the instruction set was kept
     assert "PROVENANCE.md" in text
     for png in ("f1.png", "learning-curves.png"):
         assert (tmp_path / "out" / "figures" / png).stat().st_size > 5000

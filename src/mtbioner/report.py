@@ -176,8 +176,8 @@ def _f1_plot(results: dict, out: Path) -> bool:
 def _cost(results: dict) -> list[str]:
     lines = [
         "| Run | training windows / epoch | epochs | windows/s | training time (s) | peak RSS train (MB) "
-        "| test tagging time (s) | peak RSS evaluate (MB) | model size (MB) | load average start / end |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| test tagging time (s) | peak RSS evaluate (MB) | model size (MB) | load average start / end | host |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run, r in results.items():
         train, ev = r.get("train", {}), r.get("evaluate", {})
@@ -187,15 +187,26 @@ def _cost(results: dict) -> list[str]:
             f"| `{run}` | {per_epoch} | {len(r.get('log') or []) or r.get('options', {}).get('epochs', '–')} "
             f"| {train.get('windows_per_s', '–')} "
             f"| {_train_seconds(train)} | {train.get('peak_rss_mb') or '–'} | {_f(tag_seconds)} "
-            f"| {ev.get('peak_rss_mb', '–')} | {r.get('model', {}).get('size_mb', '–')} | {_load(r)} |"
+            f"| {ev.get('peak_rss_mb', '–')} | {r.get('model', {}).get('size_mb', '–')} | {_load(r)} | {_host(r)} |"
         )
     return lines + [
         "",
         "Load average: the 1-minute load when the run started and ended (not recorded: –). A run keeps about as "
         "many threads busy as the machine has cores, and the average lags by a minute, so a value near the core "
         "count (or a little above, from the previous run) is a run alone; far above it, other work shared the CPU "
-        "and that run's timings are slower than an idle machine's.",
+        "and that run's timings are slower than an idle machine's. Host: the CPU and cores the run was timed on; "
+        "hosts differ in speed (an AVX-512 host may train twice as fast as an AVX2 one), so compare times only "
+        "between runs on the same host.",
     ]
+
+
+def _host(result: dict) -> str:
+    hardware = result.get("hardware") or {}
+    if not hardware.get("cpu"):
+        return "–"
+    isa = f" ({hardware['isa']})" if hardware.get("isa") else ""
+    gpu = f", {hardware['gpu']}" if hardware.get("gpu") else ""
+    return f"{hardware['cpu']}{isa}, {hardware.get('cores', '?')} cores{gpu}"
 
 
 def _train_seconds(train: dict) -> str:
