@@ -261,13 +261,13 @@ def hardware() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
-    cpu, flags = platform.processor(), set()
-    try:
-        facts = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines())
-        facts = {key.strip(): value.strip() for key, value in facts.items()}  # the first processor's
-        cpu, flags = facts.get("model name", cpu), set(facts.get("flags", "").split())
-    except (OSError, ValueError):
-        pass
+    facts: dict[str, str] = {}  # the first processor's lines (as benchmarks/_machine.py reads them)
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in facts:
+            facts[key.strip()] = value.strip()
+    cpu, flags = facts.get("model name") or platform.processor(), set(facts.get("flags", "").split())
     # the widest vector instructions: the same model name can hide hosts twice as fast as each other
     isa = next((name for name in ("avx512_vnni", "avx512f", "avx2") if name in flags), None)
     return {
