@@ -40,21 +40,13 @@ def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
     return best_rate(lambda: a @ b, 2 * size**3, repeats)
 
 
-def _cpuinfo() -> dict[str, str]:
-    path = Path("/proc/cpuinfo")
-    fields: dict[str, str] = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:
-            fields[key.strip()] = value.strip()
-    return fields
-
-
 def machine(**extra) -> dict:
     """CPU, cores, SIMD, measured fp32 matmul rate and versions, plus the caller's own facts."""
     import torch
 
-    info = _cpuinfo()
+    from mtbioner.host import cpuinfo
+
+    info = cpuinfo()
     flags = set(info.get("flags", "").split())
     return {
         "cpu": info.get("model name") or platform.processor() or "unknown",

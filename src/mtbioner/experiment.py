@@ -45,6 +45,7 @@ from .experiment_encoders import (
 )
 from .experiment_existing import existing_model_record, settings_mismatch
 from .fileio import write_json
+from .host import cpuinfo, instruction_set
 
 logger = logging.getLogger(__name__)
 
@@ -261,18 +262,10 @@ def hardware() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
-    facts: dict[str, str] = {}  # the first processor's lines (as benchmarks/_machine.py reads them)
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in facts:
-            facts[key.strip()] = value.strip()
-    cpu, flags = facts.get("model name") or platform.processor(), set(facts.get("flags", "").split())
-    # the widest vector instructions: the same model name can hide hosts twice as fast as each other
-    isa = next((name for name in ("avx512_vnni", "avx512f", "avx2") if name in flags), None)
+    facts = cpuinfo()
     return {
-        "cpu": cpu,
-        "isa": isa,
+        "cpu": facts.get("model name") or platform.processor(),
+        "isa": instruction_set(facts),  # the same model name can hide hosts twice as fast as each other
         "cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
