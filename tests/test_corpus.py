@@ -28,6 +28,7 @@ from mtbioner.corpus import (
     read_corpus,
     read_split,
     resolve_corpus,
+    split_names,
 )
 from mtbioner.errors import CorpusFormatError, MtbionerError
 
@@ -527,3 +528,9 @@ def test_inspect_bc5cdr_with_a_limit(monkeypatch, capsys) -> None:
         assert 10 < row["longest_subtokens"] < 512
     first = read_split(shared_data_dir() / "BC5CDR" / "train.tsv", limit=25).sentences
     assert stats["train"]["tokens"] == sum(len(s.tokens) for s in first)
+
+
+def test_split_names_reads_comma_lists_and_lists_alike() -> None:
+    assert split_names("train, devel,") == ["train", "devel"]
+    assert split_names([" train", "", "test "]) == ["train", "test"]
+    assert split_names(" , ") == []

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .corpus import split_names
 from .errors import MtbionerError
 
 # Options of ``mtbioner pretrain`` an encoder recipe may set, with the flag each becomes.
@@ -130,8 +131,7 @@ def recipe_mismatch(recipe: EncoderRecipe, info: dict[str, Any]) -> list[str]:
     names = [Path(s).name for s in inputs.get("sources", [])]
     if names != [Path(s).name for s in recipe.sources]:
         wrong.append(f"sources: {names} (the recipe wants {recipe.sources})")
-    splits = recipe.options.get("splits", ["train", "devel"])
-    splits = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else list(splits)
+    splits = split_names(recipe.options.get("splits", ["train", "devel"]))
     if inputs.get("splits") != splits:
         wrong.append(f"splits: {inputs.get('splits')} (the recipe wants {splits})")
     if inputs.get("limit") != recipe.options.get("limit"):

@@ -57,6 +57,7 @@ def distill(
     Example: mtbioner distill m BC2GM BC5CDR abstracts.txt --data-dir ../shared/data --layers 3 --output m3
     """
     setup()
+    from ..corpus import split_names
     from ..distillation import DistillConfig, parse_layers, read_info, read_sources
     from ..distillation import distill as run_distillation
 
@@ -85,7 +86,7 @@ def distill(
             epochs=epochs,
             seed=seed,
             save_every=save_every,
-            splits=[s.strip() for s in splits.split(",") if s.strip()],
+            splits=split_names(splits),
             limit=limit,
         )
         source_list = list(sources or []) or _teacher_corpora(teacher)

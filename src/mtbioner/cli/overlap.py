@@ -85,12 +85,14 @@ def _check_options(
     names: list[str], model: str | None, splits: str, output: Path, limit: int | None, min_chars: int, batch_size: int
 ) -> list[str]:
     """Every option mistake, before any corpus or model is read; returns the splits."""
+    from ..corpus import split_names
+
     if len(names) < 2:
         raise MtbionerError(f"overlap needs at least two corpora, got {len(names)}: name two or more CORPUS arguments")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise MtbionerError(f"corpus {twice[0]!r} is given twice; name each corpus once")
-    chosen = [s.strip() for s in splits.split(",") if s.strip()]
+    chosen = split_names(splits)
     if not chosen:
         raise MtbionerError("--splits is empty: give splits such as train,devel")
     unknown = [s for s in chosen if s not in _SPLITS]

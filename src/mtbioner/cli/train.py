@@ -93,7 +93,7 @@ def train(
     Example: mtbioner train BC2GM BC5CDR NCBI-disease --data-dir ../shared/data --output m
     """
     setup()
-    from ..corpus import read_corpus, resolve_corpus
+    from ..corpus import read_corpus, resolve_corpus, split_names
     from ..training import TrainingConfig, read_training_info
     from ..training import train as run_training
 
@@ -118,7 +118,7 @@ def train(
             seed=seed,
             freeze_encoder=freeze_encoder,
             loss_weights=parse_weights(loss_weight or []),
-            train_splits=[s.strip() for s in train_splits.split(",") if s.strip()],
+            train_splits=split_names(train_splits),
             head=head_kind,  # type: ignore[arg-type]
             heads=heads,  # type: ignore[arg-type]
             limit=limit,
@@ -182,6 +182,7 @@ def pretrain(
     Example: mtbioner pretrain BC2GM BC5CDR NCBI-disease JNLPBA abstracts.txt --data-dir ../shared/data --output enc
     """
     setup()
+    from ..corpus import split_names
     from ..pretraining import INFO_FILE, PretrainConfig, gather_texts
     from ..pretraining import pretrain as run_pretraining
 
@@ -207,7 +208,7 @@ def pretrain(
             heldout=heldout,
             save_every=save_every,
         )
-    split_list = [s.strip() for s in splits.split(",") if s.strip()] if isinstance(splits, str) else splits
+    split_list = split_names(splits)
     # paths are recorded absolute, so that --resume re-reads the same text from any folder
     sources = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
     data_dir = data_dir and data_dir.resolve()
