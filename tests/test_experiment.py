@@ -150,6 +150,7 @@ def test_report_tables_and_plots_come_from_the_results(tmp_path: Path) -> None:
     assert "- `mt4`: 100 sentences in 2.0 s (50 sentences/s)" in text
     assert "| 90.0 | – | test cpu (avx512_vnni), 2 cores, big gpu |" in text  # each run's host beside its times
     assert "| 90.0 | – | test cpu, 2 cores |" in text  # a record from before the instruction set was kept
+    assert "- Hardware: 2 hosts: test cpu, 2 cores (5 runs); test cpu (avx512_vnni), 2 cores, big gpu (mt4)" in text
     assert "PROVENANCE.md" in text
     for png in ("f1.png", "learning-curves.png"):
         assert (tmp_path / "out" / "figures" / png).stat().st_size > 5000
@@ -213,6 +214,8 @@ def test_tiny_full_study_stores_predictions_and_reports_intervals(
     assert f"| `single-toy_gene` | toy_gene | {tiny_encoder.name} | 20 | 2 | 5 | 10 | 0.500 |" in text  # vs mt
     assert (tmp_path / "reports" / "figures" / "full-differences.png").stat().st_size > 5000
     assert "Runs finished: 2 of 2." in text and "without stored predictions" not in text
+    hardware = re.search(r"- Hardware: ([^;]+); torch ", text)
+    assert hardware and "hosts:" not in hardware.group(1) and " cores" in hardware.group(1)  # one host: no run list
 
     cli = CliRunner().invoke(app, ["experiment", "compare", str(file), "mt", "single-toy_gene"])
     assert cli.exit_code == 0, cli.output

@@ -209,6 +209,27 @@ def _host(result: dict) -> str:
     return f"{hardware['cpu']}{isa}, {hardware.get('cores', '?')} cores{gpu}"
 
 
+def hardware_line(results: dict[str, dict]) -> str:
+    """The report header's hardware: every host the runs used, with its runs, since times compare only within one."""
+    hosts: dict[str, list[str]] = {}
+    for name, result in results.items():
+        hosts.setdefault(_host(result), []).append(name)
+    if not hosts:
+        return "- Hardware: (no run finished yet)."
+    torch = sorted({str((r.get("hardware") or {}).get("torch", "?")) for r in results.values()})
+    if len(hosts) == 1:
+        gpu = "" if any((r.get("hardware") or {}).get("gpu") for r in results.values()) else ", no GPU"
+        return f"- Hardware: {next(iter(hosts))}{gpu}; torch {', '.join(torch)}."
+    parts = [
+        f"{host} ({', '.join(names)})" if len(names) <= 3 else f"{host} ({len(names)} runs)"
+        for host, names in sorted(hosts.items(), key=lambda item: -len(item[1]))
+    ]
+    return (
+        f"- Hardware: {len(hosts)} hosts: {'; '.join(parts)}; torch {', '.join(torch)}. Times compare only between "
+        "runs on the same host (the cost table's host column)."
+    )
+
+
 def _train_seconds(train: dict) -> str:
     """Wall time of the training command; a resumed run's covers only the epochs after the resume."""
     if not train.get("seconds"):
@@ -262,7 +283,6 @@ def render(study: Study, figures: Path, relative_to: Path) -> str:
     paper = _paper(study)
     encoder = _encoder_label(results)
     missing = [run.name for run in study.runs if run.name not in results]
-    hardware = next(iter(results.values()), {}).get("hardware", {})
     budget = ", ".join(f"{k}={v}" for k, v in study.budget.items())
     out = [
         "# MT-BioNER with mtbioner: multi-task vs single-task on four biomedical corpora",
@@ -275,8 +295,7 @@ def render(study: Study, figures: Path, relative_to: Path) -> str:
         "parameters). The paper used BioBERT and BERT-base (110M parameters).",
         "- MT-3: one model on BC2GM, BC5CDR, NCBI-disease; MT-4: one model on all four; single-task: one model each.",
         f"- Budget, the same for every system: {budget}. See the study file for why it is below the paper's.",
-        f"- Hardware: {hardware.get('cpu', '?')}, {hardware.get('cores', '?')} cores, GPU: "
-        f"{hardware.get('gpu') or 'none'}; torch {hardware.get('torch', '?')}.",
+        hardware_line(results),
         f"- Runs finished: {len(results)} of {len(study.runs)}"
         + (f"; **not yet run: {', '.join(missing)}** (their cells show –)." if missing else "."),
         "",

@@ -42,7 +42,7 @@ from .bootstrap import sentence_counts as count_entities
 from .errors import MtbionerError
 from .experiment import Study, predictions_file
 from .fileio import atomic_write
-from .report import CORPORA, JNLPBA_NOTE, _cost, _f, _paper, _shown, load_results
+from .report import CORPORA, JNLPBA_NOTE, _cost, _f, _paper, _shown, hardware_line, load_results
 
 VERDICT_WORDS = {"win": "**wins** over", "loss": "**loses** to", "tie": "ties with"}
 
@@ -373,7 +373,6 @@ def render(study: Study, output: Path) -> str:
         if r.get("scores") and not all(predictions_file(study.results, run, c).is_file() for c in r["scores"])
     ]
     rows = comparison_rows(data)
-    hardware = next(iter(data.results.values()), {}).get("hardware", {})
     budget = ", ".join(f"{k}={v}" for k, v in study.budget.items())
     command = f"mtbioner experiment report {_shown(study.path)} --output {_shown(output)}"
     level = f"{100 * spec.confidence:.0f}%"
@@ -390,12 +389,7 @@ def render(study: Study, output: Path) -> str:
         f"{level} percentile intervals of entity-level F1 (exact match, as conlleval); method in "
         "`src/mtbioner/bootstrap.py`. A verdict is **win** when the whole interval of A − B is above 0, **loss** "
         "when below, **tie** otherwise. Each interval is per comparison, not corrected for the many comparisons.",
-        (
-            f"- Hardware: {hardware.get('cpu', '?')}, {hardware.get('cores', '?')} cores, GPU: "
-            f"{hardware.get('gpu') or 'none'}; torch {hardware.get('torch', '?')}."
-            if hardware
-            else "- Hardware: (no run finished yet)."
-        ),
+        hardware_line(data.results),
         f"- Runs finished: {len(data.results)} of {len(study.runs)}"
         + (f"; **not yet run: {', '.join(missing)}** (shown as missing)." if missing else "."),
     ]
