@@ -150,7 +150,10 @@ def test_report_tables_and_plots_come_from_the_results(tmp_path: Path) -> None:
     assert "- `mt4`: 100 sentences in 2.0 s (50 sentences/s)" in text
     assert "| 90.0 | – | test cpu (avx512_vnni), 2 cores, big gpu |" in text  # each run's host beside its times
     assert "| 90.0 | – | test cpu, 2 cores |" in text  # a record from before the instruction set was kept
-    assert "- Hardware: 2 hosts: test cpu, 2 cores (5 runs); test cpu (avx512_vnni), 2 cores, big gpu (mt4)" in text
+    assert (
+        "- Hardware: 2 hosts as recorded: test cpu, 2 cores (5 runs); test cpu (avx512_vnni), 2 cores, big gpu (mt4)"
+        in text
+    )
     assert "PROVENANCE.md" in text
     for png in ("f1.png", "learning-curves.png"):
         assert (tmp_path / "out" / "figures" / png).stat().st_size > 5000

@@ -224,9 +224,15 @@ def hardware_line(results: dict[str, dict]) -> str:
         f"{host} ({', '.join(names)})" if len(names) <= 3 else f"{host} ({len(names)} runs)"
         for host, names in sorted(hosts.items(), key=lambda item: -len(item[1]))
     ]
+    unknown = any(not (r.get("hardware") or {}).get("isa") for r in results.values())
     return (
-        f"- Hardware: {len(hosts)} hosts: {'; '.join(parts)}; torch {', '.join(torch)}. Times compare only between "
-        "runs on the same host (the cost table's host column)."
+        f"- Hardware: {len(hosts)} hosts as recorded: {'; '.join(parts)}; torch {', '.join(torch)}. Times compare "
+        "only between runs on the same host (the cost table's host column)"
+        + (
+            ", and a record without the instruction set (older runs) may name the same host as one with it."
+            if unknown
+            else "."
+        )
     )
 
 
