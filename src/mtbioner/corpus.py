@@ -36,15 +36,6 @@ DOCSTART = "-DOCSTART-"
 DATA_ENV = "MTBIONER_DATA"
 PUBTATOR = ".pubtator"
 BIOC = (".bioc.xml", ".bioc.json")
-
-
-def split_names(value: str | Sequence[str]) -> list[str]:
-    """Split names from a comma list (``"train, devel"``) or a list, stripped, empty names dropped: the one
-    reading shared by every ``--splits`` option and study file."""
-    parts = value.split(",") if isinstance(value, str) else value
-    return [part.strip() for part in parts if part.strip()]
-
-
 _ONE_FILE = (PUBTATOR, *BIOC)  # annotated splits held in one file, known by the end of its name
 _LAYOUT = (
     "a corpus folder holds, for each of train, devel and test, SPLIT.tsv (token<TAB>label lines), "
@@ -126,6 +117,13 @@ class Corpus:
         """
         types = self.entity_types
         return sorted({"O", *(f"B-{t}" for t in types), *(f"I-{t}" for t in types)})
+
+
+def split_names(value: str | Sequence[str]) -> list[str]:
+    """Split names from a comma list (``"train, devel"``) or a list, stripped, empty names dropped: the one
+    reading shared by every ``--splits`` option and study file."""
+    parts = value.split(",") if isinstance(value, str) else value
+    return [part.strip() for part in parts if part.strip()]
 
 
 def _clip(value: str, width: int = 60) -> str:
