@@ -465,3 +465,27 @@ def test_a_study_pretrains_its_declared_encoder_resumes_it_and_checks_it(
     with pytest.raises(MtbionerError, match="plain holds no pretraining.json"):
         run_study(load_study(_study(tmp_path, plain)), ["e"])
     assert not (tmp_path / "runs" / "d").exists() and not (tmp_path / "runs" / "e").exists()
+
+
+def test_a_recipe_without_encoder_matches_the_default_encoder_folder_pretrain_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mtbioner pretrain`` records the folder it loaded, so a recipe naming no encoder must accept the
+    default encoder's folder (a finished folder was refused once the study came back to it) and nothing else."""
+    from mtbioner import model_config
+    from mtbioner.experiment_encoders import recipe_mismatch, settings
+
+    default = tmp_path / "site-packages" / "minilm"
+    default.mkdir(parents=True)
+    monkeypatch.setattr(model_config, "default_encoder", lambda: str(default))
+    runs = "runs:\n  a: {corpora: [X], encoder: enc}\n"
+    recipe = load_study(_study(tmp_path, "encoders: {enc: {sources: [X], splits: [train]}}\n" + runs)).encoders[
+        tmp_path / "enc"
+    ]
+    inputs = {"sources": ["/data/X"], "splits": ["train"], "limit": None}
+    recorded = {**settings(recipe.options), "encoder": str(default / ".." / "minilm")}
+    assert recipe_mismatch(recipe, {"config": recorded, "inputs": inputs}) == []
+    other = {**recorded, "encoder": str(tmp_path / "biobert")}
+    assert recipe_mismatch(recipe, {"config": other, "inputs": inputs}) == [
+        f"encoder: {str(tmp_path / 'biobert')!r} (the recipe wants None)"
+    ]

@@ -113,6 +113,15 @@ def settings(options: dict[str, Any]) -> dict[str, Any]:
     return asdict(PretrainConfig(**{k: v for k, v in options.items() if k not in ("splits", "limit")}))
 
 
+def _same_encoder(recorded: str | None, wanted: str | None) -> bool:
+    """``mtbioner pretrain`` records the encoder it loaded, the default encoder's folder when none was named."""
+    from .model_config import default_encoder
+
+    if recorded is None or recorded == wanted:
+        return recorded == wanted
+    return Path(recorded).resolve() == Path(wanted or default_encoder()).resolve()
+
+
 def recipe_mismatch(recipe: EncoderRecipe, info: dict[str, Any]) -> list[str]:
     """How the run recorded in a folder's ``pretraining.json`` differs from the recipe (empty: it is the recipe's).
 
@@ -121,7 +130,9 @@ def recipe_mismatch(recipe: EncoderRecipe, info: dict[str, Any]) -> list[str]:
     by name, since the command records a corpus found as a folder by its absolute path.
     """
     expected = settings(recipe.options)
-    recorded = info.get("config", {})
+    recorded = dict(info.get("config", {}))
+    if _same_encoder(recorded.get("encoder"), expected["encoder"]):
+        recorded["encoder"] = expected["encoder"]
     wrong = [
         f"{key}: {recorded.get(key)!r} (the recipe wants {value!r})"
         for key, value in expected.items()
