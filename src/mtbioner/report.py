@@ -211,23 +211,24 @@ def _host(result: dict) -> str:
 
 def hardware_line(results: dict[str, dict]) -> str:
     """The report header's hardware: every host the runs used, with its runs, since times compare only within one."""
+    if not results:
+        return "- Hardware: (no run finished yet)."
     hosts: dict[str, list[str]] = {}
     for name, result in results.items():
         hosts.setdefault(_host(result), []).append(name)
-    if not hosts:
-        return "- Hardware: (no run finished yet)."
-    torch = sorted({str((r.get("hardware") or {}).get("torch", "?")) for r in results.values()})
+    machines = [result.get("hardware") or {} for result in results.values()]
+    torch = ", ".join(sorted({str(machine.get("torch", "?")) for machine in machines}))
     if len(hosts) == 1:
-        gpu = "" if any((r.get("hardware") or {}).get("gpu") for r in results.values()) else ", no GPU"
-        return f"- Hardware: {next(iter(hosts))}{gpu}; torch {', '.join(torch)}."
+        gpu = "" if any(machine.get("gpu") for machine in machines) else ", no GPU"
+        return f"- Hardware: {next(iter(hosts))}{gpu}; torch {torch}."
     parts = [
         f"{host} ({', '.join(names)})" if len(names) <= 3 else f"{host} ({len(names)} runs)"
         for host, names in sorted(hosts.items(), key=lambda item: -len(item[1]))
     ]
-    unknown = any(not (r.get("hardware") or {}).get("isa") for r in results.values())
+    unknown = not all(machine.get("isa") for machine in machines)
     return (
-        f"- Hardware: {len(hosts)} hosts as recorded: {'; '.join(parts)}; torch {', '.join(torch)}. Times compare "
-        "only between runs on the same host (the cost table's host column)"
+        f"- Hardware: {len(hosts)} hosts as recorded: {'; '.join(parts)}; torch {torch}. Times compare only between "
+        "runs on the same host (the cost table's host column)"
         + (
             ", and a record without the instruction set (older runs) may name the same host as one with it."
             if unknown
