@@ -22,15 +22,13 @@ from mtbioner.overlap import (
     classify,
     confusion,
     corpus_view,
-    cross_group,
     entity_strings,
     model_confusion,
-    recommend,
-    render,
     string_overlap,
     type_ambiguity,
-    write_report,
 )
+from mtbioner.overlap_findings import cross_group, recommend
+from mtbioner.overlap_report import render, write_report
 from tests.test_tagging import RuleBackend
 
 # one sentence per string: TOKEN/TAG pairs

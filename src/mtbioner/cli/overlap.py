@@ -62,7 +62,9 @@ def overlap(
     names = list(corpora or [])
     chosen = _check_options(names, model, splits, output, limit, min_chars, batch_size)
     from ..corpus import read_corpus, resolve_corpus
-    from ..overlap import analyse, findings, write_report
+    from ..overlap import analyse
+    from ..overlap_findings import findings
+    from ..overlap_report import write_report
 
     wanted = [*chosen, "test"] if model is not None and "test" not in chosen else chosen
     read = [read_corpus(resolve_corpus(name, data_dir), splits=wanted, limit=limit) for name in names]
