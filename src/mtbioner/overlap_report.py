@@ -32,8 +32,11 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
+    """Lay the figure out, write it atomically and free it."""
+    fig.tight_layout()
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, dpi=110, format="png")
+    _pyplot().close(fig)
 
 
 def strings_figure(analysis: Analysis, path: Path) -> None:
@@ -61,7 +64,7 @@ def strings_figure(analysis: Analysis, path: Path) -> None:
     fig, axes = plt.subplots(
         1,
         len(panels),
-        figsize=(1.6 + 0.55 * sum(widths), 1.4 + 0.42 * len(rows)),
+        figsize=(max(8.5, 1.6 + 0.55 * sum(widths)), 1.6 + 0.42 * len(rows)),  # wide enough for the title
         gridspec_kw={"width_ratios": widths},
         squeeze=False,
     )
@@ -90,13 +93,11 @@ def strings_figure(analysis: Analysis, path: Path) -> None:
                 ax.add_patch(plt.Rectangle((-0.5, i - 0.5), len(columns), 1, fill=False, lw=1.2, ec="darkorange"))
     fig.suptitle(
         "How each corpus (panel) annotates the others' entity strings: % of occurrences, each string weighted once\n"
-        "T = same span as a T entity, in T = inside a longer T entity, ~ = other overlap, none = unlabelled; "
+        "T = same span as a T entity, in T = inside a longer T entity, ~ = other overlap, none = unlabelled\n"
         "orange: the corpus's own held-out baseline",
         fontsize=9,
     )
-    fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
 
 
 def model_figure(analysis: Analysis, path: Path) -> None:
@@ -148,9 +149,7 @@ def model_figure(analysis: Analysis, path: Path) -> None:
         "numbers: counts; colour: share of the row; none: predicted spans without a gold span",
         fontsize=9,
     )
-    fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the report
