@@ -15,7 +15,7 @@ from mtbioner import training
 from mtbioner.corpus import read_corpus
 from mtbioner.errors import MtbionerError
 from mtbioner.evaluation import evaluate_corpus
-from mtbioner.training import TrainingConfig, schedule_batches, train
+from mtbioner.training import TrainingConfig, record_epoch, schedule_batches, train
 
 LENGTHS = {"a": [5, 3, 8, 1, 9, 2, 7], "b": [4, 4, 6], "c": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}
 
@@ -250,3 +250,26 @@ def test_two_cpu_processes_take_the_same_steps_as_one(tiny_encoder: Path, toy_di
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def _epochs(f1s: list[dict[str, float]], devel_in_training: bool) -> tuple[list[bool], dict]:
+    state: dict = {"best_f1": -1.0, "best_epoch": 0, "log": []}
+    kept = []
+    for epoch, scores in enumerate(f1s, 1):
+        entry = {"epoch": epoch, "devel": {name: {"f1": f1} for name, f1 in scores.items()}}
+        kept.append(record_epoch(entry, state, devel_in_training))
+    return kept, state
+
+
+def test_record_epoch_keeps_the_best_mean_devel_f1_when_devel_is_held_out() -> None:
+    kept, state = _epochs([{"a": 50.0, "b": 70.0}, {"a": 80.0, "b": 60.0}, {"a": 40.0, "b": 60.0}], False)
+    assert kept == [True, True, False]
+    assert state["best_epoch"] == 2 and state["best_f1"] == 70.0
+    assert [e["best_epoch"] for e in state["log"]] == [1, 2, 2]
+    assert [e["mean_devel_f1"] for e in state["log"]] == [60.0, 70.0, 50.0]
+
+
+def test_record_epoch_keeps_the_last_epoch_when_devel_is_trained_on() -> None:
+    kept, state = _epochs([{"a": 80.0}, {"a": 10.0}], True)  # devel scores, if any, are no guide
+    assert kept == [True, True] and state["best_epoch"] == 2
+    assert all("mean_devel_f1" not in e for e in state["log"])

@@ -240,22 +240,7 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: MultiTaskTagger = accelerator.unwrap_model(model)
 
-    info = {
-        "config": asdict(config),
-        "corpora": {c.name: str(c.path) for c in corpora},
-        "training_sentences": {name: len(ws) for name, ws in windows.items()},
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "processes": accelerator.num_processes,
-        "device": str(accelerator.device),
-        "hardware": {
-            "machine": platform.machine(),
-            "processor": platform.processor(),
-            "threads": torch.get_num_threads(),
-        },
-        "torch": torch.__version__,
-        "mtbioner_version": __version__,
-    }
+    info = _run_info(config, corpora, windows, steps_per_epoch, accelerator)
     if dictionary is not None:
         info["dictionary"] = {
             "terms": dictionary.counts(),
@@ -328,18 +313,10 @@ def train(
             "train_windows_per_s": round(seen / train_seconds, 2),
             "devel_in_training": "devel" in config.train_splits,
         }
-        improved = True
         if accelerator.is_main_process:
             entry["devel"] = devel_scores(unwrapped, devel, config.eval_batch_size)
             model.train()
-            if entry["devel"] and "devel" not in config.train_splits:
-                mean_f1 = sum(s["f1"] for s in entry["devel"].values()) / len(entry["devel"])
-                entry["mean_devel_f1"] = round(mean_f1, 4)
-                improved = mean_f1 > state["best_f1"]
-            if improved:
-                state["best_f1"], state["best_epoch"] = entry.get("mean_devel_f1", -1.0), epoch + 1
-            entry["best_epoch"] = state["best_epoch"]
-            state["log"].append(entry)
+            improved = record_epoch(entry, state, "devel" in config.train_splits)
             state.update(epoch=epoch + 1, **_fresh_epoch())
             logger.info("epoch %d: %s", epoch + 1, json.dumps({k: entry[k] for k in entry if k != "step"}))
             _save(output, unwrapped, optimizer, scheduler, state, info, improved, final=False)
@@ -354,6 +331,47 @@ def train(
     accelerator.wait_for_everyone()
     unwrapped.eval()
     return unwrapped
+
+
+def _run_info(
+    config: TrainingConfig, corpora: list[Corpus], windows: dict[str, list[Window]], steps_per_epoch: int, accelerator
+) -> dict:
+    """What ``training.json`` records of a run: settings, data, schedule and the machine it ran on."""
+    return {
+        "config": asdict(config),
+        "corpora": {c.name: str(c.path) for c in corpora},
+        "training_sentences": {name: len(ws) for name, ws in windows.items()},
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": steps_per_epoch * config.epochs,
+        "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "hardware": {
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+        },
+        "torch": torch.__version__,
+        "mtbioner_version": __version__,
+    }
+
+
+def record_epoch(entry: dict, state: dict, devel_in_training: bool) -> bool:
+    """Add an epoch's log entry to ``state`` and say whether its weights are the best so far.
+
+    With devel held out, the best epoch is the one with the highest mean devel F1; with devel
+    trained on (the paper's final models) there is nothing to choose on, so every epoch improves
+    and the last one is kept.
+    """
+    improved = True
+    if entry["devel"] and not devel_in_training:
+        mean_f1 = sum(s["f1"] for s in entry["devel"].values()) / len(entry["devel"])
+        entry["mean_devel_f1"] = round(mean_f1, 4)
+        improved = mean_f1 > state["best_f1"]
+    if improved:
+        state["best_f1"], state["best_epoch"] = entry.get("mean_devel_f1", -1.0), entry["epoch"]
+    entry["best_epoch"] = state["best_epoch"]
+    state["log"].append(entry)
+    return improved
 
 
 def build_dictionary(
