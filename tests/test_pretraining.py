@@ -17,8 +17,10 @@ from mtbioner.pretraining import (
     file_texts,
     gather_texts,
     masked_lm_loss,
+    masking_collator,
     pad_examples,
     pretrain,
+    split_heldout,
     tokenize_texts,
 )
 
@@ -101,13 +103,11 @@ def test_long_texts_become_consecutive_windows(tiny_encoder: Path) -> None:
 
 
 def test_whole_word_masking_masks_every_piece_of_a_word(tiny_encoder: Path) -> None:
-    from transformers import DataCollatorForLanguageModeling
-
     tokenizer = _tokenizer(tiny_encoder)
     texts = ["xqzv wkjy kinase pqrs", "zzqx mycn", "vvkw"] * 8  # unknown words split into character pieces
     examples = tokenize_texts(tokenizer, texts, 64)
     pieces = tokenizer(texts, add_special_tokens=False)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.4, whole_word_mask=True)
+    collator = masking_collator(tokenizer, 0.4, whole_word_mask=True)
     torch.manual_seed(0)
     batch = collator(pad_examples(examples, tokenizer.pad_token_id))
     masked = batch["labels"] != -100
@@ -243,3 +243,14 @@ def test_cli_mistakes_are_one_line(
     assert code == 2
     assert message in text and "Traceback" not in text
     assert not (tmp_path / "enc").exists()
+
+
+def test_split_heldout_keeps_a_fixed_tenth_out_and_the_rest_in_order() -> None:
+    texts = [f"text {i}" for i in range(50)]
+    train, heldout = split_heldout(texts, 20, seed=3)
+    assert len(heldout) == 5  # at most a tenth, whatever was asked
+    assert sorted(train + heldout) == sorted(texts) and not set(train) & set(heldout)
+    assert train == [t for t in texts if t not in heldout]  # training texts keep the corpus order
+    assert split_heldout(texts, 20, seed=3) == (train, heldout)
+    assert split_heldout(texts, 20, seed=4)[1] != heldout
+    assert split_heldout(texts, 2, seed=3)[1] == heldout[:2]  # a smaller sample is a prefix of the same draw

@@ -262,51 +262,21 @@ def pretrain(
     Returns:
         The pre-trained masked-LM model.
     """
-    from transformers import (
-        AutoModelForMaskedLM,
-        AutoTokenizer,
-        DataCollatorForLanguageModeling,
-        get_linear_schedule_with_warmup,
-    )
+    from transformers import get_linear_schedule_with_warmup
 
     from .model import default_encoder
 
     output = Path(output_dir)
-    if resume:
-        if not (output / CHECKPOINT_DIR / "state.json").is_file():
-            raise MtbionerError(
-                f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json); a finished run has none"
-            )
-    elif (output / CHECKPOINT_DIR).exists():
-        raise MtbionerError(
-            f"{output} holds an unfinished run: add --resume to continue it, or choose another --output"
-        )
+    _check_output(output, resume)
     source = str(config.encoder) if config.encoder else default_encoder()
-    if not Path(source, "config.json").is_file():
-        raise MtbionerError(f"{source}: not a Hugging Face checkpoint folder (no config.json)")
     torch.manual_seed(config.seed)
-    weights = output if resume else Path(source)  # a resumed run continues from its last save
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(weights))
-        model = AutoModelForMaskedLM.from_pretrained(str(weights))
-    except (OSError, ValueError) as exc:
-        raise MtbionerError(f"{source}: cannot load the encoder as a masked LM: {exc}") from exc
-    if not getattr(tokenizer, "is_fast", False):
-        raise MtbionerError(f"{source}: whole-word masking needs a fast (Rust) tokenizer; add tokenizer.json")
-
-    order = list(range(len(texts)))
-    random.Random(config.seed).shuffle(order)
-    n_heldout = min(config.heldout, len(texts) // 10)
-    heldout_texts = [texts[i] for i in order[:n_heldout]]
-    train_texts = [texts[i] for i in sorted(order[n_heldout:])]
+    # a resumed run continues from its last save
+    tokenizer, model = _load_masked_lm(source, output if resume else Path(source))
+    train_texts, heldout_texts = split_heldout(texts, config.heldout, config.seed)
     examples = tokenize_texts(tokenizer, train_texts, config.max_length)
     heldout = tokenize_texts(tokenizer, heldout_texts, config.max_length)
     lengths = [len(e["input_ids"]) for e in examples]
-    # whole-word masking always uses [MASK] (transformers warns and sets this itself otherwise)
-    replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if config.whole_word_mask else {}
-    collator = DataCollatorForLanguageModeling(
-        tokenizer, mlm_probability=config.mlm_probability, whole_word_mask=config.whole_word_mask, **replace
-    )
+    collator = masking_collator(tokenizer, config.mlm_probability, config.whole_word_mask)
 
     def batches_of(epoch: int) -> list[list[int]]:
         return length_grouped_batches(lengths, config.batch_size, random.Random(batch_seed(config.seed, epoch, -1)))
@@ -377,6 +347,54 @@ def pretrain(
         _save(output, model, tokenizer, optimizer, scheduler, state, info, final=epoch + 1 == config.epochs)
     model.eval()
     return model
+
+
+def _check_output(output: Path, resume: bool) -> None:
+    """Refuse to resume what has no checkpoint, or to start over an unfinished run."""
+    if resume:
+        if not (output / CHECKPOINT_DIR / "state.json").is_file():
+            raise MtbionerError(
+                f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json); a finished run has none"
+            )
+    elif (output / CHECKPOINT_DIR).exists():
+        raise MtbionerError(
+            f"{output} holds an unfinished run: add --resume to continue it, or choose another --output"
+        )
+
+
+def _load_masked_lm(source: str, weights: Path) -> tuple[Any, Any]:
+    """The fast tokenizer and masked-LM model at ``weights``; errors name ``source``, the encoder asked for."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    if not Path(source, "config.json").is_file():
+        raise MtbionerError(f"{source}: not a Hugging Face checkpoint folder (no config.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(weights))
+        model = AutoModelForMaskedLM.from_pretrained(str(weights))
+    except (OSError, ValueError) as exc:
+        raise MtbionerError(f"{source}: cannot load the encoder as a masked LM: {exc}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise MtbionerError(f"{source}: whole-word masking needs a fast (Rust) tokenizer; add tokenizer.json")
+    return tokenizer, model
+
+
+def split_heldout(texts: Sequence[str], heldout: int, seed: int) -> tuple[list[str], list[str]]:
+    """(training texts in their order, held-out texts): a fixed random sample of at most a tenth kept out."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    n_heldout = min(heldout, len(texts) // 10)
+    return [texts[i] for i in sorted(order[n_heldout:])], [texts[i] for i in order[:n_heldout]]
+
+
+def masking_collator(tokenizer, mlm_probability: float, whole_word_mask: bool):
+    """The collator that picks the masked positions: BERT's 80/10/10, or whole words always as [MASK]."""
+    from transformers import DataCollatorForLanguageModeling
+
+    # whole-word masking always uses [MASK] (transformers warns and sets this itself otherwise)
+    replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word_mask else {}
+    return DataCollatorForLanguageModeling(
+        tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask, **replace
+    )
 
 
 def _head_note(source: str) -> str:
