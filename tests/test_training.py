@@ -15,7 +15,7 @@ from mtbioner import training
 from mtbioner.corpus import read_corpus
 from mtbioner.errors import MtbionerError
 from mtbioner.evaluation import evaluate_corpus
-from mtbioner.training import TrainingConfig, record_epoch, schedule_batches, train
+from mtbioner.training import TrainingConfig, check_resumable, record_epoch, schedule_batches, train
 
 LENGTHS = {"a": [5, 3, 8, 1, 9, 2, 7], "b": [4, 4, 6], "c": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}
 
@@ -273,3 +273,16 @@ def test_record_epoch_keeps_the_last_epoch_when_devel_is_trained_on() -> None:
     kept, state = _epochs([{"a": 80.0}, {"a": 10.0}], True)  # devel scores, if any, are no guide
     assert kept == [True, True] and state["best_epoch"] == 2
     assert all("mean_devel_f1" not in e for e in state["log"])
+
+
+def test_check_resumable_refuses_a_missing_checkpoint_and_starting_over_an_unfinished_run(tmp_path: Path) -> None:
+    check_resumable(tmp_path, resume=False)  # a fresh folder starts
+    with pytest.raises(MtbionerError, match="nothing to resume"):
+        check_resumable(tmp_path, resume=True)
+    (tmp_path / "checkpoint").mkdir()
+    with pytest.raises(MtbionerError, match="holds an unfinished run: add --resume"):
+        check_resumable(tmp_path, resume=False)
+    with pytest.raises(MtbionerError, match="nothing to resume"):  # no state.json: nothing to continue from
+        check_resumable(tmp_path, resume=True)
+    (tmp_path / "checkpoint" / "state.json").write_text("{}")
+    check_resumable(tmp_path, resume=True)

@@ -52,6 +52,7 @@ from .fileio import write_json
 from .model import WEIGHTS_NAME, HeadConfig, MultiTaskTagger
 from .training import (
     batch_seed,
+    check_resumable,
     devel_scores,
     parameter_groups,
     read_resume_state,
@@ -61,7 +62,6 @@ from .training import (
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
 INFO_FILE = "distillation.json"
 LOG_FILE = "log.jsonl"
 TEXT_SOURCE = "<raw text>"
@@ -503,10 +503,7 @@ def distill(
     from transformers import get_linear_schedule_with_warmup
 
     out = Path(output)
-    if resume and not (out / CHECKPOINT_DIR / "state.json").is_file():
-        raise MtbionerError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/state.json); a finished run has none")
-    if not resume and (out / CHECKPOINT_DIR).exists():
-        raise MtbionerError(f"{out} holds an unfinished run: add --resume to continue it, or choose another --output")
+    check_resumable(out, resume)
     teacher_path = None
     if not isinstance(teacher, MultiTaskTagger):
         teacher_path = str(teacher_folder(teacher))
@@ -532,31 +529,8 @@ def distill(
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup * total), total)
     devel = {c.name: c for c in corpora if "devel" in c.splits}
-    info: dict[str, Any] = {
-        "config": {**asdict(config), "layers": layers},
-        "teacher": {
-            "path": teacher_path,
-            "layers": teacher_depth(teacher),
-            "parameters": teacher.num_parameters(),
-        },
-        "student": {
-            "layers": layers,
-            "num_hidden_layers": len(layers),
-            "parameters": student.num_parameters(),
-            "encoder_parameters": sum(p.numel() for p in student.encoder.parameters()),
-        },
-        "sources": {
-            name: {"kind": "corpus" if s.gold else "text", "sentences": s.sentences, "windows": len(s.windows)}
-            for name, s in sources.items()
-        },
-        "inputs": inputs or {},
-        "devel_in_training": "devel" in config.splits,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "device": str(device),
-        "torch": torch.__version__,
-        "mtbioner_version": __version__,
-    }
+    info = _run_info(config, teacher, teacher_path, student, layers, sources, steps_per_epoch, device)
+    info["inputs"] = inputs or {}
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "sums": _new_sums(), "log": []}
     if resume:
         state = read_resume_state(out, optimizer, scheduler)
@@ -593,14 +567,7 @@ def distill(
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             state["batch"] = index + 1
-            sums["loss"] += float(parts.loss.detach())
-            sums["kl"] += parts.kl
-            if parts.gold is None:
-                sums["text_batches"] += 1
-            else:
-                sums["gold"] += parts.gold
-                sums["gold_batches"] += 1
-            sums["windows"] += len(indices)
+            _add_batch(sums, parts, len(indices))
             done = sums["gold_batches"] + sums["text_batches"]
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss'] / done:.3f}", kl=f"{sums['kl'] / done:.3f}")
@@ -621,6 +588,55 @@ def distill(
         _save(out, student, optimizer, scheduler, state, info, final=epoch + 1 == config.epochs)
     student.eval()
     return student
+
+
+def _run_info(
+    config: DistillConfig,
+    teacher: MultiTaskTagger,
+    teacher_path: str | None,
+    student: MultiTaskTagger,
+    layers: list[int],
+    sources: Mapping[str, Any],
+    steps_per_epoch: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """What ``distillation.json`` records: settings, both models' sizes, the sources and the machine."""
+    return {
+        "config": {**asdict(config), "layers": layers},
+        "teacher": {
+            "path": teacher_path,
+            "layers": teacher_depth(teacher),
+            "parameters": teacher.num_parameters(),
+        },
+        "student": {
+            "layers": layers,
+            "num_hidden_layers": len(layers),
+            "parameters": student.num_parameters(),
+            "encoder_parameters": sum(p.numel() for p in student.encoder.parameters()),
+        },
+        "sources": {
+            name: {"kind": "corpus" if s.gold else "text", "sentences": s.sentences, "windows": len(s.windows)}
+            for name, s in sources.items()
+        },
+        "devel_in_training": "devel" in config.splits,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": steps_per_epoch * config.epochs,
+        "device": str(device),
+        "torch": torch.__version__,
+        "mtbioner_version": __version__,
+    }
+
+
+def _add_batch(sums: dict, parts: LossParts, windows: int) -> None:
+    """Add one batch's losses to the epoch's running sums (gold loss only for corpus batches)."""
+    sums["loss"] += float(parts.loss.detach())
+    sums["kl"] += parts.kl
+    if parts.gold is None:
+        sums["text_batches"] += 1
+    else:
+        sums["gold"] += parts.gold
+        sums["gold_batches"] += 1
+    sums["windows"] += windows
 
 
 def _epoch_entry(epoch: int, state: dict, sums: dict) -> dict:

@@ -37,11 +37,16 @@ from .encoding import length_grouped_batches
 from .errors import MtbionerError
 from .fileio import atomic_dir, write_json
 from .formats import PUBTATOR_HEADER
-from .training import batch_seed, parameter_groups, read_resume_state, write_resume_state
+from .training import (
+    batch_seed,
+    check_resumable,
+    parameter_groups,
+    read_resume_state,
+    write_resume_state,
+)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
 INFO_FILE = "pretraining.json"
 LOG_FILE = "log.jsonl"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".pubtator")
@@ -267,7 +272,7 @@ def pretrain(
     from .model import default_encoder
 
     output = Path(output_dir)
-    _check_output(output, resume)
+    check_resumable(output, resume)
     source = str(config.encoder) if config.encoder else default_encoder()
     torch.manual_seed(config.seed)
     # a resumed run continues from its last save
@@ -347,19 +352,6 @@ def pretrain(
         _save(output, model, tokenizer, optimizer, scheduler, state, info, final=epoch + 1 == config.epochs)
     model.eval()
     return model
-
-
-def _check_output(output: Path, resume: bool) -> None:
-    """Refuse to resume what has no checkpoint, or to start over an unfinished run."""
-    if resume:
-        if not (output / CHECKPOINT_DIR / "state.json").is_file():
-            raise MtbionerError(
-                f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json); a finished run has none"
-            )
-    elif (output / CHECKPOINT_DIR).exists():
-        raise MtbionerError(
-            f"{output} holds an unfinished run: add --resume to continue it, or choose another --output"
-        )
 
 
 def _load_masked_lm(source: str, weights: Path) -> tuple[Any, Any]:

@@ -485,6 +485,20 @@ def _has_checkpoint(output: Path) -> bool:
     return (output / CHECKPOINT_DIR / "state.json").is_file()
 
 
+def check_resumable(output: Path, resume: bool) -> None:
+    """Refuse to resume a run that has no checkpoint, or to start afresh over an unfinished one.
+
+    Raises:
+        MtbionerError: Naming the folder and what to do instead.
+    """
+    if resume and not _has_checkpoint(output):
+        raise MtbionerError(f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json); a finished run has none")
+    if not resume and (output / CHECKPOINT_DIR).exists():
+        raise MtbionerError(
+            f"{output} holds an unfinished run: add --resume to continue it, or choose another --output"
+        )
+
+
 def _save(output, model, optimizer, scheduler, state, info, improved: bool, final: bool) -> None:
     """Write the model folder: best weights, training.json, log.jsonl and (until the end) a checkpoint."""
     previous_best = output / WEIGHTS_NAME
