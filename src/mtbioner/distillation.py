@@ -596,7 +596,7 @@ def _run_info(
     teacher_path: str | None,
     student: MultiTaskTagger,
     layers: list[int],
-    sources: Mapping[str, Any],
+    sources: Mapping[str, Source],
     steps_per_epoch: int,
     device: torch.device,
 ) -> dict[str, Any]:
