@@ -138,6 +138,9 @@ def group_pairs(analysis: Analysis) -> list[GroupPair]:
     return out
 
 
+Rule = tuple[str, str]  # (the rule, why the numbers support it)
+
+
 @dataclass
 class Policy:
     """The merge policy the numbers support, each rule with the sentence that justifies it.
@@ -148,7 +151,7 @@ class Policy:
 
     type_map: dict[str, list[str]]
     merged: list[str]
-    rules: list[tuple[str, str]]
+    rules: list[Rule]
 
 
 def _string_shares(pair: PairOverlap, key: Key, columns: Sequence[str]) -> float:
@@ -177,14 +180,24 @@ def cross_group(pair: PairOverlap, groups: Mapping[str, Sequence[str]] = TYPE_GR
 def recommend(analysis: Analysis) -> Policy:
     """Choose the merge rules from the measured numbers (each evidence line states its bar)."""
     evidence = [e for e in group_pairs(analysis) if e.found]
-    groups = analysis.groups
     type_map: dict[str, list[str]] = {}
     for view in analysis.views:
         for t in view.types:
-            type_map.setdefault(merged_type(t, groups), []).append(f"{view.name} {t}")
-    rules: list[tuple[str, str]] = []
+            type_map.setdefault(merged_type(t, analysis.groups), []).append(f"{view.name} {t}")
+    merged, rules = _merge_rules(evidence, type_map)
+    rules += _own_type_rules(analysis, type_map)
+    rules += _span_rules(analysis, [e for e in evidence if e.group in merged])
+    sums: Counter[str] = Counter()
+    for pair in analysis.cased:
+        if pair.source != pair.target:
+            sums.update(cross_group(pair, analysis.groups))
+    rules += _cross_type_rules(sums) + _silver_rules(evidence, sums)
+    return Policy(type_map, merged, rules)
 
-    # 1. which merges the strings support: labelled with the candidate type often, and more than other types
+
+def _merge_rules(evidence: list[GroupPair], type_map: dict[str, list[str]]) -> tuple[list[str], list[Rule]]:
+    """Which merges the strings support: labelled with the candidate type often, and more than other types."""
+    rules: list[Rule] = []
     verdicts: dict[str, list[tuple[bool, str]]] = defaultdict(list)
     for e in evidence:
         line = f"{e.target} labels {e.source}'s {_names(e.a_types)} strings {_names(e.b_types)} at {pct(e.labelled)}"
@@ -211,6 +224,12 @@ def recommend(analysis: Analysis) -> Policy:
         if refused:
             why += " Not supported by the strings, so decide on other grounds: " + ", ".join(refused) + "."
         rules.append((rule, why))
+    return merged, rules
+
+
+def _own_type_rules(analysis: Analysis, type_map: dict[str, list[str]]) -> list[Rule]:
+    """A corpus that splits a merged type (JNLPBA's protein / DNA / RNA) keeps its own type on it."""
+    rules: list[Rule] = []
     for view in analysis.views:
         for g, members_ in type_map.items():
             mine = [m.split(" ", 1)[1] for m in members_ if m.split(" ", 1)[0] == view.name]
@@ -224,77 +243,83 @@ def recommend(analysis: Analysis) -> Policy:
                         "so merging drops a distinction the corpus makes; kept as an attribute, nothing is lost.",
                     )
                 )
+    return rules
 
-    # 2. same span, 3. nested or crossing
-    same = [e for e in evidence if e.group in merged]
-    if same:
-        exact = sum(e.exact for e in same) / len(same)
-        inside = sum(e.inside for e in same) / len(same)
-        crossing = sum(e.boundary for e in same) / len(same)
-        pairs = f"averaged over the {len(same)} ordered corpus pairs of merged types"
+
+def _span_rules(analysis: Analysis, same: list[GroupPair]) -> list[Rule]:
+    """Same span, and nested or crossing spans, of one merged type."""
+    rules: list[Rule] = []
+    if not same:
+        return rules
+    exact = sum(e.exact for e in same) / len(same)
+    inside = sum(e.inside for e in same) / len(same)
+    crossing = sum(e.boundary for e in same) / len(same)
+    pairs = f"averaged over the {len(same)} ordered corpus pairs of merged types"
+    rules.append(
+        (
+            "Same span, same merged type (BC2GM GENE and JNLPBA DNA on `BRCA1`): one entity of the merged type, "
+            "listing every (corpus, type) that found it, with the highest score.",
+            f"Same-span agreement is the commonest labelled outcome: {pct(exact)} of occurrences get the same "
+            f"span, {pct(inside)} lie inside a longer entity of the merged type and {pct(crossing)} overlap "
+            f"one otherwise ({pairs}).",
+        )
+    )
+    own = [
+        inside_as(base, e.b_types, e.b_types)
+        for e in same
+        if (base := analysis.pair(e.target, e.target)) is not None and base.count("found", e.b_types)
+    ]
+    within = (
+        f" Within one corpus the same happens ({pct(sum(own) / len(own))} of held-out occurrences of a "
+        "corpus's own strings lie inside a longer entity of the same corpus): nesting is how names are "
+        "written, not a clash of conventions, and a flat corpus keeps the longer mention."
+        if own
+        else ""
+    )
+    ratio = inside / crossing if crossing else float("inf")
+    if inside >= 3 * crossing:
         rules.append(
             (
-                "Same span, same merged type (BC2GM GENE and JNLPBA DNA on `BRCA1`): one entity of the merged type, "
-                "listing every (corpus, type) that found it, with the highest score.",
-                f"Same-span agreement is the commonest labelled outcome: {pct(exact)} of occurrences get the same "
-                f"span, {pct(inside)} lie inside a longer entity of the merged type and {pct(crossing)} overlap "
-                f"one otherwise ({pairs}).",
+                "Overlapping spans of one merged type: nested (one holds the other): keep the longer span, "
+                "recording the shorter with its corpus; crossing: keep the higher score.",
+                f"Partial overlaps are mostly nesting: {pct(inside)} of occurrences lie inside a longer entity "
+                f"against {pct(crossing)} shorter or crossing, {ratio:.1f} to 1 (the bar for 'keep the longer' "
+                f"is 3 to 1).{within} The longer span holds every annotated word of both (`IL-2` / `IL-2 "
+                "gene`); crossing spans have no such containment, so the model's confidence decides.",
             )
         )
-        own = [
-            inside_as(base, e.b_types, e.b_types)
-            for e in same
-            if (base := analysis.pair(e.target, e.target)) is not None and base.count("found", e.b_types)
-        ]
-        within = (
-            f" Within one corpus the same happens ({pct(sum(own) / len(own))} of held-out occurrences of a "
-            "corpus's own strings lie inside a longer entity of the same corpus): nesting is how names are "
-            "written, not a clash of conventions, and a flat corpus keeps the longer mention."
-            if own
-            else ""
-        )
-        ratio = inside / crossing if crossing else float("inf")
-        if inside >= 3 * crossing:
-            rules.append(
-                (
-                    "Overlapping spans of one merged type: nested (one holds the other): keep the longer span, "
-                    "recording the shorter with its corpus; crossing: keep the higher score.",
-                    f"Partial overlaps are mostly nesting: {pct(inside)} of occurrences lie inside a longer entity "
-                    f"against {pct(crossing)} shorter or crossing, {ratio:.1f} to 1 (the bar for 'keep the longer' "
-                    f"is 3 to 1).{within} The longer span holds every annotated word of both (`IL-2` / `IL-2 "
-                    "gene`); crossing spans have no such containment, so the model's confidence decides.",
-                )
-            )
-        else:
-            rules.append(
-                (
-                    "Overlapping spans of one merged type: keep the higher score.",
-                    f"Partial overlaps are not mostly nesting ({pct(inside)} inside a longer entity against "
-                    f"{pct(crossing)} shorter or crossing, under the 3 to 1 bar), so neither convention is "
-                    "preferred.",
-                )
-            )
-
-    # 4. different merged types
-    sums: Counter[str] = Counter()
-    for pair in analysis.cased:
-        if pair.source != pair.target:
-            sums.update(cross_group(pair, groups))
-    if sums["strings"]:
+    else:
         rules.append(
             (
-                "Different merged types on the same span (an abbreviation that is a gene in one corpus and a disease "
-                "in another): keep the higher score. Nested entities of different merged types (a gene name inside "
-                "a cell-type mention): keep both.",
-                f"Of cross-corpus occurrences, {pct(sums['exact'] / sums['strings'])} get the same span with another "
-                f"merged type and {pct(sums['inside'] / sums['strings'])} lie inside an entity of another merged "
-                f"type (string-weighted, {num(int(sums['strings']))} string-corpus pairs). Same-span cases are real "
-                "ambiguities that context decides; nested ones are two different things, both correct (`CD4` in "
-                "`CD4+ T cells`).",
+                "Overlapping spans of one merged type: keep the higher score.",
+                f"Partial overlaps are not mostly nesting ({pct(inside)} inside a longer entity against "
+                f"{pct(crossing)} shorter or crossing, under the 3 to 1 bar), so neither convention is "
+                "preferred.",
             )
         )
+    return rules
 
-    # 5. silver conflicts
+
+def _cross_type_rules(sums: Counter[str]) -> list[Rule]:
+    """Different merged types on one span, or one inside the other."""
+    if not sums["strings"]:
+        return []
+    return [
+        (
+            "Different merged types on the same span (an abbreviation that is a gene in one corpus and a disease "
+            "in another): keep the higher score. Nested entities of different merged types (a gene name inside "
+            "a cell-type mention): keep both.",
+            f"Of cross-corpus occurrences, {pct(sums['exact'] / sums['strings'])} get the same span with another "
+            f"merged type and {pct(sums['inside'] / sums['strings'])} lie inside an entity of another merged "
+            f"type (string-weighted, {num(int(sums['strings']))} string-corpus pairs). Same-span cases are real "
+            "ambiguities that context decides; nested ones are two different things, both correct (`CD4` in "
+            "`CD4+ T cells`).",
+        ),
+    ]
+
+
+def _silver_rules(evidence: list[GroupPair], sums: Counter[str]) -> list[Rule]:
+    """Where a corpus's O must not be read as a negative: types it does not annotate."""
     lines = []
     if sums["absent"]:
         lines.append(
@@ -309,16 +334,16 @@ def recommend(analysis: Analysis) -> Policy:
                 f"{e.target} leaves {e.source}'s {_names(e.a_types)} strings unlabelled at {pct(e.none)} against "
                 f"{pct(e.baseline_none)} for its own held-out strings ({gap:+.1f} points)"
             )
-    if lines:
-        rules.append(
-            (
-                "Silver conflicts: a corpus's O is evidence against its own types only. Training on the merged set, "
-                "mask the loss of the merged types a corpus does not annotate; within a type it does annotate its O "
-                "stands (its annotators' decision), and the disagreement is reported rather than overwritten.",
-                "; ".join(lines) + ".",
-            )
+    if not lines:
+        return []
+    return [
+        (
+            "Silver conflicts: a corpus's O is evidence against its own types only. Training on the merged set, "
+            "mask the loss of the merged types a corpus does not annotate; within a type it does annotate its O "
+            "stands (its annotators' decision), and the disagreement is reported rather than overwritten.",
+            "; ".join(lines) + ".",
         )
-    return Policy(type_map, merged, rules)
+    ]
 
 
 # --------------------------------------------------------------------------- findings
