@@ -76,7 +76,7 @@ def test_crf_loss_handles_padding_rows() -> None:
     single, _ = head.loss_sum(logits[1:], one)
     gold = head.start[2] + logits[1, 1, 2] + head.end[2]
     expected = torch.logsumexp(head.start + logits[1, 1] + head.end, 0) - gold
-    assert float(single) == pytest.approx(float(expected), rel=1e-5)
+    assert single.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_compact_moves_labelled_positions_to_front() -> None:
