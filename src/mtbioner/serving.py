@@ -305,12 +305,10 @@ def model_info(tagger: "Tagger", settings: ServeSettings) -> dict:
 
 def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = None) -> "FastAPI":
     """A FastAPI app serving ``model`` (a :class:`Tagger` or a model folder) with these limits."""
-    from fastapi import HTTPException, Request
-    from fastapi.exceptions import RequestValidationError
+    from fastapi import HTTPException
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
     from fastapi_offline import FastAPIOffline
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from .tagging import Tagger
 
@@ -352,25 +350,7 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
     app.state.batcher = batcher
     app.state.settings = settings
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Echo where and what, never the input itself: it may be large, or not even encodable.
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:  # FastAPI's "error parsing the body" (nesting too deep for json, say)
-            return JSONResponse({"detail": f"request body is not valid JSON: {exc.detail}"}, status_code=422)
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error while answering a request")
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
-
+    _add_error_handlers(app)
     errors = {413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 
     @app.post("/v1/tag", response_model=TagResponse | BatchTagResponse, responses=errors, tags=["tagging"])
@@ -422,6 +402,33 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
 
     app.mount("/static", StaticFiles(directory=static), name="static")
     return _wrap(app, settings)
+
+
+def _add_error_handlers(app: "FastAPI") -> None:
+    """Every error as JSON ``{"detail": ...}``: bad bodies 422 without echoing them, the unexpected 500."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Echo where and what, never the input itself: it may be large, or not even encodable.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (nesting too deep for json, say)
+            return JSONResponse({"detail": f"request body is not valid JSON: {exc.detail}"}, status_code=422)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error while answering a request")
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
 
 def _wrap(app: "FastAPI", settings: ServeSettings) -> "FastAPI":
