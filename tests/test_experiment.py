@@ -214,6 +214,9 @@ def test_tiny_full_study_stores_predictions_and_reports_intervals(
     assert low < high and f1_a > 0 and f1_b > 0  # the toy models learn something: a real interval
     assert re.search(r"\| toy_chem \| n/a \| \*\*[\d.]+\*\* \[[\d.]+, [\d.]+\] \|", text)  # F1 with its interval
     assert "**toy_gene**: MT minus single: `mt` " in text
+    shown = row.group(6) if row.group(6) == "tie" else f"**{row.group(6)}**"
+    glance = f"| MT minus single | {row.group(3)} [{row.group(4)}, {row.group(5)}] {shown} | n/a |"  # toy_chem: no ST
+    assert text.index("## At a glance") < text.index("## Test F1") and glance in text
     assert f"| `single-toy_gene` | toy_gene | {tiny_encoder.name} | 20 | 2 | 5 | 10 | 0.500 |" in text  # vs mt
     assert (tmp_path / "reports" / "figures" / "full-differences.png").stat().st_size > 5000
     assert "Runs finished: 2 of 2." in text and "without stored predictions" not in text
@@ -229,9 +232,11 @@ def test_tiny_full_study_stores_predictions_and_reports_intervals(
     text = write_full_report(load_study(file), report).read_text()
     assert "Results without stored predictions, so without intervals: single-toy_gene" in text
     assert "| – | no interval: no stored predictions for `single-toy_gene` |" in text
+    assert re.search(r"\| MT minus single \| [-+][\d.]+ \(no interval\) \| n/a \|", text)
     (results / "mt.json").unlink()
     text = write_full_report(load_study(file), report).read_text()
     assert "not yet run: mt**" in text and "| missing: `mt` |" in text and "| toy_gene | missing |" not in text
+    assert "| MT minus single | not run yet | n/a |" in text
 
 
 def test_report_section_and_encoder_are_checked(tmp_path: Path) -> None:
@@ -489,3 +494,15 @@ def test_a_recipe_without_encoder_matches_the_default_encoder_folder_pretrain_re
     assert recipe_mismatch(recipe, {"config": other, "inputs": inputs}) == [
         f"encoder: {str(tmp_path / 'biobert')!r} (the recipe wants None)"
     ]
+
+
+def _glance_table(text: str) -> str:
+    start = text.index("| A − B |")
+    return text[start : text.index("\n\n", start)]
+
+
+def test_readme_study_table_is_the_full_scale_reports() -> None:
+    """The README copies the report's at-a-glance table by hand; a stale copy fails here."""
+    report = (REPO / "reports" / "full-scale.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert _glance_table(readme) == _glance_table(report)

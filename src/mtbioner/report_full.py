@@ -268,6 +268,29 @@ def _differences(rows: list[Row]) -> list[str]:
     return lines
 
 
+def at_a_glance(rows: list[Row], corpora: list[str]) -> list[str]:
+    """Every comparison on every corpus in one table: A − B, its interval and the verdict (win / loss bold)."""
+    labels = list(dict.fromkeys(r.label for r in rows))
+    cells = {(r.label, r.corpus): r for r in rows}
+    lines = ["| A − B | " + " | ".join(corpora) + " |", "|---|" + "---|" * len(corpora)]
+    for label in labels:
+        row = [label]
+        for corpus in corpora:
+            r = cells.get((label, corpus))
+            if r is None:
+                row.append("n/a")
+            elif r.result is not None:
+                d, verdict = r.result.difference, r.result.verdict
+                shown = verdict if verdict == "tie" else f"**{verdict}**"
+                row.append(f"{d.value:+.2f} [{d.low:+.2f}, {d.high:+.2f}] {shown}")
+            elif r.difference is not None:
+                row.append(f"{r.difference:+.2f} (no interval)")
+            else:
+                row.append("not run yet")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def _verdicts(rows: list[Row], corpora: list[str]) -> list[str]:
     lines = []
     for corpus in corpora:
@@ -399,6 +422,15 @@ def render(study: Study, output: Path) -> str:
             "predictions were kept; delete the RUN.json and rerun the study to score the kept model again)."
         )
     out.append("")
+    if rows:
+        out += [
+            f"## At a glance: A − B in F1 points, [{level} interval], verdict for A",
+            "",
+            *at_a_glance(rows, spec.corpora),
+            "",
+            "n/a: a run of the comparison does not score that corpus. Details, with each run's F1, below.",
+            "",
+        ]
     for title, columns in spec.tables:
         out += [f"## Test F1 beside the paper's (Table 2){': ' + title if title else ''}", ""]
         out += [*_table2(data, paper, columns), "", "Precision / recall:", "", *_precision_recall(data, columns), ""]
