@@ -66,6 +66,7 @@ FEATURES = {
     "-crf": "CRF head (vs linear)",
     "-tapt": "domain-adapted encoder",
     "-t2": "sampling temperature 2 (vs 1)",
+    "-ctx": "document context (64 sub-tokens each side)",
 }
 
 

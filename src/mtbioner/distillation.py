@@ -46,10 +46,11 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .corpus import Corpus
-from .encoding import Batch, Window, collate, encode, length_grouped_batches
+from .encoding import Batch, Window, collate, document_surroundings, encode, length_grouped_batches
 from .errors import CorpusFormatError, ModelFormatError, MtbionerError
 from .fileio import write_json
 from .model import WEIGHTS_NAME, HeadConfig, MultiTaskTagger
+from .text import text_surroundings
 from .training import (
     batch_seed,
     check_resumable,
@@ -313,11 +314,13 @@ def build_sources(
                 "give that corpus' text as a raw-text file instead"
             )
         labels = config.corpora[corpus.name].labels
-        sentences = [s for split in splits if split in corpus.splits for s in corpus.sentences(split)]
+        used = [split for split in splits if split in corpus.splits]
+        sentences = [s for split in used for s in corpus.sentences(split)]
         unknown = sorted({t for s in sentences for t in s.tags} - set(labels))
         if unknown:
             raise MtbionerError(f"{corpus.name}: labels {unknown} are not in the teacher's head ({labels})")
         words = [s.tokens for s in sentences]
+        documents = [(split, s.document) for split in used for s in corpus.sentences(split)]
         windows = encode(
             teacher.tokenizer,
             words,
@@ -327,13 +330,17 @@ def build_sources(
             label2id={label: i for i, label in enumerate(labels)},
             case=config.case_features,
             matches=_matches(teacher, words),
+            context=config.context,
+            surroundings=document_surroundings(words, documents, config.context) if config.context else None,
         )
         out[corpus.name] = Source(corpus.name, windows, corpus.name, len(sentences))
     if texts:
-        words = [[t.text for t in s.tokens] for text in texts for s in Tagger.split(text)]
+        read = [(text, s) for text in texts for s in Tagger.split(text)]
+        words = [[t.text for t in s.tokens] for _, s in read]
+        surroundings = [text_surroundings(text, s, config.context) for text, s in read] if config.context else None
         windows = encode(
             teacher.tokenizer, words, config.max_length, config.stride, case=config.case_features,
-            matches=_matches(teacher, words),
+            matches=_matches(teacher, words), context=config.context, surroundings=surroundings,
         )  # fmt: skip
         out[TEXT_SOURCE] = Source(TEXT_SOURCE, windows, None, len(words))
     if not any(s.windows for s in out.values()):

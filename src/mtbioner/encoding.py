@@ -5,6 +5,11 @@ sentence longer than ``max_length`` sub-tokens is cut into overlapping windows, 
 nothing is truncated), and ``collate`` pads a list of windows to the longest one in the
 batch. Each word is *owned* by exactly one window (the one where it sits farthest from a
 cut edge); only owned words carry a label and produce a prediction.
+
+Document context (``context`` sub-tokens, FLERT: Schweter and Akbik, 2020): a model trained with
+it reads each sentence between the end of the sentences before it and the start of those after
+it in the same document, up to ``context`` sub-tokens each side; those words carry no label and
+get no prediction, they only inform the sentence's own words.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 import random
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from typing import TYPE_CHECKING
@@ -168,6 +173,8 @@ def encode(
     label2id: dict[str, int] | None = None,
     case: bool = False,
     matches: Sequence[Sequence[Sequence[int]]] | None = None,
+    context: int = 0,
+    surroundings: Sequence[Surroundings] | None = None,
 ) -> list[Window]:
     """Tokenize sentences (lists of words) into windows of at most ``max_length`` sub-tokens.
 
@@ -182,6 +189,11 @@ def encode(
         matches: Dictionary match-tag ids of every word of every sentence
             (:meth:`mtbioner.dictionary.Dictionary.match`), copied onto each of the word's
             sub-tokens (``dictionary_ids``), as the case classes are.
+        context: Sub-tokens of document context each side of a sentence (0: none).
+        surroundings: The words before and after each sentence in its document
+            (:func:`document_surroundings`, :func:`mtbioner.text.text_surroundings`); the last
+            ``context`` sub-tokens before and the first ``context`` after go into the sentence's
+            first and last window. Without them (or with ``context`` 0) sentences are read alone.
 
     Returns:
         Windows in sentence order. A word the tokenizer maps to no sub-token (a lone
@@ -198,6 +210,9 @@ def encode(
         raise ValueError("label2id is required when tags are given")
     if matches is not None and len(matches) != len(sentences):
         raise ValueError(f"matches has {len(matches)} sentences, sentences {len(sentences)}")
+    if surroundings is not None and len(surroundings) != len(sentences):
+        raise ValueError(f"surroundings has {len(surroundings)} sentences, sentences {len(sentences)}")
+    contexts = _contexts(tokenizer, surroundings, context, case) if context > 0 and surroundings else None
     windows: list[Window] = []
     every_piece = word_pieces(tokenizer, sentences)
     for index, words in enumerate(sentences):
@@ -214,10 +229,73 @@ def encode(
             found = [tuple(ids) for ids in matches[index]]
             if len(found) != len(words):
                 raise ValueError(f"sentence {index}: {len(found)} match rows for {len(words)} words")
+        around = contexts[index] if contexts is not None else _ALONE
         windows.extend(
-            _windows_of(index, pieces, sentence_tags, label2id, (prefix, suffix), budget, stride, cases, found)
+            _windows_of(index, pieces, sentence_tags, label2id, (prefix, suffix), budget, stride, cases, found, around)
         )
     return windows
+
+
+Surroundings = tuple[Sequence[str], Sequence[str]]
+"""The words before a sentence and the words after it, in its document (nearest last / first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """Sub-token ids (and their words' case classes) put before and after a sentence's words."""
+
+    left: tuple[int, ...] = ()
+    right: tuple[int, ...] = ()
+    left_types: tuple[int, ...] = ()
+    right_types: tuple[int, ...] = ()
+
+
+_ALONE = _Context()
+
+
+def document_surroundings(
+    sentences: Sequence[Sequence[str]], documents: Sequence[Hashable], words: int
+) -> list[Surroundings]:
+    """Up to ``words`` words before and after each sentence, from its neighbours in the same document.
+
+    ``documents[i]`` names sentence ``i``'s document; sentences of a document are consecutive and in
+    order, as in a corpus file (a corpus split without ``-DOCSTART-`` lines is one document). A word
+    has at least one sub-token, so ``words`` equal to the sub-token context is always enough.
+
+    >>> document_surroundings([["a", "b"], ["c"], ["d", "e"]], [0, 0, 1], 3)
+    [([], ['c']), (['a', 'b'], []), ([], [])]
+    """
+    result: list[Surroundings] = []
+    for index, document in enumerate(documents):
+        left: list[str] = []
+        before = index - 1
+        while before >= 0 and documents[before] == document and len(left) < words:
+            left[:0] = sentences[before]
+            before -= 1
+        right: list[str] = []
+        after = index + 1
+        while after < len(documents) and documents[after] == document and len(right) < words:
+            right.extend(sentences[after])
+            after += 1
+        result.append((left[-words:] if words else [], right[:words]))
+    return result
+
+
+def _contexts(tokenizer, surroundings: Sequence[Surroundings], context: int, case: bool) -> list[_Context]:
+    """The context sub-tokens of every sentence, its words tokenized alone as the sentence's are."""
+    lefts = [list(left)[-context:] for left, _ in surroundings]
+    rights = [list(right)[:context] for _, right in surroundings]
+    pieces = word_pieces(tokenizer, lefts + rights)
+    result = []
+    for index in range(len(surroundings)):
+        sides = []
+        for words, word_ids in ((lefts[index], pieces[index]), (rights[index], pieces[len(lefts) + index])):
+            ids = tuple(chain.from_iterable(word_ids))
+            types = tuple(chain.from_iterable((case_type(w),) * len(p) for w, p in zip(words, word_ids, strict=True)))
+            sides.append((ids, types if case else ()))
+        (left, left_types), (right, right_types) = sides
+        result.append(_Context(left[-context:], right[:context], left_types[-context:], right_types[:context]))
+    return result
 
 
 def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
@@ -303,7 +381,7 @@ def _fit(piece: tuple[int, ...], tokenizer, budget: int) -> tuple[int, ...]:
 
 
 def _windows_of(
-    sentence, pieces, sentence_tags, label2id, affixes, budget, stride, cases=None, found=None
+    sentence, pieces, sentence_tags, label2id, affixes, budget, stride, cases=None, found=None, around=_ALONE
 ) -> list[Window]:
     lengths = [len(p) for p in pieces]
     ranges = plan_windows(lengths, budget, stride)
@@ -312,7 +390,11 @@ def _windows_of(
     none = (0,) * len(found[0]) if found else ()
     result = []
     for index, (start, end) in enumerate(ranges):
-        offsets = list(accumulate(lengths[start:end], initial=len(prefix)))
+        # Document context goes on the sentence's own edges: the first window's left, the last one's right.
+        left = around.left if start == 0 else ()
+        right = around.right if end == len(pieces) else ()
+        before, after = (*prefix, *left), (*right, *suffix)
+        offsets = list(accumulate(lengths[start:end], initial=len(before)))
         owned = [w for w in range(start, end) if owners[w] == index] if len(ranges) > 1 else range(start, end)
         labels = None
         if sentence_tags is not None:
@@ -320,15 +402,19 @@ def _windows_of(
         token_types = None
         if cases is not None:
             types = chain.from_iterable((cases[w],) * lengths[w] for w in range(start, end))
-            token_types = (0,) * len(prefix) + tuple(types) + (0,) * len(suffix)
+            left_types = around.left_types if left else ()
+            right_types = around.right_types if right else ()
+            token_types = (
+                (0,) * len(prefix) + left_types + tuple(types) + right_types + (0,) * len(suffix)
+            )  # fmt: skip
         dictionary_ids = None
-        if found is not None:
+        if found is not None:  # context words are not matched: their evidence is for their own sentence
             tags = chain.from_iterable((found[w],) * lengths[w] for w in range(start, end))
-            dictionary_ids = (none,) * len(prefix) + tuple(tags) + (none,) * len(suffix)
+            dictionary_ids = (none,) * len(before) + tuple(tags) + (none,) * len(after)
         result.append(
             Window(
                 sentence=sentence,
-                input_ids=(*prefix, *chain.from_iterable(pieces[start:end]), *suffix),
+                input_ids=(*before, *chain.from_iterable(pieces[start:end]), *after),
                 words=tuple(owned),
                 positions=tuple(offsets[w - start] for w in owned),
                 labels=labels,

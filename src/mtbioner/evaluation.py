@@ -18,6 +18,7 @@ from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
 from . import INFERENCE_BATCH_SIZE
+from .encoding import document_surroundings
 from .fileio import atomic_write, write_json
 from .inference import predict_tags
 
@@ -104,7 +105,10 @@ def evaluate_corpus(
     head = head or corpus.name
     sentences = corpus.sentences(split)
     started = time.perf_counter()
-    predicted = predict_tags(model, [s.tokens for s in sentences], head, batch_size, progress)
+    words = [s.tokens for s in sentences]
+    context = model.config.context
+    surroundings = document_surroundings(words, [s.document for s in sentences], context) if context else None
+    predicted = predict_tags(model, words, head, batch_size, progress, surroundings)
     seconds = time.perf_counter() - started
     overall, types, n_predicted = score([s.tags for s in sentences], predicted)
     report = CorpusReport(corpus.name, head, split, len(sentences), overall, n_predicted, types, seconds)

@@ -65,6 +65,7 @@ TRAIN_OPTIONS = {
     "encoder": "--encoder",
     "train_splits": "--train-splits",
     "sampling_temperature": "--sampling-temperature",
+    "context": "--context",
 }
 FLAGS = {
     "freeze_encoder": "--freeze-encoder",

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import INFERENCE_BATCH_SIZE
-from .encoding import collate, encode, length_grouped_batches
+from .encoding import Surroundings, collate, encode, length_grouped_batches
 from .errors import ModelFormatError
 
 if TYPE_CHECKING:
@@ -49,12 +49,15 @@ def sentence_emissions(
     corpora: list[str] | None = None,
     batch_size: int = INFERENCE_BATCH_SIZE,
     progress: bool = False,
+    surroundings: Sequence[Surroundings] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Emission scores ``[n_words, C]`` of every sentence for every requested head.
 
     Windows of all sentences are sorted by length and batched together (padding to the
     longest of a batch), and each word's scores come from the window that owns it, so a
-    sentence of any length is scored whole.
+    sentence of any length is scored whole. A model trained with document context reads the
+    ``surroundings`` of each sentence (the words around it in its document) as it was trained to;
+    without them it reads each sentence alone.
     """
     corpora = corpora or list(model.config.corpora)
     sizes = {name: len(model.config.corpora[name].labels) for name in corpora}
@@ -70,6 +73,8 @@ def sentence_emissions(
         model.config.stride,
         case=model.config.case_features,
         matches=dictionary_matches(model, sentences),
+        context=model.config.context,
+        surroundings=surroundings,
     )
     if not windows:
         return out
@@ -117,8 +122,9 @@ def predict_tags(
     corpus: str,
     batch_size: int = INFERENCE_BATCH_SIZE,
     progress: bool = False,
+    surroundings: Sequence[Surroundings] | None = None,
 ) -> list[list[str]]:
-    """IOB2 labels of each sentence from one corpus' head."""
+    """IOB2 labels of each sentence from one corpus' head (``surroundings``: see :func:`sentence_emissions`)."""
     decoder = model.decoders()[corpus]
-    emissions = sentence_emissions(model, sentences, [corpus], batch_size, progress)
+    emissions = sentence_emissions(model, sentences, [corpus], batch_size, progress, surroundings)
     return [tags for tags, _ in decoder.decode_all([e[corpus] for e in emissions])]

@@ -98,6 +98,7 @@ def describe_model(path: str | Path | None = None) -> str:
         f"parameters   {parameters:,}" if parameters is not None else "parameters   (ONNX graph)",
         f"size         {_size_on_disk(folder) / 1e6:.1f} MB on disk",
         f"max length   {config.max_length} sub-tokens per window",
+        f"context      {f'{config.context} sub-tokens of the document each side' if config.context else 'none'}",
         f"case         {'letter case of each word fed as token type' if config.case_features else 'not used'}",
         f"dictionary   {_describe_dictionary(folder, config)}",
         f"version      mtbioner {config.mtbioner_version}, format {config.format_version}",

@@ -104,6 +104,7 @@ class MultiTaskTagger(nn.Module):
         case_features: bool = False,
         dictionary: Dictionary | None = None,
         heads: dict[str, HeadKind] | None = None,
+        context: int = 0,
     ) -> MultiTaskTagger:
         """A new model: a pre-trained encoder from a local folder and fresh heads.
 
@@ -119,6 +120,9 @@ class MultiTaskTagger(nn.Module):
             dictionary: Give the model dictionary features: each word's match tags
                 (:meth:`Dictionary.match`) index an embedding (zero at first) added to every head's
                 input; the dictionary is kept with the model.
+            context: Sub-tokens of document context read each side of a sentence (:mod:`mtbioner.encoding`);
+                a window then holds up to ``max_length + 2 * context`` sub-tokens, which the encoder's
+                position table must cover.
         """
         from transformers import AutoModel, AutoTokenizer
 
@@ -139,6 +143,14 @@ class MultiTaskTagger(nn.Module):
             raise MtbionerError(f"{path}: cannot load the encoder: {exc}") from exc
         if not getattr(tokenizer, "is_fast", False):
             raise MtbionerError(f"{path}: a fast (Rust) tokenizer is needed for word alignment; add tokenizer.json")
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if context < 0:
+            raise MtbionerError(f"context must be 0 or more sub-tokens, not {context}")
+        if context and positions is not None and max_length + 2 * context > positions:
+            raise MtbionerError(
+                f"--context {context} with --max-length {max_length} makes windows of up to "
+                f"{max_length + 2 * context} sub-tokens; this encoder reads at most {positions}"
+            )
         if case_features:
             _case_token_types(model, path)
         if dictionary is not None and not dictionary.types:
@@ -156,6 +168,7 @@ class MultiTaskTagger(nn.Module):
             case_features=case_features,
             dictionary_features=dictionary is not None,
             dictionary_types=list(dictionary.types) if dictionary is not None else [],
+            context=context,
         )
         return cls(config, model, tokenizer, dictionary)
 

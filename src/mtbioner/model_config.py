@@ -49,7 +49,9 @@ class TaggerConfig:
     """Everything needed to rebuild a :class:`MultiTaskTagger` without its weights.
 
     ``dictionary_types`` are the channels of the dictionary match tags (the dictionary's types, fixed
-    when the model was built); the terms themselves are in the folder's ``dictionary.json``.
+    when the model was built); the terms themselves are in the folder's ``dictionary.json``. ``context``:
+    sub-tokens of document context the model reads each side of a sentence (0: sentences alone;
+    :mod:`mtbioner.encoding`).
     """
 
     encoder: str
@@ -61,6 +63,7 @@ class TaggerConfig:
     case_features: bool = False
     dictionary_features: bool = False
     dictionary_types: list[str] = field(default_factory=list)
+    context: int = 0
     format_version: int = FORMAT_VERSION
     mtbioner_version: str = __version__
     extra: dict = field(default_factory=dict)

@@ -473,6 +473,7 @@ def model_confusion(
         heads: Heads to run (default: all of the model's).
         split: The split's name, for the report.
     """
+    from .encoding import document_surroundings
     from .inference import sentence_emissions
 
     heads = list(heads or backend.config.corpora)
@@ -485,7 +486,9 @@ def model_confusion(
         words = [list(s.tokens) for s in sentences]
         gold = [tags_to_spans(s.tags) for s in sentences]
         gold_types = sorted({kind for spans in gold for kind, _, _ in spans})
-        emissions = sentence_emissions(backend, words, heads, batch_size, progress)
+        context = backend.config.context
+        around = document_surroundings(words, [s.document for s in sentences], context) if context else None
+        emissions = sentence_emissions(backend, words, heads, batch_size, progress, around)
         for head in heads:
             predicted = [tags_to_spans(decoders[head].decode(e[head])[0]) for e in emissions]
             head_types = list(backend.config.corpora[head].entity_types)

@@ -20,7 +20,7 @@ from . import INFERENCE_BATCH_SIZE, type_merging
 from .errors import RequestError
 from .inference import sentence_emissions
 from .schemes import tags_to_spans
-from .text import TextSentence, split_sentences
+from .text import TextSentence, split_sentences, text_surroundings
 
 # Lone surrogates can sit in a Python str (surrogateescape'd bytes) but not pass the Rust
 # tokenizer; the model reads U+FFFD in their place, one character for one, so offsets hold.
@@ -229,7 +229,10 @@ class Tagger:
 
     @staticmethod
     def split(text: str) -> list[TextSentence]:
-        """The sentences the tagger reads in ``text`` (offsets into ``text``); each is tagged on its own."""
+        """The sentences the tagger reads in ``text`` (offsets into ``text``).
+
+        Each is tagged on its own, with the words around it in ``text`` when the model reads document context.
+        """
         return split_sentences(_SURROGATE.sub("\ufffd", text))
 
     def sentence_entities(
@@ -245,7 +248,9 @@ class Tagger:
 
     def _sentence_entities(self, sentences, heads, progress) -> list[list[Entity]]:
         words = [[t.text for t in sentence.tokens] for _, sentence in sentences]
-        emissions = sentence_emissions(self.backend, words, list(heads), self.batch_size, progress)
+        context = self.backend.config.context
+        surroundings = [text_surroundings(text, s, context) for text, s in sentences] if context else None
+        emissions = sentence_emissions(self.backend, words, list(heads), self.batch_size, progress, surroundings)
         found: list[list[Entity]] = [[] for _ in sentences]
         for head in heads:
             decoded = self.decoders[head].decode_all([scores[head] for scores in emissions])

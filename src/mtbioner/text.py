@@ -133,6 +133,32 @@ def split_sentences(text: str) -> list[TextSentence]:
     return [_sentence(tokens[a:b]) for a, b in pairwise(edges)]
 
 
+def text_surroundings(text: str, sentence: TextSentence, words: int) -> tuple[list[str], list[str]]:
+    """Up to ``words`` words of ``text`` before and after ``sentence``: its document context.
+
+    The text is the document, so this is what :func:`mtbioner.encoding.document_surroundings` gives for a
+    corpus' sentences, read straight from the characters around the sentence (a server that tags one
+    sentence of a text at a time has no list of its neighbours). Lone surrogates become U+FFFD, as in the
+    sentence itself, so that a tokenizer can read them.
+
+    >>> text = "IL-2 binds. Its receptor, CD25, rose. Then it fell."
+    >>> text_surroundings(text, split_sentences(text)[1], 3)
+    (['2', 'binds', '.'], ['Then', 'it', 'fell'])
+    """
+    if words <= 0:
+        return [], []
+    reach = 32 * words  # characters; words are far shorter, so this holds ``words`` of them
+    cut = max(0, sentence.start - reach)
+    left = [t.text for t in tokenize_words(_SURROGATE.sub("\ufffd", text[cut : sentence.start]))]
+    if cut > 0:
+        left = left[1:]  # perhaps the end of a word cut in two
+    stop = min(len(text), sentence.end + reach)
+    right = [t.text for t in tokenize_words(_SURROGATE.sub("\ufffd", text[sentence.end : stop]))]
+    if stop < len(text):
+        right = right[:-1]
+    return left[-words:], right[:words]
+
+
 def retokenize(tokens: Sequence[str], tags: Sequence[str]) -> tuple[list[str], list[str]]:
     """Re-split already tokenized, IOB2-tagged words with ``tokenize_words``.
 

@@ -28,7 +28,7 @@ from . import __version__
 from .corpus import Corpus
 from .decoding import HeadKind
 from .dictionary import DICTIONARY_NAME, Dictionary, training_matches
-from .encoding import Window, collate, encode, length_grouped_batches
+from .encoding import Window, collate, document_surroundings, encode, length_grouped_batches
 from .errors import MtbionerError
 from .evaluation import evaluate_corpus
 from .fileio import write_json
@@ -82,6 +82,7 @@ class TrainingConfig:
     dictionary_min_precision: float = 0.5
     dictionary_case_sensitive: bool = False
     dictionary_lr: float = 1e-3
+    context: int = 0  # sub-tokens of document context each side of a sentence (0: none; encoding.py)
     save_every: int = 500  # steps between mid-epoch checkpoints (a four-corpus epoch is ~40 min on 2 cores)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class TrainingConfig:
             (self.limit is None or self.limit >= 1, f"limit must be at least 1, not {self.limit}"),
             (bool(self.train_splits), "train splits must name at least one split"),
             (self.sampling_temperature > 0, f"sampling temperature must be positive, not {self.sampling_temperature}"),
+            (self.context >= 0, f"context must be 0 or more sub-tokens, not {self.context}"),
             (
                 self.dictionary_features or not self.dictionary_files,
                 "dictionary files are used by dictionary features: add --dictionary-features",
@@ -215,6 +217,7 @@ def train(
         config.case_features,
         dictionary,
         config.heads,
+        config.context,
     )
     tokenizer = model.tokenizer
     matches: dict[str, list] = {}
@@ -420,15 +423,22 @@ def _training_windows(
 ) -> list[Window]:
     sentences = [s for split in config.train_splits for s in corpus.sentences(split)]
     label2id = {label: i for i, label in enumerate(model.config.corpora[corpus.name].labels)}
+    words = [s.tokens for s in sentences]
+    surroundings = None
+    if config.context:  # documents are numbered per split: (split, document) keeps train's and devel's apart
+        documents = [(split, s.document) for split in config.train_splits for s in corpus.sentences(split)]
+        surroundings = document_surroundings(words, documents, config.context)
     return encode(
         model.tokenizer,
-        [s.tokens for s in sentences],
+        words,
         config.max_length,
         config.stride,
         tags=[s.tags for s in sentences],
         label2id=label2id,
         case=model.config.case_features,
         matches=matches,
+        context=config.context,
+        surroundings=surroundings,
     )
 
 

@@ -42,6 +42,15 @@ def train(
         bool,
         typer.Option("--case-features", help="Feed each word's letter case to the encoder (uncased ones lose it)."),
     ] = False,
+    context: Annotated[
+        int,
+        typer.Option(
+            "--context",
+            metavar="SUB_TOKENS",
+            help="Read each sentence with up to this many sub-tokens of its document before and after it "
+            "(document context; 0: sentences alone). The tagger then reads raw text the same way.",
+        ),
+    ] = 0,
     dictionary_features: Annotated[
         bool,
         typer.Option(
@@ -125,6 +134,7 @@ def train(
             encoder=encoder,
             sampling_temperature=sampling_temperature,
             case_features=case_features,
+            context=context,
             dictionary_features=dictionary_features,
             dictionary_files=[str(p.resolve()) for p in dictionary or []],
             dictionary_folds=dictionary_folds,
