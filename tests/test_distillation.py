@@ -438,3 +438,36 @@ def test_cli_mistakes_are_one_line(
     assert message in text and "Traceback" not in text
     assert len(text.strip().splitlines()) == 1, text
     assert not (tmp_path / "s").exists()
+
+
+def test_a_context_teacher_teaches_with_the_context_tagging_reads(tiny_encoder: Path, toy_dir: Path) -> None:
+    """Windows hold the document context the teacher was trained and tags with; the student keeps the setting."""
+    from mtbioner.encoding import document_surroundings
+    from mtbioner.tagging import Tagger
+    from mtbioner.text import text_surroundings
+
+    torch.manual_seed(0)
+    labels = {c.name: c.labels for c in _toy(toy_dir, ["train"])}
+    teacher = MultiTaskTagger.from_encoder(labels, tiny_encoder, max_length=32, context=6).eval()
+    corpora = _toy(toy_dir, ["train"])
+    text = "Sodium chloride binds MYC. Cells were treated with cisplatin."
+    sources = build_sources(teacher, corpora, [text], ["train"])
+    chem = corpora[1].sentences("train")
+    words = [s.tokens for s in chem]
+    label2id = {label: i for i, label in enumerate(teacher.config.corpora["toy_chem"].labels)}
+    around = document_surroundings(words, [s.document for s in chem], 6)
+    expected = encode(
+        teacher.tokenizer, words, 32, tags=[s.tags for s in chem], label2id=label2id, context=6, surroundings=around
+    )
+    assert sources["toy_chem"].windows == expected
+    assert sum(map(len, expected)) > sum(map(len, encode(teacher.tokenizer, words, 32)))  # context was added
+    sentences = Tagger.split(text)
+    text_windows = encode(
+        teacher.tokenizer,
+        [[t.text for t in s.tokens] for s in sentences],
+        32,
+        context=6,
+        surroundings=[text_surroundings(text, s, 6) for s in sentences],
+    )
+    assert sources[TEXT_SOURCE].windows == text_windows
+    assert make_student(teacher, 1).config.context == 6
