@@ -291,8 +291,11 @@ def _contexts(tokenizer, surroundings: Sequence[Surroundings], context: int, cas
         sides = []
         for words, word_ids in ((lefts[index], pieces[index]), (rights[index], pieces[len(lefts) + index])):
             ids = tuple(chain.from_iterable(word_ids))
-            types = tuple(chain.from_iterable((case_type(w),) * len(p) for w, p in zip(words, word_ids, strict=True)))
-            sides.append((ids, types if case else ()))
+            types = ()
+            if case:
+                per_word = zip(words, word_ids, strict=True)
+                types = tuple(chain.from_iterable((case_type(w),) * len(p) for w, p in per_word))
+            sides.append((ids, types))
         (left, left_types), (right, right_types) = sides
         result.append(_Context(left[-context:], right[:context], left_types[-context:], right_types[:context]))
     return result
