@@ -67,6 +67,7 @@ FEATURES = {
     "-tapt": "domain-adapted encoder",
     "-t2": "sampling temperature 2 (vs 1)",
     "-ctx": "document context (64 sub-tokens each side)",
+    "-ema": "moving average of the weights (decay 0.999)",
 }
 
 

@@ -47,6 +47,8 @@ def test_mixed_schedule_shuffles_whole_batches_of_one_corpus() -> None:
         ("warmup", 1.5, "warmup"),
         ("train_splits", ["train", "dev"], "unknown train split"),
         ("batch_size", 0, "batch size"),
+        ("ema", 1.0, "ema is a decay"),
+        ("ema", -0.1, "ema is a decay"),
     ],
 )
 def test_config_rejects_bad_values(field: str, value, message: str) -> None:
@@ -131,11 +133,12 @@ def test_mid_epoch_checkpoints_count_each_second_of_training_once(
     assert 0 < sum(e["train_seconds"] for e in log) <= clock.now
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_resume_mid_epoch_gives_the_same_weights(
-    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, ema: float
 ) -> None:
     corpora = _toy(toy_dir)
-    config = _fast(tiny_encoder, epochs=2, save_every=2)
+    config = _fast(tiny_encoder, epochs=2, save_every=2, ema=ema)
     train(corpora, tmp_path / "straight", config, progress=False)
 
     real_save = training._save
@@ -286,3 +289,52 @@ def test_check_resumable_refuses_a_missing_checkpoint_and_starting_over_an_unfin
         check_resumable(tmp_path, resume=True)
     (tmp_path / "checkpoint" / "state.json").write_text("{}")
     check_resumable(tmp_path, resume=True)
+
+
+def test_ema_model_folder_holds_the_moving_average_of_every_steps_weights(
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    decay = 0.8
+    steps: list[dict[str, torch.Tensor]] = []
+    real = training.moving_average
+
+    def recording(model, ema: float):
+        averaged = real(model, ema)
+        update = averaged.update_parameters
+
+        def record(current):
+            steps.append({k: v.detach().clone() for k, v in current.state_dict().items()})
+            update(current)
+
+        averaged.update_parameters = record
+        return averaged
+
+    monkeypatch.setattr(training, "moving_average", recording)
+    config = _fast(tiny_encoder, epochs=2, ema=decay, train_splits=["train", "devel"])  # the last epoch is kept
+    model = train(_toy(toy_dir), tmp_path / "m", config, progress=False)
+    assert len(steps) > 3
+    expected = dict(steps[0])
+    for weights in steps[1:]:
+        for key, value in weights.items():
+            if value.is_floating_point():
+                expected[key] = decay * expected[key] + (1 - decay) * value
+    saved = load_file(str(tmp_path / "m" / "model.safetensors"))
+    moved = 0
+    for key, value in saved.items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
+        moved += not torch.allclose(value, steps[-1][key])
+    assert moved > 0  # the average is not the last step's weights
+    returned = model.state_dict()
+    for key, value in saved.items():
+        assert torch.equal(returned[key], value), key  # train() returns what it saved
+
+
+def test_train_cli_refuses_a_bad_ema(tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from tests.conftest import run_cli
+
+    code, out = run_cli(
+        monkeypatch, capsys, "train", "toy_chem", "--data-dir", toy_dir, "--encoder", tiny_encoder,
+        "--epochs", "1", "--no-progress", "--output", tmp_path / "bad", "--ema", "1",
+    )  # fmt: skip
+    assert code != 0 and "ema is a decay" in out and "Traceback" not in out
+    assert not (tmp_path / "bad").exists()

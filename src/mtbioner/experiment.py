@@ -66,6 +66,7 @@ TRAIN_OPTIONS = {
     "train_splits": "--train-splits",
     "sampling_temperature": "--sampling-temperature",
     "context": "--context",
+    "ema": "--ema",
 }
 FLAGS = {
     "freeze_encoder": "--freeze-encoder",

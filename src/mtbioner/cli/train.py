@@ -51,6 +51,14 @@ def train(
             "(document context; 0: sentences alone). The tagger then reads raw text the same way.",
         ),
     ] = 0,
+    ema: Annotated[
+        float,
+        typer.Option(
+            metavar="DECAY",
+            help="Keep a moving average of the weights (decay per step, e.g. 0.999; 0: off): devel scores it "
+            "and the model folder holds it.",
+        ),
+    ] = 0.0,
     dictionary_features: Annotated[
         bool,
         typer.Option(
@@ -135,6 +143,7 @@ def train(
             sampling_temperature=sampling_temperature,
             case_features=case_features,
             context=context,
+            ema=ema,
             dictionary_features=dictionary_features,
             dictionary_files=[str(p.resolve()) for p in dictionary or []],
             dictionary_folds=dictionary_folds,
