@@ -314,10 +314,11 @@ def test_ema_model_folder_holds_the_moving_average_of_every_steps_weights(
     model = train(_toy(toy_dir), tmp_path / "m", config, progress=False)
     assert len(steps) > 3
     expected = dict(steps[0])
-    for weights in steps[1:]:
+    for done, weights in enumerate(steps[1:], start=1):
+        factor = min(decay, (1 + done) / (10 + done))  # the decay warms up (TensorFlow's num_updates)
         for key, value in weights.items():
             if value.is_floating_point():
-                expected[key] = decay * expected[key] + (1 - decay) * value
+                expected[key] = factor * expected[key] + (1 - factor) * value
     saved = load_file(str(tmp_path / "m" / "model.safetensors"))
     moved = 0
     for key, value in saved.items():
@@ -327,6 +328,19 @@ def test_ema_model_folder_holds_the_moving_average_of_every_steps_weights(
     returned = model.state_dict()
     for key, value in saved.items():
         assert torch.equal(returned[key], value), key  # train() returns what it saved
+    # ... and the model in memory (which devel scored) computes what the saved folder computes
+    from mtbioner.model import MultiTaskTagger
+
+    reloaded = MultiTaskTagger.from_pretrained(tmp_path / "m").eval()
+    for name, buffer in reloaded.encoder.named_buffers():
+        assert torch.equal(dict(model.encoder.named_buffers())[name], buffer), name
+    ids = torch.tensor([[2, 5, 7, 9, 3]])
+    mask = torch.ones_like(ids)
+    model.eval()
+    torch.testing.assert_close(
+        model(input_ids=ids, attention_mask=mask, corpus="toy_gene").logits,
+        reloaded(input_ids=ids, attention_mask=mask, corpus="toy_gene").logits,
+    )
 
 
 def test_train_cli_refuses_a_bad_ema(tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
