@@ -53,6 +53,9 @@ DEFAULT_OPSET = 17
 
 Quantize = Literal["none", "int8"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8")
+# "light" leaves attention and residual + layer norm unfused (ONNX Runtime's own ops run them): on a 2-core Xeon
+# with AMX its int8 graph tagged 700-710 sentences/s against 568-593 with every fusion (docs/performance.md).
+FUSION_CHOICES: tuple[str, ...] = ("all", "light")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class GraphSettings:
     Attributes:
         quantize: ``"none"`` (fp32) or ``"int8"`` (dynamic quantization).
         optimize: Apply ONNX Runtime's transformer fusions (attention, GELU, layer norm).
+        fusions: With ``optimize``: ``"all"`` of them, or ``"light"``: GELU and layer norm only, no
+            attention or skip + layer norm fusion (faster int8 on CPUs with AMX, see FUSION_CHOICES).
         per_channel: int8: one weight scale per output channel instead of per tensor.
         reduce_range: int8: 7-bit weights. With per-channel scales this keeps the emissions
             closest to fp32 on CPUs without VNNI (AVX2's u8 x s8 multiply-add saturates).
@@ -76,6 +81,7 @@ class GraphSettings:
     reduce_range: bool = True
     outliers: bool = True
     opset: int = DEFAULT_OPSET
+    fusions: str = "all"
 
 
 @dataclass
@@ -157,6 +163,7 @@ def export_onnx(
     outliers: bool = True,
     opset: int = DEFAULT_OPSET,
     check: CheckSettings | None = None,
+    fusions: str = "all",
 ) -> ExportReport:
     """Export a torch model folder to an ONNX model folder that ``Tagger.load`` runs.
 
@@ -165,7 +172,7 @@ def export_onnx(
         out: Destination folder. It is written atomically: an existing export there is
             replaced only when the new one is complete (and has passed ``check``).
         quantize: ``"int8"`` for dynamic int8 quantization of the weights.
-        optimize, per_channel, reduce_range, outliers, opset: See :class:`GraphSettings`.
+        optimize, per_channel, reduce_range, outliers, opset, fusions: See :class:`GraphSettings`.
         check: Score torch and exported models on these corpora before keeping the export.
 
     Raises:
@@ -177,8 +184,10 @@ def export_onnx(
 
     if quantize not in QUANTIZE_CHOICES:
         raise MtbionerError(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
+    if fusions not in FUSION_CHOICES:
+        raise MtbionerError(f"--fusions {fusions!r}: use one of {', '.join(FUSION_CHOICES)}")
     model_dir, out = Path(model_dir), Path(out)
-    graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset)
+    graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset, fusions)
     _check_source(model_dir)
     _check_destination(model_dir, out)
     corpora = _read_check_corpora(check) if check else []
@@ -258,7 +267,7 @@ def _write_graph(model, path: Path, scratch: Path, graph: GraphSettings) -> tupl
     if graph.optimize:
         current = scratch / "optimized.onnx"
         with _quiet():
-            _optimize(traced, current, model.encoder.config)
+            _optimize(traced, current, model.encoder.config, graph.fusions)
     diff = _compare_with_torch(model, current)
     report = None
     if graph.quantize == "int8":
@@ -365,15 +374,22 @@ def output_name(index: int) -> str:
     return f"emissions_{index}"
 
 
-def _optimize(source: Path, target: Path, encoder_config) -> None:
+def _optimize(source: Path, target: Path, encoder_config, fusions: str = "all") -> None:
     """ONNX Runtime's offline transformer fusions (no-ops for patterns it does not recognise)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    if fusions == "light":
+        options.enable_attention = False
+        options.enable_skip_layer_norm = False
+        options.enable_bias_skip_layer_norm = False
     optimized = optimize_model(
         str(source),
         model_type="bert",
         num_heads=int(getattr(encoder_config, "num_attention_heads", 0) or 0),
         hidden_size=int(getattr(encoder_config, "hidden_size", 0) or 0),
+        optimization_options=options,
     )
     logger.debug("fused operators: %s", optimized.get_fused_operator_statistics())
     optimized.save_model_to_file(str(target))
@@ -416,6 +432,7 @@ def _write_config(model, path: Path, graph: GraphSettings, source: Path, outlier
         "reduce_range": graph.reduce_range if graph.quantize != "none" else None,
         "outliers": outliers.summary() if outliers is not None and graph.outliers else None,
         "optimized": graph.optimize,
+        "fusions": graph.fusions if graph.optimize else None,
         "opset": graph.opset,
         "exported_from": str(source),
         "torch_version": torch.__version__,

@@ -27,6 +27,14 @@ def export_command(
     limit: Annotated[int | None, typer.Option(help="--check only the first N sentences of each corpus.")] = None,
     max_drop: Annotated[float, typer.Option(help="Abort (write nothing) if --check loses more F1 points.")] = 0.5,
     optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's transformer fusions.")] = True,
+    fusions: Annotated[
+        str,
+        typer.Option(
+            metavar="all|light",
+            help="With --optimize: every fusion, or light (no attention / skip-layer-norm fusion: faster int8 "
+            "on CPUs with AMX).",
+        ),
+    ] = "all",
     per_channel: Annotated[
         bool, typer.Option("--per-channel/--per-tensor", help="int8: a weight scale per output channel or per tensor.")
     ] = True,
@@ -66,6 +74,7 @@ def export_command(
             outliers=outliers,
             opset=opset,
             check=settings,
+            fusions=fusions,
         )
     except ExportCheckError as exc:
         typer.echo(format_checks(exc.rows, split))
