@@ -300,6 +300,8 @@ def test_light_fusions_leave_attention_and_skip_layer_norm_unfused(
     assert "BiasGelu" in light and "BiasGelu" in full  # the light set keeps the other fusions
     config = json.loads((tmp_path / "light" / "config.json").read_text())
     assert config["onnx"]["fusions"] == "light"
+    assert "ONNX Runtime, light fusions)" in describe_model(tmp_path / "light")
+    assert "ONNX Runtime)" in describe_model(tmp_path / "all")
     # fp32: the export itself refuses a graph that deviates from torch (1e-3), so the light graph computes the same
     export_onnx(model_dir, tmp_path / "light-fp32", fusions="light")
     assert not {"Attention", "SkipLayerNormalization"} & op_types(tmp_path / "light-fp32")

@@ -61,6 +61,13 @@ def _encoder_name(encoder: str) -> str:
     return encoder
 
 
+def _fusions_note(onnx_info: dict) -> str:
+    """How an export was fused, when not the default (every fusion)."""
+    if onnx_info.get("optimized", True) is False:
+        return ", no fusions"
+    return ", light fusions" if onnx_info.get("fusions") == "light" else ""
+
+
 def describe_model(path: str | Path | None = None) -> str:
     """Human-readable summary of a model folder (or shipped model)."""
     folder = resolve_model(path)
@@ -69,7 +76,8 @@ def describe_model(path: str | Path | None = None) -> str:
 
         config, onnx_info = read_onnx_config(folder)
         quantize = onnx_info.get("quantize", "none")
-        backend, parameters = f"onnx ({'fp32' if quantize == 'none' else quantize}, ONNX Runtime)", None
+        backend = f"onnx ({'fp32' if quantize == 'none' else quantize}, ONNX Runtime{_fusions_note(onnx_info)})"
+        parameters = None
         outliers = onnx_info.get("outliers")
         if outliers:
             backend += (
