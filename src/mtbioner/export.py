@@ -54,7 +54,9 @@ DEFAULT_OPSET = 17
 Quantize = Literal["none", "int8"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8")
 # "light" leaves attention and residual + layer norm unfused (ONNX Runtime's own ops run them): on a 2-core Xeon
-# with AMX its int8 graph tagged 700-710 sentences/s against 568-593 with every fusion (docs/performance.md).
+# with AMX its int8 graph tagged 722 BC5CDR sentences/s against 637 with every fusion, same F1
+# (benchmarks/fusions.py, benchmarks/results/xeon-amx/fusions.md).
+Fusions = Literal["all", "light"]
 FUSION_CHOICES: tuple[str, ...] = ("all", "light")
 
 
@@ -81,7 +83,7 @@ class GraphSettings:
     reduce_range: bool = True
     outliers: bool = True
     opset: int = DEFAULT_OPSET
-    fusions: str = "all"
+    fusions: Fusions = "all"
 
 
 @dataclass
@@ -163,7 +165,7 @@ def export_onnx(
     outliers: bool = True,
     opset: int = DEFAULT_OPSET,
     check: CheckSettings | None = None,
-    fusions: str = "all",
+    fusions: Fusions = "all",
 ) -> ExportReport:
     """Export a torch model folder to an ONNX model folder that ``Tagger.load`` runs.
 
@@ -374,7 +376,7 @@ def output_name(index: int) -> str:
     return f"emissions_{index}"
 
 
-def _optimize(source: Path, target: Path, encoder_config, fusions: str = "all") -> None:
+def _optimize(source: Path, target: Path, encoder_config, fusions: Fusions = "all") -> None:
     """ONNX Runtime's offline transformer fusions (no-ops for patterns it does not recognise)."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
