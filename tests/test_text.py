@@ -135,6 +135,11 @@ def test_tokenize_words_on_unicode(text: str, expected: list[str]) -> None:
         ("hard-wrapped line\ncontinues here.", ["hard-wrapped line\ncontinues here."]),
         ("   \n\t ", []),
         ("Lone \ud800 surrogate. Next.", ["Lone \ud800 surrogate.", "Next."]),
+        # a one-letter word, a space outside ASCII and a full stop made sentencex 1.0.32 panic (found by hypothesis)
+        ("Z\xa0. Next one.", ["Z\xa0.", "Next one."]),
+        ("Vitamin A\u2009. It helps.", ["Vitamin A\u2009.", "It helps."]),
+        ("Type A\u3000. Then B.", ["Type A\u3000.", "Then B."]),
+        ("Z\xa0.+", ["Z\xa0.+"]),
     ],
 )
 def test_split_sentences(text: str, expected: list[str]) -> None:

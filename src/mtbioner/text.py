@@ -51,6 +51,9 @@ _LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 # A whole whitespace run holding a line break (line breaks are whitespace, so the match is the run).
 _BREAK_RUN = re.compile(rf"[{_SPACE}]*(?:{_LINE_BREAK.pattern})[{_SPACE}]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Whitespace outside ASCII (no-break, thin, ideographic space...): sentencex 1.0.32 panics on a one-letter word, such
+# a space and a full stop ("Z\u00a0. Next": it slices the UTF-8 bytes inside the space), so it reads them as " ".
+_WIDE_SPACE = re.compile(r"[^\S\x00-\x7f]")
 
 
 class Token(NamedTuple):
@@ -275,8 +278,9 @@ def _library_starts(text: str) -> list[int]:
     """Sentence start offsets proposed by sentencex (character offsets into ``text``)."""
     import sentencex  # a compiled extension, imported on first use to keep ``import mtbioner`` light
 
-    # sentencex encodes to UTF-8, which lone surrogates cannot pass; U+FFFD keeps every offset.
-    safe = _SURROGATE.sub("\ufffd", text)
+    # sentencex encodes to UTF-8, which lone surrogates cannot pass, and panics on some wide spaces (_WIDE_SPACE);
+    # one character for one keeps every offset.
+    safe = _WIDE_SPACE.sub(" ", _SURROGATE.sub("\ufffd", text))
     return [b["start_index"] for b in sentencex.get_sentence_boundaries("en", safe)]
 
 
