@@ -15,7 +15,14 @@ from mtbioner import training
 from mtbioner.corpus import read_corpus
 from mtbioner.errors import MtbionerError
 from mtbioner.evaluation import evaluate_corpus
-from mtbioner.training import TrainingConfig, check_resumable, record_epoch, schedule_batches, train
+from mtbioner.training import (
+    TrainingConfig,
+    check_resumable,
+    record_epoch,
+    schedule_batches,
+    train,
+    without_scored_text,
+)
 
 LENGTHS = {"a": [5, 3, 8, 1, 9, 2, 7], "b": [4, 4, 6], "c": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}
 
@@ -72,13 +79,14 @@ def test_tiny_model_learns_toy_two_corpus_problem(
 ) -> None:
     corpora = _toy(toy_dir)
     model = train(corpora, tmp_path / "m", _fast(tiny_encoder, epochs=40, head=head), progress=False)
-    for corpus in corpora:
-        learned, _ = evaluate_corpus(model, corpus, "train")
+    trained, _ = without_scored_text(corpora, [])  # the toy train splits repeat 6 test sentences
+    for corpus, seen in zip(corpora, trained, strict=True):
+        learned, _ = evaluate_corpus(model, seen, "train")
         assert learned.overall.f1 == 100.0, (corpus.name, learned)  # the toy problem is learned exactly
         report, _ = evaluate_corpus(model, corpus, "test")
-        # An untrained head scores near 0. On unseen sentences the 2-layer, 32-wide model may miss one span
-        # of 24 ("hydrogen peroxide" before a full stop, seen in training only before other words).
-        assert report.overall.f1 >= 95.0, (corpus.name, report)
+        # An untrained head scores near 0. On unseen sentences (the 6 test sentences the toy train splits
+        # repeat are not trained on) the 2-layer, 32-wide model misses a few of 24 spans.
+        assert report.overall.f1 >= 85.0, (corpus.name, report)
     log = (tmp_path / "m" / "log.jsonl").read_text().splitlines()
     assert len(log) == 40
     assert not (tmp_path / "m" / "checkpoint").exists()  # a finished run keeps no resume state

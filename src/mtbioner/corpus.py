@@ -410,6 +410,12 @@ def _split_sources(folder: Path, split: str) -> list[Path]:
     return [source for source, exists in found if exists]
 
 
+def has_split(path: str | Path, split: str) -> bool:
+    """Whether ``path`` is a corpus folder that holds ``split`` itself (a one-split corpus holds none by name)."""
+    folder = Path(path)
+    return folder.is_dir() and bool(_split_sources(folder, split))
+
+
 def _is_one_file(name: str) -> bool:
     """Whether a file name marks a one-file annotated split (PubTator or BioC)."""
     return name.endswith(_ONE_FILE)

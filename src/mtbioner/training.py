@@ -32,6 +32,7 @@ from .encoding import Window, collate, document_surroundings, encode, length_gro
 from .errors import MtbionerError
 from .evaluation import evaluate_corpus
 from .fileio import write_json
+from .leakage import remove_leaks, scored_texts
 from .model import WEIGHTS_NAME, MultiTaskTagger
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class TrainingConfig:
     context: int = 0  # sub-tokens of document context each side of a sentence (0: none; encoding.py)
     ema: float = 0.0  # decay of the weights' moving average per step (0: none)
     save_every: int = 500  # steps between mid-epoch checkpoints (a four-corpus epoch is ~40 min on 2 cores)
+    held_out: list[str] = field(default_factory=list)  # corpora scored but not trained on (leakage.py)
 
     def __post_init__(self) -> None:
         checks = [
@@ -211,6 +213,7 @@ def train(
     names = [c.name for c in corpora]
     if len(set(names)) != len(names):
         raise MtbionerError(f"two corpora share a name: {names}; corpus names (folder names) must be unique")
+    corpora, leakage = without_scored_text(corpora, config.held_out)
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(config.seed)
     dictionary, user_terms = build_dictionary(corpora, config, output if resume else None)
@@ -254,6 +257,7 @@ def train(
     kept = unwrapped if averaged is None else averaged.module  # what devel scores and the folder holds
 
     info = _run_info(config, corpora, windows, steps_per_epoch, accelerator)
+    info["leakage"] = leakage
     if dictionary is not None:
         info["dictionary"] = {
             "terms": dictionary.counts(),
@@ -346,6 +350,19 @@ def train(
     accelerator.wait_for_everyone()
     kept.eval()
     return kept
+
+
+def without_scored_text(corpora: list[Corpus], held_out: list[str]) -> tuple[list[Corpus], dict]:
+    """The corpora without any sentence of a split the run is scored on (:mod:`mtbioner.leakage`).
+
+    Raises:
+        MtbionerError: A corpus is both trained on and held out, or a held-out corpus has no scored split.
+    """
+    trained = {c.name: c.path for c in corpora}
+    both = sorted({Path(p).resolve() for p in held_out} & {Path(p).resolve() for p in trained.values()})
+    if both:
+        raise MtbionerError(f"held-out corpus {both[0]} is also trained on: a corpus is one or the other")
+    return remove_leaks(corpora, scored_texts(trained, held_out))
 
 
 def _run_info(

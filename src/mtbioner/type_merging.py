@@ -26,12 +26,15 @@ if TYPE_CHECKING:
 MERGED_TYPES: dict[str, str] = {
     "GENE": "Gene",
     "protein": "Gene",
+    "Protein": "Gene",
     "DNA": "Gene",
     "RNA": "Gene",
     "Chemical": "Chemical",
     "Disease": "Disease",
     "cell_line": "CellLine",
     "cell_type": "CellType",
+    "Species": "Species",
+    "Anatomy": "Anatomy",
 }
 """Corpus type -> merged type; a type not listed keeps its own name."""
 

@@ -79,19 +79,33 @@ def inspect(
         typer.Option(help="Tokenizer to count sub-tokens with (default: MiniLM's, as the shipped model has it)."),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    held_out: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--held-out",
+            metavar="CORPUS",
+            help="Count train/devel sentences found in this corpus's devel or test too.",
+        ),
+    ] = None,
 ) -> None:
-    """Per split: documents, sentences, tokens, entities per type, repairs, longest sentence in sub-tokens."""
+    """Per split: documents, sentences, tokens, entities per type, repairs, longest sentence in sub-tokens,
+    and the train/devel sentences that a run on these corpora removes because a scored split holds them."""
     setup(verbose=False)
     from ..corpus import corpus_stats, read_corpus, resolve_corpus
     from ..fast_tokenizer import load_tokenizer
+    from ..leakage import remove_leaks, scored_texts
     from ..shipped import resolve_model
 
     # the shipped model's tokenizer is the default encoder's (MiniLM), and needs no torch to load
     tokenizer = load_tokenizer(encoder or resolve_model())
+    loaded = [read_corpus(resolve_corpus(spec, data_dir), limit=limit) for spec in corpora]
+    held = [resolve_corpus(spec, data_dir) for spec in held_out or []]
+    _, leaks = remove_leaks(loaded, scored_texts({c.name: c.path for c in loaded}, held))
     result = {}
-    for spec in corpora:
-        corpus = read_corpus(resolve_corpus(spec, data_dir), limit=limit)
+    for corpus in loaded:
         result[corpus.name] = corpus_stats(corpus, tokenizer)
+        for split, counts in leaks.get(corpus.name, {}).items():
+            result[corpus.name][split]["in_scored_splits"] = {"removed": counts["removed"], **counts["found_in"]}
     if json_out:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -105,3 +119,10 @@ def inspect(
                 f"longest {s.get('longest_subtokens', '-')} sub-tokens  scheme {s['scheme']}"
             )
             typer.echo(f"         entities: {ents}")
+            if "in_scored_splits" in s:
+                found = dict(s["in_scored_splits"])
+                where = ", ".join(f"{k} {v:,}" for k, v in found.items() if k != "removed")
+                typer.echo(
+                    f"         in scored splits (removed by train): {found['removed']:,}"
+                    + (f" ({where})" if where else "")
+                )

@@ -94,6 +94,15 @@ def train(
     train_splits: Annotated[
         str, typer.Option(help="Splits to train on: train, or train,devel (the paper's final models).")
     ] = "train",
+    held_out: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--held-out",
+            metavar="CORPUS",
+            help="A corpus the model will be scored on without training on it (repeatable): no sentence of its "
+            "devel or test split is trained or selected on (the trained corpora's test splits never are).",
+        ),
+    ] = None,
     limit: Limit = None,
     sampling_temperature: Annotated[
         float,
@@ -151,6 +160,7 @@ def train(
             dictionary_case_sensitive=dictionary_case_sensitive,
             dictionary_lr=dictionary_lr,
             save_every=save_every,
+            held_out=[str(resolve_corpus(c, data_dir).resolve()) for c in held_out or []],
         )
         paths = [resolve_corpus(c, data_dir) for c in corpora]
     splits = sorted(set(config.train_splits) | {"devel"})
