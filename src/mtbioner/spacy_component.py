@@ -176,7 +176,7 @@ class MtbionerComponent(Pipe):
             self._annotate(doc, entities)
 
     def _annotate(self, doc: Doc, entities: list[dict]) -> None:
-        from .tagging import flatten
+        from .answer import flatten
 
         spans, merged, dropped = align_entities(doc, entities, self.alignment_mode)
         realigned = sum(_is_realigned(e, s) for key, s in spans.items() for e in merged[key])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import INFERENCE_BATCH_SIZE, type_merging
+from .answer import flatten
 from .errors import RequestError
 from .inference import sentence_emissions
 from .schemes import tags_to_spans
@@ -101,15 +102,6 @@ def merge_entities(entities: Iterable[Entity]) -> list[Entity]:
             corpora = tuple(dict.fromkeys(old.corpus + e.corpus))
             merged[key] = Entity(e.start, e.end, e.text, e.type, corpora, max(old.score, e.score))
     return sorted(merged.values(), key=lambda x: (x.start, x.end, x.type))
-
-
-def flatten(entities: Sequence[Entity]) -> list[Entity]:
-    """Resolve overlaps: keep the highest-scoring entity of every overlapping group (ties: longer, earlier)."""
-    kept: list[Entity] = []
-    for e in sorted(entities, key=lambda x: (-x.score, -(x.end - x.start), x.start)):
-        if all(not (e.start < k.end and k.start < e.end) for k in kept):
-            kept.append(e)
-    return sorted(kept, key=lambda x: (x.start, x.end, x.type))
 
 
 def _has_type(entity: Entity, types: Sequence[str]) -> bool:

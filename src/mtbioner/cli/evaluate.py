@@ -25,12 +25,29 @@ def evaluate(
     predictions: Annotated[Path | None, typer.Option(help="Write DIR/NAME.txt in conlleval's input format.")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per inference batch.")] = INFERENCE_BATCH_SIZE,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    merged: Annotated[
+        bool,
+        typer.Option(
+            "--merged",
+            help="Score the model's one merged answer (Gene, Chemical, Disease, Species, ...) instead of each head: "
+            "on any corpus whose types map into the merged scheme, with exact and lenient (HunFlair's) boundaries.",
+        ),
+    ] = False,
+    type_map: Annotated[
+        list[str] | None,
+        typer.Option("--map", metavar="TYPE=MERGED", help="With --merged: map a corpus type to a merged type."),
+    ] = None,
 ) -> None:
     """Entity-level P/R/F1 per corpus and entity type (exact match, as conlleval).
 
     Example: mtbioner evaluate default BC5CDR --data-dir ../shared/data --json scores.json
     """
     setup(verbose=False)
+    if merged:
+        _evaluate_merged(model, corpora, data_dir, split, limit, json_file, type_map or [], batch_size, progress)
+        return
+    if type_map:
+        raise MtbionerError("--map applies to --merged scoring; add --merged")
     from ..corpus import read_corpus, resolve_corpus
     from ..evaluation import evaluate_corpus, format_table, write_conlleval, write_json_report
     from ..loading import load_backend
@@ -58,6 +75,26 @@ def evaluate(
     typer.echo(format_table(reports))
     if json_file is not None:
         write_json_report(json_file, reports)
+
+
+def _evaluate_merged(model, corpora, data_dir, split, limit, json_file, pairs, batch_size, progress) -> None:
+    from ..corpus import read_corpus, resolve_corpus
+    from ..cross_corpus import check_type_map, evaluate_merged, format_merged, parse_type_map
+    from ..fileio import write_json
+    from ..tagging import Tagger
+
+    tagger = Tagger.load(model, batch_size)
+    type_map = parse_type_map(pairs)
+    loaded = [read_corpus(resolve_corpus(spec, data_dir), splits=[split], limit=limit) for spec in corpora or []]
+    if not loaded:
+        raise MtbionerError("--merged: name the corpora to score, e.g. mtbioner evaluate default BC2GM --merged")
+    corpus_types = {t for c in loaded for t in c.entity_types}
+    model_types = {type_map.get(t, t) for t in tagger.entity_types}
+    check_type_map(pairs, type_map, corpus_types, model_types)
+    results = {c.name: evaluate_merged(tagger, c, split, type_map, progress=progress) for c in loaded}
+    typer.echo(format_merged(results))
+    if json_file is not None:
+        write_json(json_file, {"merged": results, "type_map": type_map})
 
 
 def info(

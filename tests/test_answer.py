@@ -1,0 +1,138 @@
+"""One clean answer (mtbioner.answer) and abbreviation definitions (mtbioner.abbreviations)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtbioner.abbreviations import best_long_form, find_abbreviations
+from mtbioner.answer import AnswerPolicy, answer, type_heads
+from mtbioner.errors import MtbionerError
+from mtbioner.tagging import Entity
+from mtbioner.type_merging import merge_types
+
+HEADS = type_heads({"BC2GM": ["GENE"], "JNLPBA": ["protein", "DNA"], "BioNLP09": ["Protein"], "BC5CDR": ["Chemical"]})
+
+
+def ent(text: str, piece: str, kind: str, head: str, score: float = 0.9, nth: int = 0) -> Entity:
+    start = -1
+    for _ in range(nth + 1):
+        start = text.index(piece, start + 1)
+    return Entity(start, start + len(piece), piece, kind, (head,), score)
+
+
+def spans(found) -> list[tuple[str, str]]:
+    return [(e.text, e.type) for e in found]
+
+
+def test_default_policy_is_the_merge_types_answer() -> None:
+    text = "IL-2 gene and p53 bind aspirin"
+    raw = [ent(text, "IL-2 gene", "GENE", "BC2GM"), ent(text, "IL-2", "DNA", "JNLPBA"),
+           ent(text, "p53", "Protein", "BioNLP09"),
+           ent(text, "aspirin", "Chemical", "BC5CDR")]  # fmt: skip
+    assert answer(text, raw, HEADS) == merge_types(raw)
+    assert spans(answer(text, raw, HEADS)) == [("IL-2 gene", "Gene"), ("p53", "Gene"), ("aspirin", "Chemical")]
+
+
+def test_trim_ends_a_gene_at_its_name() -> None:
+    text = "p53 protein, VEGF mRNA levels, the PTEN gene promoter and protein"
+    raw = [ent(text, "p53 protein", "GENE", "BC2GM"), ent(text, "VEGF mRNA", "GENE", "BC2GM"),
+           ent(text, "PTEN gene promoter", "DNA", "JNLPBA"), ent(text, "protein", "GENE", "BC2GM", nth=1)]  # fmt: skip
+    found = answer(text, raw, HEADS, AnswerPolicy(trim=True))
+    assert spans(found) == [("p53", "Gene"), ("VEGF", "Gene"), ("PTEN", "Gene")]  # a bare "protein" is dropped
+    assert found[0].end == 3 and text[found[0].start : found[0].end] == "p53"
+
+
+def test_generic_drops_lower_case_plural_families_only() -> None:
+    text = "growth factors, cytokines, IL-6 receptors, insulin and cyclins"
+    raw = [
+        ent(text, w, "GENE", "BC2GM") for w in ("growth factors", "cytokines", "IL-6 receptors", "insulin", "cyclins")
+    ]
+    found = answer(text, raw, HEADS, AnswerPolicy(generic=True))
+    assert spans(found) == [("IL-6 receptors", "Gene"), ("insulin", "Gene")]
+
+
+def test_votes_keep_mentions_enough_heads_found() -> None:
+    text = "BRCA1 and ATM and Golgi"
+    raw = [ent(text, "BRCA1", "GENE", "BC2GM"), ent(text, "BRCA1", "protein", "JNLPBA"),
+           ent(text, "BRCA1", "Protein", "BioNLP09"),
+           ent(text, "ATM", "GENE", "BC2GM"), ent(text, "ATM", "Protein", "BioNLP09"),
+           ent(text, "Golgi", "protein", "JNLPBA")]  # fmt: skip
+    assert spans(answer(text, raw, HEADS, AnswerPolicy(votes=0.5))) == [("BRCA1", "Gene"), ("ATM", "Gene")]
+    assert spans(answer(text, raw, HEADS, AnswerPolicy(votes=1.0))) == [("BRCA1", "Gene")]
+    # excluding heads shrinks the electorate: BioNLP09 alone decides
+    exclude = {"Gene": ("BC2GM", "JNLPBA")}
+    assert spans(answer(text, raw, HEADS, AnswerPolicy(votes=1.0, exclude=exclude))) == [
+        ("BRCA1", "Gene"),
+        ("ATM", "Gene"),
+    ]
+
+
+def test_exclude_ignores_a_heads_answers_of_one_type() -> None:
+    text = "Golgi and aspirin and p53"
+    raw = [ent(text, "Golgi", "protein", "JNLPBA"), ent(text, "aspirin", "Chemical", "BC5CDR"),
+           ent(text, "p53", "protein", "JNLPBA"), ent(text, "p53", "Protein", "BioNLP09")]  # fmt: skip
+    found = answer(text, raw, HEADS, AnswerPolicy(exclude={"Gene": ("JNLPBA",), "Species": ("linnaeus",)}))
+    assert spans(found) == [("aspirin", "Chemical"), ("p53", "Gene")]
+    assert found[1].corpus == ("BioNLP09",)
+
+
+def test_voted_span_is_the_one_most_heads_gave() -> None:
+    text = "the IL-2 gene"
+    raw = [ent(text, "IL-2 gene", "GENE", "BC2GM", 0.99), ent(text, "IL-2", "protein", "JNLPBA", 0.8),
+           ent(text, "IL-2", "Protein", "BioNLP09", 0.7)]  # fmt: skip
+    assert spans(answer(text, raw, HEADS)) == [("IL-2 gene", "Gene")]  # longest by default
+    assert spans(answer(text, raw, HEADS, AnswerPolicy(span="voted"))) == [("IL-2", "Gene")]
+
+
+def test_abbreviations_spread_a_long_forms_type_to_its_short_form_and_back() -> None:
+    text = "Tumours called hemangiopericytomas (HPCs) recur. HPCs grow. Growth hormone (GH) rises; GH falls."
+    raw = [ent(text, "hemangiopericytomas", "Disease", "NCBI-disease"), ent(text, "GH", "GENE", "BC2GM", nth=1)]
+    found = answer(text, raw, HEADS, AnswerPolicy(abbreviations=True))
+    assert spans(found) == [("hemangiopericytomas", "Disease"), ("HPCs", "Disease"), ("HPCs", "Disease"),
+                            ("Growth hormone", "Gene"), ("GH", "Gene"), ("GH", "Gene")]  # fmt: skip
+
+
+def test_consistency_tags_other_occurrences_of_a_tagged_string() -> None:
+    text = "MYC rises. Later MYC falls, but MYCN does not."
+    raw = [ent(text, "MYC", "GENE", "BC2GM")]
+    found = answer(text, raw, HEADS, AnswerPolicy(consistency=True))
+    assert [(e.start, e.text) for e in found] == [(0, "MYC"), (17, "MYC")]  # whole words only: not MYCN
+
+
+def test_flat_keeps_the_higher_score_of_overlapping_types() -> None:
+    text = "Cr(IV) activates"
+    raw = [ent(text, "Cr(IV)", "protein", "JNLPBA", 0.8), ent(text, "Cr", "Chemical", "BC5CDR", 0.95)]
+    assert len(answer(text, raw, HEADS)) == 2
+    assert spans(answer(text, raw, HEADS, AnswerPolicy(flat=True))) == [("Cr", "Chemical")]
+
+
+def test_policy_round_trips_and_refuses_bad_values() -> None:
+    policy = AnswerPolicy(exclude={"Gene": ("BC2GM",)}, trim=True, votes=0.5)
+    assert AnswerPolicy.from_dict(policy.to_dict()) == policy
+    with pytest.raises(MtbionerError, match="votes"):
+        AnswerPolicy(votes=2)
+    with pytest.raises(MtbionerError, match="unknown answer policy"):
+        AnswerPolicy.from_dict({"trimm": True})
+
+
+@pytest.mark.parametrize(
+    ("text", "pairs"),
+    [
+        ("We studied hemangiopericytomas (HPCs) in mice.", [("hemangiopericytomas", "HPCs")]),
+        ("growth hormone ( GH ) levels", [("growth hormone", "GH")]),
+        ("tumor necrosis factor alpha (TNF-alpha)", [("tumor necrosis factor alpha", "TNF-alpha")]),
+        ("the IL-2 (interleukin 2) gene", [("interleukin 2", "IL-2")]),  # short form first
+        ("at 37 degrees (n = 5) and cells (Fig. 1)", []),
+        ("a protein (p53) binds", []),  # the letters of p53 are not found in "a protein" from a word start
+    ],
+)
+def test_schwartz_hearst_pairs(text: str, pairs: list[tuple[str, str]]) -> None:
+    found = list(find_abbreviations(text))
+    assert [(a.long, a.short) for a in found] == pairs
+    for a in found:
+        assert text[a.long_start : a.long_end] == a.long and text[a.short_start : a.short_end] == a.short
+
+
+def test_best_long_form_needs_the_first_letter_at_a_word_start() -> None:
+    assert best_long_form("BC", "a basic compound") == 2
+    assert best_long_form("XY", "nothing here") is None
