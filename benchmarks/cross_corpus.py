@@ -228,8 +228,61 @@ def main() -> None:
     {"tag": tag, "screen": screen, "table": table}[args.command](args)
 
 
+HUNFLAIR = (
+    "HunFlair2's published lenient F1 on corpora no tool trained on (flairNLP/flair, resources/docs/HUNFLAIR2.md; "
+    "other corpora than these, so context, not a comparison): gene 73.5-87.7, chemical 59.8-81.8, disease 65.1, "
+    "species 76.4-85.0."
+)
+
+
 def table(args: argparse.Namespace) -> None:
-    raise SystemExit("table: run after the screen has chosen a policy (written in this session's next step)")
+    """The chosen policy (screen.json) on the left-out **test** splits: read once, after the choice."""
+    screen_file = args.out / "screen.json"
+    if not screen_file.is_file():
+        raise SystemExit(f"{screen_file}: run the screen first (the policy is chosen on devel)")
+    policy = AnswerPolicy.from_dict(json.loads(screen_file.read_text(encoding="utf-8"))["chosen"])
+    args.splits = ["test"]
+    tag(args)
+    cells = load_cells(args, "test")
+    chosen, plain = evaluate(cells, policy), evaluate(cells, AnswerPolicy())
+    for row in chosen["rows"]:
+        row["command"] = (
+            f"mtbioner evaluate runs/{row['model']} {row['corpus']} --merged --split test --data-dir ../shared/data"
+        )
+    data = {"policy": policy.to_dict(), "chosen": chosen, "plain_merge": plain, "hunflair": HUNFLAIR,
+            "models": {m: train_command(m) for m in LEAVE_OUT}}  # fmt: skip
+    publish(args.out, "table", data, table_markdown(data))
+
+
+def table_markdown(data: dict) -> str:
+    lines = [
+        "# Text it never saw: the merged answer on left-out corpora (test)",
+        "",
+        "Each row: a corpus scored by the leave-out model that did not train on it (no sentence of its devel or",
+        "test split trained on), its gold types mapped into the merged scheme, exact and lenient (HunFlair's",
+        "boundary mode) entity-level P / R / F1. The answer policy was chosen on the devel splits",
+        "([screen.md](screen.md)); test was read once. Command of the whole table:",
+        "`python benchmarks/cross_corpus.py table`; of one row: the `mtbioner evaluate` line under the table.",
+        "",
+        *cell_table(data["chosen"]["rows"]),
+        "",
+        f"Mean over the rows: exact {data['chosen']['mean']['exact']:.2f}, "
+        f"lenient {data['chosen']['mean']['lenient']:.2f} "
+        f"(the plain merge of every head, before the policy: exact {data['plain_merge']['mean']['exact']:.2f}, "
+        f"lenient {data['plain_merge']['mean']['lenient']:.2f}).",
+        "",
+        "Rows' commands (the leave-out model folder as trained by its command below):",
+        "",
+        *(f"- `{r['command']}`" for r in data["chosen"]["rows"]),
+        "",
+        "Leave-out models:",
+        "",
+        *(f"- `{m}`: `{c}`" for m, c in data["models"].items()),
+        "",
+        data["hunflair"],
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -54,13 +54,20 @@ def files(folder: Path) -> dict[str, str]:
 
 
 def test_text_arguments_print_one_json_object_each(rules, monkeypatch, capsys, tmp_path: Path) -> None:
-    rc, out, _ = tag(monkeypatch, capsys, tmp_path, EXAMPLE, "no entities")
+    rc, out, _ = tag(monkeypatch, capsys, tmp_path, EXAMPLE, "no entities", "--per-corpus")
     assert rc == 0
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines == [
         {"text": EXAMPLE, "entities": approx([BRCA1, BREAST_GENE, BREAST_CANCER, CISPLATIN])},
         {"text": "no entities", "entities": []},
     ]
+    # by default, one merged answer: BC2GM's GENE is a Gene, the Disease both disease heads found is one entity
+    rc, out, _ = tag(monkeypatch, capsys, tmp_path, EXAMPLE)
+    merged = json.loads(out)["entities"]
+    assert rc == 0 and [(e["text"], e["type"]) for e in merged] == [
+        ("BRCA1", "Gene"), ("breast", "Gene"), ("breast cancer", "Disease"), ("cisplatin", "Chemical")
+    ]  # fmt: skip
+    assert merged[2]["corpus"] == ["BC5CDR", "NCBI-disease"]
 
 
 @pytest.mark.parametrize(
@@ -95,7 +102,7 @@ def test_jsonl_input_to_each_format_matches_the_hand_made_file(
     rules, monkeypatch, capsys, tmp_path: Path, fmt: str
 ) -> None:
     output = tmp_path / f"out{SUFFIX[fmt]}"
-    args = ["--input", DATA / "input.jsonl", "--output", output, "--no-progress"]
+    args = ["--input", DATA / "input.jsonl", "--output", output, "--no-progress", "--per-corpus"]
     rc, out, err = tag(monkeypatch, capsys, tmp_path / "m", *args, *(["--format", fmt] if fmt != "jsonl" else []))
     assert (rc, out, err) == (0, "", f"tagged 3 documents -> {output}\n")
     expected = DATA / f"expected{SUFFIX[fmt] or '_brat'}"
@@ -108,7 +115,7 @@ def test_jsonl_input_to_each_format_matches_the_hand_made_file(
 
 def test_written_files_read_back(rules, monkeypatch, capsys, tmp_path: Path) -> None:
     for fmt in ("jsonl", "brat", "pubtator"):
-        args = ["--input", DATA / "input.jsonl", "--output", tmp_path / f"out.{fmt}", "--format", fmt]
+        args = ["--input", DATA / "input.jsonl", "--output", tmp_path / f"out.{fmt}", "--format", fmt, "--per-corpus"]
         assert tag(monkeypatch, capsys, tmp_path / "m", *args)[0] == 0
     records = read_jsonl_entities(tmp_path / "out.jsonl")
     assert [r["id"] for r in records] == ["p1", "p2", "3"]
@@ -130,7 +137,7 @@ def test_bioc_output_reads_back_with_the_same_offsets(rules, monkeypatch, capsys
     from mtbioner.bioc_format import read_bioc
 
     output = tmp_path / f"out.{fmt.replace('-', '.')}"
-    args = ["--input", DATA / "input.jsonl", "--output", output, "--format", fmt, "--no-progress"]
+    args = ["--input", DATA / "input.jsonl", "--output", output, "--format", fmt, "--no-progress", "--per-corpus"]
     assert tag(monkeypatch, capsys, tmp_path / "m", *args)[0] == 0
     expected = read_jsonl_entities(DATA / "expected.jsonl")
     documents = read_bioc(output)

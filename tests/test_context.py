@@ -154,16 +154,19 @@ def test_context_is_checked_against_the_encoder(tiny_encoder: Path) -> None:
 
 def _context_only_corpus(folder: Path) -> Path:
     """Two-sentence documents: "myc" in the second sentence is a gene when the first says "kinase", else not."""
-    documents = []
-    for index in range(48):
-        gene = index % 2 == 0
-        first = [("kinase" if gene else "weather", "O"), ("report", "O"), (".", "O")]
-        second = [("the", "O"), ("myc", "B-GENE" if gene else "O"), ("was", "O"), ("increased", "O")]
-        sentences = ("\n".join(f"{w}\t{t}" for w, t in s) for s in (first, second))
-        documents.append("-DOCSTART-\tO\n\n" + "\n\n".join(sentences))
     corpus = folder / "genes"
     corpus.mkdir()
     for split in ("train", "devel", "test"):
+        # test sentences end differently, so that training never sees a test sentence's text (leakage.py)
+        ends = (";", ".") if split == "test" else (".", "")
+        documents = []
+        for index in range(48):
+            gene = index % 2 == 0
+            first = [("kinase" if gene else "weather", "O"), ("report", "O"), (ends[0], "O")]
+            second = [("the", "O"), ("myc", "B-GENE" if gene else "O"), ("was", "O"), ("increased", "O")]
+            second += [(ends[1], "O")] if ends[1] else []
+            sentences = ("\n".join(f"{w}\t{t}" for w, t in s) for s in (first, second))
+            documents.append("-DOCSTART-\tO\n\n" + "\n\n".join(sentences))
         (corpus / f"{split}.tsv").write_text("\n\n".join(documents) + "\n", encoding="utf-8")
     return corpus
 

@@ -44,10 +44,10 @@ def ids(entities: list[dict]) -> dict[str, str | None]:
 
 def test_tagger_links_every_entity(tagger: Tagger) -> None:
     found = ids(tagger(EXAMPLE))
-    assert found["BRCA1/GENE"] == "G672"
+    assert found["BRCA1/Gene"] == "G672"
     assert found["breast cancer/Disease"] == "D001943"
     assert found["cisplatin/Chemical"] == "C027"
-    assert found["breast/GENE"] is None  # a gene named "breast" is nothing in this KB
+    assert found["breast/Gene"] is None  # a gene named "breast" is nothing in this KB
     assert all(e["link_score"] is None or 0 <= e["link_score"] <= 1 for e in tagger(EXAMPLE))
     unlinked = Tagger(tagger.backend)(EXAMPLE)
     assert all("id" not in e for e in unlinked)
@@ -73,7 +73,7 @@ def test_every_output_format_carries_the_concept(
 ) -> None:
     code, out, err = _tag(monkeypatch, capsys, tagger, EXAMPLE, "--link", kb_file)
     assert code == 0, err
-    assert ids(json.loads(out)["entities"])["BRCA1/GENE"] == "G672"
+    assert ids(json.loads(out)["entities"])["BRCA1/Gene"] == "G672"
 
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"id": "d1", "text": EXAMPLE}) + "\n", encoding="utf-8")
@@ -103,7 +103,7 @@ def test_server_links_and_describes_its_knowledge_base(tagger: Tagger, kb_file: 
         unlinked = httpx.post(f"{url}/v1/tag", json={"text": EXAMPLE, "link": False}).json()["entities"]
         strict = httpx.post(f"{url}/v1/tag", json={"text": EXAMPLE, "link_threshold": 1.0}).json()["entities"]
         info = httpx.get(f"{url}/v1/model").json()
-    assert ids(linked)["BRCA1/GENE"] == "G672"
+    assert ids(linked)["BRCA1/Gene"] == "G672"
     assert all(e.get("id") is None and e.get("link_score") is None for e in unlinked)
     assert sum(e["id"] is not None for e in strict) < sum(e["id"] is not None for e in linked)
     assert info["linking"]["concepts"] == 3 and info["linking"]["knowledge_base"] == str(kb_file)

@@ -49,9 +49,24 @@ def loaded(monkeypatch: pytest.MonkeyPatch, tiny_encoder: Path) -> list:
 
 
 def pipeline(**config) -> spacy.language.Language:
+    """Every head's own answer unless ``merge_types`` is given (most tests here are about the heads' spans)."""
     nlp = spacy.blank("en")
-    nlp.add_pipe("mtbioner", config={"model": "rules", **config})
+    nlp.add_pipe("mtbioner", config={"model": "rules", "merge_types": False, **config})
     return nlp
+
+
+def test_the_default_is_one_merged_answer(loaded: list) -> None:
+    nlp = spacy.blank("en")
+    nlp.add_pipe("mtbioner", config={"model": "rules"})
+    doc = nlp(EXAMPLE)
+    assert [(s.text, s.label_, s._.mtbioner_corpora) for s in doc.spans["mtbioner"]] == [
+        ("BRCA1", "Gene", ["BC2GM", "JNLPBA"]),
+        ("breast", "Gene", ["BC2GM"]),
+        ("breast cancer", "Disease", ["BC5CDR", "NCBI-disease"]),
+        ("cisplatin", "Chemical", ["BC5CDR"]),
+    ]
+    assert ents(doc) == [("BRCA1", "Gene", 2, 3), ("breast cancer", "Disease", 4, 6), ("cisplatin", "Chemical", 7, 8)]
+    assert nlp.get_pipe("mtbioner").labels == ("Chemical", "Disease", "Gene")
 
 
 def spans(doc: Doc, key: str = "mtbioner") -> list[tuple]:
@@ -174,7 +189,7 @@ def test_earlier_entities_are_kept_unless_overwrite_ents(loaded: list) -> None:
     def run(overwrite: bool) -> Doc:
         nlp = spacy.blank("en")
         nlp.add_pipe("entity_ruler").add_patterns([{"label": "DRUG", "pattern": "cisplatin"}])
-        nlp.add_pipe("mtbioner", config={"model": "rules", "overwrite_ents": overwrite})
+        nlp.add_pipe("mtbioner", config={"model": "rules", "overwrite_ents": overwrite, "merge_types": False})
         return nlp(EXAMPLE)
 
     kept = run(False)
@@ -246,7 +261,7 @@ def test_saved_pipeline_loads_the_model_again_from_its_path(model_dir: Path, tmp
     nlp.to_disk(tmp_path / "pipeline")
     again = spacy.load(tmp_path / "pipeline")
     assert again.get_pipe_config("mtbioner")["model"] == str(model_dir)
-    assert again.pipe_labels["mtbioner"] == ["Chemical", "Disease", "GENE"]
+    assert again.pipe_labels["mtbioner"] == ["Chemical", "Disease", "Gene"]  # the merged answer's types
     first, second = nlp(PLAIN), again(PLAIN)
     assert len(first.spans["mtbioner"]) > 0
     assert [(s.text, s.label_, s._.mtbioner_score) for s in second.spans["mtbioner"]] == [

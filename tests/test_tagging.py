@@ -124,9 +124,18 @@ def tokenizer(tiny_encoder: Path):
     return AutoTokenizer.from_pretrained(str(tiny_encoder))
 
 
+class HeadsTagger(Tagger):
+    """Every head's own answer (``merge_types=False``), which most tests here are about; the merged default
+    answer has tests of its own below (and in test_answer.py)."""
+
+    def tag_batch(self, texts, **options):  # type: ignore[override]
+        options.setdefault("merge_types", False)
+        return super().tag_batch(texts, **options)
+
+
 @pytest.fixture()
 def rules(tokenizer) -> Tagger:
-    return Tagger(RuleBackend(tokenizer, RULES))
+    return HeadsTagger(RuleBackend(tokenizer, RULES))
 
 
 REAL_LABELS = {
@@ -147,12 +156,12 @@ def biased_model(encoder: Path, head: str, scale: float = 10.0) -> MultiTaskTagg
 
 @pytest.fixture(scope="module", params=["linear", "crf"])
 def real(request, tiny_encoder: Path) -> Tagger:
-    return Tagger(biased_model(tiny_encoder, request.param))
+    return HeadsTagger(biased_model(tiny_encoder, request.param))
 
 
 @pytest.fixture(scope="module")
 def linear(tiny_encoder: Path) -> Tagger:
-    return Tagger(biased_model(tiny_encoder, "linear"))
+    return HeadsTagger(biased_model(tiny_encoder, "linear"))
 
 
 # --- API shape, merging, flat, filters (exact, with the rule backend) -----------------------------
@@ -163,6 +172,20 @@ def test_every_type_of_every_head_with_merged_duplicates(rules: Tagger) -> None:
     assert found == approx([BRCA1, BREAST_GENE, BREAST_CANCER, CISPLATIN])
     assert all(set(e) == KEYS for e in found)
     assert all(EXAMPLE[e["start"] : e["end"]] == e["text"] for e in found)
+
+
+def test_the_default_answer_is_one_merged_answer(tokenizer) -> None:
+    tagger = Tagger(RuleBackend(tokenizer, RULES))
+    found = tagger(EXAMPLE)
+    # BRCA1 and breast are genes (BC2GM's GENE), breast cancer a disease two heads agree on: one entity
+    # listing both; a gene inside a disease is another type, so both are kept
+    assert [(e["text"], e["type"]) for e in found] == [
+        ("BRCA1", "Gene"), ("breast", "Gene"), ("breast cancer", "Disease"), ("cisplatin", "Chemical")
+    ]  # fmt: skip
+    assert found[2]["sources"] == [{"corpus": "BC5CDR", "type": "Disease"}, {"corpus": "NCBI-disease", "type": "Disease"}]
+    assert found == tagger(EXAMPLE, merge_types=True)
+    assert tagger(EXAMPLE, merge_types=False) == HeadsTagger(tagger.backend)(EXAMPLE)
+    assert tagger.merged_types == ["Chemical", "Disease", "Gene"]
 
 
 def test_flat_keeps_the_best_of_overlapping_entities(rules: Tagger) -> None:
@@ -333,7 +356,8 @@ def test_crf_scores_are_mean_marginals_in_unit_range(tiny_encoder: Path) -> None
 
 def test_load_from_folder_gives_the_same_entities(linear: Tagger, tmp_path: Path) -> None:
     linear.backend.save_pretrained(tmp_path / "m")
-    assert Tagger.load(tmp_path / "m")(EXAMPLE) == linear(EXAMPLE)
+    assert Tagger.load(tmp_path / "m")(EXAMPLE, merge_types=False) == linear(EXAMPLE)
+    assert Tagger.load(tmp_path / "m")(EXAMPLE) == Tagger(linear.backend)(EXAMPLE)
 
 
 # --- Long input: windows stitched back, nothing truncated ------------------------------------------
@@ -384,7 +408,7 @@ def test_entity_across_window_edges_stays_whole(tokenizer) -> None:
     words = ["the", "the", "brca1"] + ["kras"] * 20 + ["the"]
     text = " ".join(words)
     assert len(encode(tokenizer, [words], max_length=8)) >= 4
-    (found,) = Tagger(backend).tag_batch([text])
+    (found,) = HeadsTagger(backend).tag_batch([text])
     assert found == approx([entity(8, 8 + len("brca1") + 5 * 20, text[8:-4], "GENE", ["G"], prob(6, 3))])
 
 

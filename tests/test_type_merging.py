@@ -49,9 +49,11 @@ def test_different_merged_types_same_span_best_score_nested_both_kept() -> None:
 
 
 def test_every_corpus_type_has_a_merged_type() -> None:
-    corpora_types = {"GENE", "Chemical", "Disease", "protein", "DNA", "RNA", "cell_line", "cell_type"}
+    corpora_types = {"GENE", "Chemical", "Disease", "protein", "DNA", "RNA", "cell_line", "cell_type", "Protein",
+                     "Species", "Anatomy"}  # fmt: skip
     assert corpora_types <= set(MERGED_TYPES)
-    assert set(MERGED_TYPES.values()) == {"Gene", "Chemical", "Disease", "CellLine", "CellType"}
+    merged = {"Gene", "Chemical", "Disease", "CellLine", "CellType", "Species", "Anatomy"}
+    assert set(MERGED_TYPES.values()) == merged
 
 
 @pytest.fixture()
@@ -63,9 +65,10 @@ def tagger(tiny_encoder: Path) -> Tagger:
 
 
 def test_tagger_merges_types_and_filters_by_merged_or_original_type(tagger: Tagger) -> None:
-    plain = tagger(EXAMPLE)
+    plain = tagger(EXAMPLE, merge_types=False)
     assert {(x["text"], x["type"]) for x in plain} >= {("BRCA1", "GENE"), ("BRCA1", "DNA")}
-    assert all("sources" not in x for x in plain)  # the plain output is unchanged
+    assert all("sources" not in x for x in plain)  # the per-corpus output is unchanged
+    assert tagger(EXAMPLE) == tagger(EXAMPLE, merge_types=True)  # merged is the default
     merged = tagger(EXAMPLE, merge_types=True)
     brca1 = [x for x in merged if x["text"] == "BRCA1"]
     assert len(brca1) == 1 and brca1[0]["type"] == "Gene"
@@ -76,7 +79,7 @@ def test_tagger_merges_types_and_filters_by_merged_or_original_type(tagger: Tagg
     assert [x["text"] for x in tagger(EXAMPLE, merge_types=True, types=["Gene"])] == ["BRCA1", "breast"]
     assert [x["text"] for x in tagger(EXAMPLE, merge_types=True, types=["DNA"])] == ["BRCA1"]
     with pytest.raises(RequestError, match="unknown entity types"):
-        tagger(EXAMPLE, merge_types=True, types=["Species"])
+        tagger(EXAMPLE, merge_types=True, types=["Anatomy"])
 
 
 def test_cli_and_server_take_merge_types(tagger: Tagger, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -92,6 +95,12 @@ def test_cli_and_server_take_merge_types(tagger: Tagger, monkeypatch: pytest.Mon
     assert json.loads(capsys.readouterr().out)["entities"] == tagger(EXAMPLE, merge_types=True)
     with running(create_app(tagger)) as url:
         answer = httpx.post(f"{url}/v1/tag", json={"text": EXAMPLE, "merge_types": True}).json()
+        default = httpx.post(f"{url}/v1/tag", json={"text": EXAMPLE}).json()
+        heads = httpx.post(f"{url}/v1/tag", json={"text": EXAMPLE, "merge_types": False}).json()
+    assert default == answer
+    assert [(x["text"], x["type"]) for x in heads["entities"]] == [
+        (x["text"], x["type"]) for x in tagger(EXAMPLE, merge_types=False)
+    ]
     assert [(x["text"], x["type"]) for x in answer["entities"]] == [
         (x["text"], x["type"]) for x in tagger(EXAMPLE, merge_types=True)
     ]

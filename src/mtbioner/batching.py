@@ -144,7 +144,7 @@ class MicroBatcher:
         corpora: Sequence[str] | None = None,
         min_score: float = 0.0,
         flat: bool = False,
-        merge_types: bool = False,
+        merge_types: bool = True,
     ) -> list[list[Entity]]:
         """Entities of each text, tagged in calls shared with whatever other requests are waiting.
 
@@ -268,7 +268,11 @@ class MicroBatcher:
             if not job.pending and not job.future.done():
                 self._jobs.remove(job)
                 types, _, min_score, flat, merge = job.options
-                job.future.set_result([self.tagger.finish(f, types, min_score, flat, merge) for f in job.found])
+                finished = [
+                    self.tagger.finish(text, f, types, min_score, flat, merge)
+                    for text, f in zip(job.texts, job.found, strict=True)
+                ]
+                job.future.set_result(finished)
                 self.stats.requests += 1
                 self.stats.texts += len(job.texts)
 

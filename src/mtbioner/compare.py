@@ -237,7 +237,7 @@ def compare_texts(
     ids = list(ids) if ids is not None else [str(i) for i in range(1, len(texts) + 1)]
     if len(ids) != len(texts):
         raise MtbionerError(f"{len(ids)} ids for {len(texts)} texts")
-    found = {name: tagger.entities(texts) for name, tagger in taggers.items()}
+    found = {name: tagger.entities(texts, merge_types=False) for name, tagger in taggers.items()}
     sentences = []
     for index, text in enumerate(texts):
         parts = Tagger.split(text)
@@ -283,7 +283,8 @@ def compare_corpus(taggers: Mapping[str, Tagger], corpus: Corpus, split: str = "
         comparison.heads[name] = [corpus.name] if scored else tagger.corpora
         started = time.perf_counter()
         windows = [(text, TextSentence(0, len(text), words)) for text, words in lines]
-        found[name] = [tuple(tagger.finish(e)) for e in tagger.sentence_entities(windows, comparison.heads[name])]
+        raw = tagger.sentence_entities(windows, comparison.heads[name])
+        found[name] = [tuple(tagger.finish(text, e, merge_types=False)) for (text, _), e in zip(windows, raw)]
         if not scored:
             comparison.unscored[name] = f"no head {corpus.name!r} (heads: {', '.join(tagger.corpora)})"
             continue

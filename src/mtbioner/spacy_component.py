@@ -91,6 +91,7 @@ Span.set_extension("mtbioner_realigned", getter=_realigned, force=True)
         "spans_key": "mtbioner",
         "alignment_mode": "expand",
         "overwrite_ents": False,
+        "merge_types": True,
     },
 )
 def make_mtbioner(
@@ -104,12 +105,15 @@ def make_mtbioner(
     spans_key: str,
     alignment_mode: AlignmentMode,
     overwrite_ents: bool,
+    merge_types: bool = True,
 ) -> MtbionerComponent:
     """Build the component from its config (the ``spacy_factories`` entry point names this function)."""
     from .tagging import Tagger
 
     tagger = Tagger.load(model, batch_size)
-    return MtbionerComponent(tagger, name, min_score, types, corpora, spans_key, alignment_mode, overwrite_ents)
+    return MtbionerComponent(
+        tagger, name, min_score, types, corpora, spans_key, alignment_mode, overwrite_ents, merge_types
+    )
 
 
 class MtbionerComponent(Pipe):
@@ -124,6 +128,8 @@ class MtbionerComponent(Pipe):
         spans_key: ``doc.spans`` key of the group holding every entity.
         alignment_mode: How offsets off spaCy's token boundaries become spans (see the module docstring).
         overwrite_ents: Replace entities set by earlier components instead of keeping them.
+        merge_types: One answer in the merged scheme (``Gene``, ``Disease``, ...), or every head's own
+            answer in its corpus's types (``False``).
 
     Raises:
         RequestError: Unknown types or corpora, or min_score outside [0, 1] (checked here, not at
@@ -140,12 +146,13 @@ class MtbionerComponent(Pipe):
         spans_key: str = "mtbioner",
         alignment_mode: AlignmentMode = "expand",
         overwrite_ents: bool = False,
+        merge_types: bool = True,
     ) -> None:
         if alignment_mode not in ("expand", "contract", "strict"):
             raise RequestError(f"alignment_mode must be expand, contract or strict, not {alignment_mode!r}")
         self.tagger = tagger
         self.name = name
-        self.options = {"types": types, "corpora": corpora, "min_score": min_score}
+        self.options = {"types": types, "corpora": corpora, "min_score": min_score, "merge_types": merge_types}
         self.spans_key = spans_key
         self.alignment_mode = alignment_mode
         self.overwrite_ents = overwrite_ents
@@ -154,7 +161,8 @@ class MtbionerComponent(Pipe):
     @property
     def labels(self) -> tuple[str, ...]:
         """The entity types this component can assign."""
-        return tuple(t for t in self.tagger.entity_types if not self.options["types"] or t in self.options["types"])
+        known = self.tagger.merged_types if self.options["merge_types"] else self.tagger.entity_types
+        return tuple(t for t in known if not self.options["types"] or t in self.options["types"])
 
     def __call__(self, doc: Doc) -> Doc:
         self.set_annotations([doc], self.tagger.tag_batch([doc.text], **self.options))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import INFERENCE_BATCH_SIZE, type_merging
-from .answer import flatten
+from .answer import answer, flatten, model_policy, type_heads
 from .errors import RequestError
 from .inference import sentence_emissions
 from .schemes import tags_to_spans
@@ -129,6 +129,8 @@ class Tagger:
         self.batch_size = batch_size
         self.linker = linker  # a mtbioner.linking.Linker: every entity gets a concept id
         self.decoders = backend.decoders()
+        self.policy = model_policy(backend.config)  # how every head's guesses become one answer (answer.py)
+        self.type_heads = type_heads({name: head.entity_types for name, head in backend.config.corpora.items()})
         if callable(getattr(backend, "eval", None)):
             backend.eval()  # a torch model fresh from from_encoder/training still has dropout on
 
@@ -159,7 +161,13 @@ class Tagger:
 
     @property
     def entity_types(self) -> list[str]:
+        """Every head's own types (the per-corpus answer)."""
         return sorted({t for head in self.backend.config.corpora.values() for t in head.entity_types})
+
+    @property
+    def merged_types(self) -> list[str]:
+        """The types of the merged answer (the default one)."""
+        return sorted(self.type_heads)
 
     def __call__(self, text: str, **options) -> list[dict]:
         """Entities of one text, as dicts (see :meth:`tag_batch` for the options)."""
@@ -173,10 +181,13 @@ class Tagger:
         min_score: float = 0.0,
         flat: bool = False,
         progress: bool = False,
-        merge_types: bool = False,
+        merge_types: bool = True,
         link_threshold: float | None = None,
     ) -> list[list[dict]]:
         """Entities of each text, as dicts with start, end, text, type, corpus and score.
+
+        By default one answer in the merged scheme (``Gene``, ``Chemical``, ``Disease``, ``Species``, ...);
+        ``merge_types=False`` gives every head's own answer in its corpus's types.
 
         With a linker, each also has ``id``, ``id_name`` and ``link_score`` (``None`` below the threshold).
         """
@@ -197,7 +208,7 @@ class Tagger:
         min_score: float = 0.0,
         flat: bool = False,
         progress: bool = False,
-        merge_types: bool = False,
+        merge_types: bool = True,
     ) -> list[list[Entity]]:
         """Like :meth:`tag_batch`, as :class:`Entity` objects.
 
@@ -208,7 +219,7 @@ class Tagger:
             min_score: Drop entities whose confidence is below this.
             flat: Resolve overlapping entities of different types to the best one.
             progress: Show a progress bar.
-            merge_types: One coherent type set across heads (:mod:`mtbioner.type_merging`).
+            merge_types: One answer in the merged scheme (:mod:`mtbioner.answer`); ``False``: every head's own.
         """
         heads = self.check_options(texts, types, corpora, min_score)
         with collector_paused():
@@ -217,7 +228,7 @@ class Tagger:
             found: list[list[Entity]] = [[] for _ in texts]
             for (index, _), entities in zip(sentences, raw, strict=True):
                 found[index].extend(entities)
-            return [self.finish(ents, types, min_score, flat, merge_types) for ents in found]
+            return [self.finish(text, ents, types, min_score, flat, merge_types) for text, ents in zip(texts, found)]
 
     @staticmethod
     def split(text: str) -> list[TextSentence]:
@@ -256,18 +267,21 @@ class Tagger:
                     entities.append(Entity(start, stop, text[start:stop], kind, (head,), score))
         return found
 
-    @staticmethod
     def finish(
+        self,
+        text: str,
         entities: Sequence[Entity],
         types: Sequence[str] | None = None,
         min_score: float = 0.0,
         flat: bool = False,
-        merge_types: bool = False,
+        merge_types: bool = True,
     ) -> list[Entity]:
-        """One text's entities: spans found by several heads merged, filtered, optionally flattened."""
-        found = merge_entities(entities)
+        """One text's entities (offsets into ``text``): the merged answer by the model's policy, or every head's
+        spans with heads that agree listed together; then filtered, optionally flattened."""
         if merge_types:
-            found = type_merging.merge_types(found)
+            found = answer(text, entities, self.type_heads, self.policy)
+        else:
+            found = merge_entities(entities)
         kept = [e for e in found if e.score >= min_score and (not types or _has_type(e, types))]
         return flatten(kept) if flat else kept
 

@@ -44,8 +44,12 @@ def tag(
     flat: Annotated[bool, typer.Option("--flat", help="Resolve overlapping entities to the best one.")] = False,
     merge_types: Annotated[
         bool,
-        typer.Option("--merge-types", help="One type set across heads: Gene, Chemical, Disease, CellLine, CellType."),
-    ] = False,
+        typer.Option(
+            "--merge-types/--per-corpus",
+            help="One answer in the merged scheme (Gene, Chemical, Disease, Species, Anatomy, CellLine, CellType), "
+            "or every head's own answer in its corpus's types.",
+        ),
+    ] = True,
     link: Annotated[
         str | None,
         typer.Option(help="Link entities to concepts: hpo, a KB file (id<TAB>name<TAB>type[<TAB>syn|syn]), an index."),
