@@ -182,7 +182,8 @@ def test_the_default_answer_is_one_merged_answer(tokenizer) -> None:
     assert [(e["text"], e["type"]) for e in found] == [
         ("BRCA1", "Gene"), ("breast", "Gene"), ("breast cancer", "Disease"), ("cisplatin", "Chemical")
     ]  # fmt: skip
-    assert found[2]["sources"] == [{"corpus": "BC5CDR", "type": "Disease"}, {"corpus": "NCBI-disease", "type": "Disease"}]
+    sources = [{"corpus": "BC5CDR", "type": "Disease"}, {"corpus": "NCBI-disease", "type": "Disease"}]
+    assert found[2]["sources"] == sources
     assert found == tagger(EXAMPLE, merge_types=True)
     assert tagger(EXAMPLE, merge_types=False) == HeadsTagger(tagger.backend)(EXAMPLE)
     assert tagger.merged_types == ["Chemical", "Disease", "Gene"]

@@ -284,7 +284,9 @@ def compare_corpus(taggers: Mapping[str, Tagger], corpus: Corpus, split: str = "
         started = time.perf_counter()
         windows = [(text, TextSentence(0, len(text), words)) for text, words in lines]
         raw = tagger.sentence_entities(windows, comparison.heads[name])
-        found[name] = [tuple(tagger.finish(text, e, merge_types=False)) for (text, _), e in zip(windows, raw)]
+        found[name] = [
+            tuple(tagger.finish(text, e, merge_types=False)) for (text, _), e in zip(windows, raw, strict=True)
+        ]
         if not scored:
             comparison.unscored[name] = f"no head {corpus.name!r} (heads: {', '.join(tagger.corpora)})"
             continue

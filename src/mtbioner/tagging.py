@@ -228,7 +228,8 @@ class Tagger:
             found: list[list[Entity]] = [[] for _ in texts]
             for (index, _), entities in zip(sentences, raw, strict=True):
                 found[index].extend(entities)
-            return [self.finish(text, ents, types, min_score, flat, merge_types) for text, ents in zip(texts, found)]
+            pairs = zip(texts, found, strict=True)
+            return [self.finish(text, ents, types, min_score, flat, merge_types) for text, ents in pairs]
 
     @staticmethod
     def split(text: str) -> list[TextSentence]:
