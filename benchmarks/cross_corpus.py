@@ -1,13 +1,12 @@
 """Text it never saw: the merged answer of leave-out models, scored on the corpora they did not train on.
 
 Two leave-out models split the ten corpora so that every gene/protein and disease corpus is left out by
-one of them (Species and Anatomy have one corpus each, so no model can be scored on them unseen; both
-models train on linnaeus and AnatEM):
+one of them (Species and Anatomy have one corpus each, so no model can be scored on them unseen):
 
 * ``lo-a`` trains on BC5CDR, JNLPBA, BioNLP09, Ex-PTM, linnaeus, AnatEM; left out: BC2GM, NCBI-disease,
   BioNLP11EPI, BioNLP13GE;
-* ``lo-b`` trains on BC2GM, NCBI-disease, BioNLP11EPI, BioNLP13GE, linnaeus, AnatEM; left out: BC5CDR,
-  JNLPBA, BioNLP09, Ex-PTM.
+* ``lo-b`` trains on BC2GM, NCBI-disease, BioNLP11EPI, BioNLP13GE; left out: BC5CDR, JNLPBA, BioNLP09,
+  Ex-PTM (linnaeus and AnatEM are left to ``lo-a`` to save two hours of CPU).
 
 Each trains with ``--held-out`` on its left-out corpora, so no sentence of their devel or test splits is
 trained on (:mod:`mtbioner.leakage`). Every choice of :class:`~mtbioner.answer.AnswerPolicy` is made here
@@ -48,18 +47,25 @@ LEAVE_OUT = {
         "left_out": ["BC2GM", "NCBI-disease", "BioNLP11EPI", "BioNLP13GE"],
     },
     "lo-b": {
-        "train": ["BC2GM", "NCBI-disease", "BioNLP11EPI", "BioNLP13GE", "linnaeus", "AnatEM"],
+        "train": ["BC2GM", "NCBI-disease", "BioNLP11EPI", "BioNLP13GE"],
         "left_out": ["BC5CDR", "JNLPBA", "BioNLP09", "Ex-PTM"],
     },
 }
-TRAIN_SETTINGS = "--lr 1e-4 --warmup 0.1 --sampling-temperature 2 --head JNLPBA=crf --epochs 4"
+# The sampling temperature of the final model is chosen on lo-b trained at 2 and at 3 (the earlier devel screen
+# preferred 2 over 1 on two corpora): the mean lenient F1 of lo-b's cells under the chosen policy decides, ties
+# (within 0.3) keep 2.
+TEMPERATURE_VARIANTS = {"lo-b": 2, "lo-b-t3": 3}
+TRAIN_SETTINGS = "--lr 1e-4 --warmup 0.1 --head JNLPBA=crf --epochs 4"
 
 
-def train_command(name: str) -> str:
+def train_command(name: str, temperature: float = 2) -> str:
     spec = LEAVE_OUT[name]
     held = " ".join(f"--held-out {c}" for c in spec["left_out"])
     corpora = " ".join(spec["train"])
-    return f"mtbioner train {corpora} --data-dir ../shared/data {TRAIN_SETTINGS} {held} --output runs/{name}"
+    return (
+        f"mtbioner train {corpora} --data-dir ../shared/data {TRAIN_SETTINGS} --sampling-temperature {temperature} "
+        f"{held} --output runs/{name}"
+    )
 
 
 def _cache_file(cache: Path, model: str, corpus: str, split: str) -> Path:

@@ -86,3 +86,31 @@ def test_a_corpus_cannot_be_trained_on_and_held_out(tiny_encoder: Path, corpora,
     config = TrainingConfig(encoder=str(tiny_encoder), epochs=1, held_out=[str(corpora["C"])])
     with pytest.raises(MtbionerError, match="also trained on"):
         train([read_corpus(corpora["C"])], tmp_path / "m", config, progress=False)
+
+
+def test_inspect_shows_what_a_run_would_remove(corpora, tiny_encoder: Path, monkeypatch, capsys) -> None:
+    from tests.conftest import run_cli
+
+    code, out = run_cli(
+        monkeypatch, capsys, "inspect", corpora["A"], corpora["B"], "--encoder", tiny_encoder, "--json"
+    )
+    assert code == 0, out
+    stats = json.loads(out)
+    assert stats["A"]["train"]["in_scored_splits"] == {"removed": 2, "A/test": 1, "B/test": 1}
+    assert "in_scored_splits" not in stats["A"]["test"]
+    code, out = run_cli(
+        monkeypatch, capsys, "inspect", corpora["C"], "--held-out", corpora["B"], "--encoder", tiny_encoder
+    )
+    assert code == 0 and "in scored splits (removed by train): 1 (B/test 1)" in out, out
+
+
+def test_train_cli_refuses_a_held_out_corpus_it_trains_on(corpora, tiny_encoder: Path, tmp_path, monkeypatch, capsys):
+    from tests.conftest import run_cli
+
+    args = ["train", corpora["C"], "--held-out", corpora["C"], "--encoder", tiny_encoder, "--no-progress"]
+    code, out = run_cli(monkeypatch, capsys, *args, "--output", tmp_path / "m")
+    assert code == 2 and "error: held-out corpus" in out and "also trained on" in out and "Traceback" not in out
+    args = ["train", corpora["C"], "--held-out", "Nope", "--encoder", tiny_encoder, "--no-progress"]
+    code, out = run_cli(monkeypatch, capsys, *args, "--output", tmp_path / "m")
+    assert code == 2 and "corpus 'Nope' not found" in out
+    assert not (tmp_path / "m").exists()
