@@ -74,6 +74,11 @@ def test_documents_join_tokens_and_map_gold_types() -> None:
     # without document markers every sentence is a document of its own
     unmarked = build_documents([(s[0], s[1], 0) for s in sentences], MERGED_TYPES)
     assert len(unmarked) == 3 and [g.type for g in unmarked[1].gold] == ["CellType"]
+    grouped = build_documents([(s[0], s[1], 0) for s in sentences], MERGED_TYPES, group=2)
+    assert [d.text for d in grouped] == ["IL - 2 binds p53 in T cells", "new doc"]
+    assert [(grouped[0].text[g.start : g.end], g.doc) for g in grouped[0].gold][-1] == ("T cells", 0)
+    # marked documents win over grouping
+    assert [d.text for d in build_documents(sentences, MERGED_TYPES, group=3)] == [d.text for d in docs]
 
 
 @pytest.mark.parametrize("mode", ["exact", "lenient"])

@@ -82,21 +82,23 @@ class Counts:
 
 
 def build_documents(
-    sentences: Sequence[tuple[Sequence[str], Sequence[str], int]], type_map: Mapping[str, str]
+    sentences: Sequence[tuple[Sequence[str], Sequence[str], int]], type_map: Mapping[str, str], group: int = 1
 ) -> list[Document]:
     """Documents of text with gold spans in the merged scheme.
 
     Args:
         sentences: ``(tokens, IOB2 tags, document number)`` in file order; consecutive sentences with the
-            same number form a document when ``marked`` documents exist (numbers differ), else each
-            sentence is a document of its own.
+            same number form a document when the file marks documents (numbers differ).
         type_map: Corpus type -> merged type; gold entities of types it does not name are dropped.
+        group: Where the file marks no documents, this many consecutive sentences make one (1: each sentence
+            alone). Corpora that keep their abstracts' sentence order read more like a user's text in groups.
     """
     marked = len({doc for _, _, doc in sentences}) > 1
     documents: list[Document] = []
     previous: int | None = None
-    for tokens, tags, doc in sentences:
-        if not documents or not marked or doc != previous:
+    for index, (tokens, tags, doc) in enumerate(sentences):
+        starts = doc != previous if marked else index % max(1, group) == 0
+        if not documents or starts:
             documents.append(Document("", []))
         previous = doc
         current = documents[-1]
@@ -192,9 +194,9 @@ def score(predicted: Sequence[Span], gold: Sequence[Span], types: Sequence[str])
     return result
 
 
-def corpus_documents(corpus: Corpus, split: str, type_map: Mapping[str, str]) -> list[Document]:
+def corpus_documents(corpus: Corpus, split: str, type_map: Mapping[str, str], group: int = 1) -> list[Document]:
     """A loaded split as :func:`build_documents` makes it."""
-    return build_documents([(s.tokens, s.tags, s.document) for s in corpus.sentences(split)], type_map)
+    return build_documents([(s.tokens, s.tags, s.document) for s in corpus.sentences(split)], type_map, group)
 
 
 def text_sentences(document: Document) -> list[TextSentence]:
