@@ -105,7 +105,7 @@ def same(api: list[dict], direct: list[dict]) -> None:
 
 
 def test_toy_model_finds_entities(tagger: Tagger) -> None:
-    found = {(e["text"], e["type"]) for e in tagger(SENTENCE, flat=True)}
+    found = {(e["text"], e["type"]) for e in tagger(SENTENCE, flat=True, merge_types=False)}  # the heads' own types
     assert {("MYC", "GENE"), ("KRAS", "GENE"), ("aspirin", "CHEM")} <= found
 
 
@@ -160,8 +160,9 @@ def test_model_health_and_docs(client, tagger: Tagger) -> None:
     assert info["encoder"]["model_type"] == "bert" and info["encoder"]["layers"] == 2
     assert info["version"]["server"] and info["version"]["format"] == 1
     assert info["limits"] == {"max_texts": 8, "max_bytes": 4000, "max_request_sentences": 50000}
-    health = client.get("/health").json()
-    assert health["status"] == "ok" and health["batching"]["calls"] >= 1
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert health.json()["batching"]["calls"] >= 1 and health.json()["max_queue_sentences"] == 100_000
     schema = client.get("/openapi.json").json()
     assert "/v1/tag" in schema["paths"] and "/v1/model" in schema["paths"]
 
@@ -390,7 +391,7 @@ class Recorder:
         return [[sentence] for _, sentence in units]
 
     @staticmethod
-    def finish(found, types=None, min_score=0.0, flat=False, merge_types=False) -> list[str]:
+    def finish(text, found, types=None, min_score=0.0, flat=False, merge_types=True) -> list[str]:
         return list(found)
 
 
@@ -501,6 +502,56 @@ def test_http_503_carries_retry_after(tagger: Tagger) -> None:
         assert httpx.post(f"{url}/v1/tag", json={"text": "MYC rose."}).status_code == 200
 
 
+def test_health_says_not_ready_with_retry_after_while_the_queue_is_full(tagger: Tagger) -> None:
+    import httpx
+
+    app = create_app(tagger, ServeSettings(max_queue_sentences=3))
+    with running(app) as url:
+        assert httpx.get(f"{url}/health").json()["status"] == "ready"
+        app.state.batcher._queued = 3  # as if other requests' sentences were waiting
+        try:
+            full = httpx.get(f"{url}/health")
+            refused = httpx.post(f"{url}/v1/tag", json={"text": "MYC rose."})
+        finally:
+            app.state.batcher._queued = 0
+        ready = httpx.get(f"{url}/health")
+    assert full.status_code == 503 and int(full.headers["retry-after"]) >= 1
+    assert full.json()["status"] == "not ready" and "queue is full: 3 sentences queued" in full.json()["reason"]
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+    assert "the queue is full" in refused.json()["detail"]  # refused before its text was split
+    assert ready.status_code == 200 and ready.json()["status"] == "ready" and "reason" not in ready.json()
+
+
+def test_not_ready_before_start_up_is_503_not_500(tagger: Tagger) -> None:
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(tagger))  # no ``with``: the lifespan (the batcher) never starts
+    health = client.get("/health")
+    assert health.status_code == 503 and health.headers["retry-after"] == "1"
+    assert health.json()["reason"] == "the server is starting or shutting down"
+    tagged = client.post("/v1/tag", json={"text": "MYC"})
+    assert tagged.status_code == 503 and tagged.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("serving", "queued", "rate", "expected"),
+    [
+        (True, 0, 0.0, (None, 0)),
+        (True, 9, 0.0, (None, 0)),
+        (True, 10, 0.0, ("the queue is full: 10 sentences queued, the limit is 10 (--max-queue-sentences)", 1)),
+        (True, 310, 100.0, ("the queue is full: 310 sentences queued, the limit is 10 (--max-queue-sentences)", 4)),
+        (False, 0, 0.0, ("the server is starting or shutting down", 1)),
+    ],
+)
+def test_readiness(serving: bool, queued: int, rate: float, expected: tuple) -> None:
+    from mtbioner.serving import readiness
+
+    batcher = MicroBatcher(Recorder(), max_queue_sentences=10)  # type: ignore[arg-type]
+    batcher._queued = queued
+    batcher.stats.sentences_per_s = rate
+    assert readiness(batcher, serving) == expected
+
+
 def test_long_texts_cut_into_slices_give_the_same_entities(tagger: Tagger) -> None:
     import httpx
 
@@ -582,6 +633,18 @@ def test_serve_command_errors_are_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and message.format(taken=port) in err
+
+
+@pytest.mark.parametrize(("version", "supervised"), [("0.29.0", False), ("0.30.0", True), ("0.55.0", True)])
+def test_workers_need_uvicorns_supervisor(version: str, supervised: bool) -> None:
+    from mtbioner.cli.serve import _check_supervisor
+    from mtbioner.errors import MtbionerError
+
+    if supervised:
+        _check_supervisor(version)
+    else:
+        with pytest.raises(MtbionerError, match="needs uvicorn >= 0.30"):
+            _check_supervisor(version)
 
 
 def test_serving_an_exported_model_uses_threads_for_onnx_and_never_imports_torch() -> None:

@@ -3,7 +3,9 @@
 ``create_app`` builds a FastAPI app around a :class:`~mtbioner.tagging.Tagger`:
 
 * ``POST /v1/tag`` tags one text (``{"text": ...}``) or several (``{"texts": [...]}``);
-* ``GET /v1/model`` describes the model, ``GET /health`` says it is up;
+* ``GET /v1/model`` describes the model; ``GET /health`` says whether to send work here: 200
+  ``{"status": "ready"}``, or 503 ``{"status": "not ready", "reason": ...}`` with ``Retry-After`` while the
+  queue is full or the server is starting or stopping, so that a load balancer can act on the status alone;
 * ``GET /`` is a page that highlights what the model finds; ``/docs`` and ``/redoc`` are
   the OpenAPI pages, their JavaScript and CSS served by the app (fastapi-offline), so
   that everything works without internet access.
@@ -13,11 +15,15 @@ requests into sentences and tags the sentences of concurrent requests together o
 thread, a few sentences of each request per call, so that one forward pass serves many
 clients and a short utterance is never stuck behind a large request. Oversized requests get
 413, malformed ones 422, and a full queue 503 with ``Retry-After``, each as JSON.
+
+With ``--workers N`` uvicorn's own supervisor (uvicorn >= 0.30) runs the worker processes and starts a new one
+when one dies; a request inside the dead worker sees its connection closed, and its retry is answered by another.
 """
 
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -213,7 +219,9 @@ def _schemas(max_text_note: str):
         min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities less confident than this.")
         flat: bool = Field(False, description="Resolve overlapping entities to the best one.")
         merge_types: bool = Field(
-            False, description="One type set across heads (Gene, Chemical, Disease, CellLine, CellType)."
+            True,
+            description="One answer in the merged scheme (Gene, Chemical, Disease, Species, Anatomy, CellLine, "
+            "CellType); false: every head's own answer in its corpus's types.",
         )
         link: bool = Field(True, description="Give concept ids when the server links entities (--link).")
         link_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Lowest link score that gives an id.")
@@ -334,9 +342,11 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         await batcher.start()
+        app.state.serving = True
         try:
             yield
         finally:
+            app.state.serving = False
             await batcher.close()
 
     app = FastAPIOffline(
@@ -349,9 +359,13 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
     app.state.tagger = tagger
     app.state.batcher = batcher
     app.state.settings = settings
+    app.state.serving = False  # True from the end of start-up to the start of shutdown
 
     _add_error_handlers(app)
     errors = {413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+    def not_serving() -> HTTPException:
+        return HTTPException(503, "the server is starting or shutting down", headers={"Retry-After": "1"})
 
     @app.post("/v1/tag", response_model=TagResponse | BatchTagResponse, responses=errors, tags=["tagging"])
     async def tag(request: TagRequest) -> JSONResponse:  # type: ignore[valid-type]
@@ -360,6 +374,10 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
         if len(texts) > settings.max_texts:
             message = f"{len(texts)} texts in one request; the limit is {settings.max_texts} (--max-texts)"
             raise HTTPException(413, message)
+        reason, retry_after = readiness(batcher, app.state.serving)
+        if reason is not None:  # full (or stopping): refuse at once, not after the work of splitting the texts
+            batcher.stats.refused += 1
+            raise HTTPException(503, reason, headers={"Retry-After": str(retry_after)})
         try:
             found = await batcher.tag(
                 texts, request.types, request.corpora, request.min_score, request.flat, request.merge_types
@@ -370,6 +388,10 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
             raise HTTPException(413, str(exc)) from None
         except MtbionerError as exc:
             raise HTTPException(422, str(exc)) from None
+        except RuntimeError:
+            if app.state.serving:
+                raise
+            raise not_serving() from None  # the batcher closed while this request waited
         dicts = [[e.to_dict() for e in ents] for ents in found]
         if tagger.linker is not None and request.link:
             import asyncio
@@ -384,15 +406,20 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
         """Corpora (heads) with their entity types, the encoder, versions and request limits."""
         return info
 
-    @app.get("/health", tags=["model"])
-    async def health() -> dict:
-        """Up and ready; batching counters since start, and the work waiting now."""
-        return {
-            "status": "ok",
+    @app.get("/health", tags=["model"], responses={503: {"description": "Not ready: full, starting or stopping."}})
+    async def health() -> JSONResponse:
+        """Ready (200) or not ready (503 with ``Retry-After`` and the reason); batching counters and the queue."""
+        reason, retry_after = readiness(batcher, app.state.serving)
+        body = {
+            "status": "ready" if reason is None else "not ready",
             "batching": asdict(batcher.stats),
             "waiting": batcher.waiting,
             "queued_sentences": batcher.queued_sentences,
+            "max_queue_sentences": batcher.max_queue_sentences,
         }
+        if reason is None:
+            return JSONResponse(body)
+        return JSONResponse({**body, "reason": reason}, status_code=503, headers={"Retry-After": str(retry_after)})
 
     static = _static_dir()
 
@@ -402,6 +429,22 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
 
     app.mount("/static", StaticFiles(directory=static), name="static")
     return _wrap(app, settings)
+
+
+def readiness(batcher: MicroBatcher, serving: bool) -> tuple[str | None, int]:
+    """Why this server should be sent no work now (``None``: it is ready), and in how many seconds to ask again.
+
+    The queue is full when it holds ``max_queue_sentences``: a request of even one sentence would get 503. A
+    process still loading its model does not answer at all (uvicorn accepts connections only after start-up).
+    """
+    if not serving:
+        return "the server is starting or shutting down", 1
+    queued, limit = batcher.queued_sentences, batcher.max_queue_sentences
+    if queued < limit:
+        return None, 0
+    rate = batcher.stats.sentences_per_s or 50.0
+    reason = f"the queue is full: {queued} sentences queued, the limit is {limit} (--max-queue-sentences)"
+    return reason, max(1, math.ceil((queued - limit + 1) / rate))
 
 
 def _add_error_handlers(app: "FastAPI") -> None:

@@ -24,13 +24,25 @@ def _log_config(level: str) -> dict:
     return config
 
 
+def _check_supervisor(version: str) -> None:
+    """``--workers N`` relies on uvicorn's supervisor, which replaces a worker that dies from 0.30 on."""
+    release = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if release < (0, 30):
+        raise MtbionerError(
+            f"--workers needs uvicorn >= 0.30, which starts a new worker when one dies (installed: {version}): "
+            "pip install -U 'uvicorn[standard]>=0.30'"
+        )
+
+
 def serve(
     model: Annotated[
         str | None, typer.Argument(help="Model folder (torch or exported ONNX) or shipped name (default: shipped).")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens the server to the network.")] = LOCAL,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the model.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Server processes, each with its own copy of the model; one that dies is replaced.")
+    ] = 1,
     max_texts: Annotated[int, typer.Option(help="Most texts per request (more: 413).")] = DEFAULTS.max_texts,
     max_bytes: Annotated[int, typer.Option(help="Largest request body in bytes (larger: 413).")] = DEFAULTS.max_bytes,
     batch_window_ms: Annotated[
@@ -100,6 +112,7 @@ def serve(
         return
     from ..loading import describe_model
 
+    _check_supervisor(uvicorn.__version__)
     describe_model(folder)  # a bad folder fails here, once, rather than in every worker
     if link is not None:
         from ..knowledge_bases import load_linker
