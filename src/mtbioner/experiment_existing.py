@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import MtbionerError
 
 if TYPE_CHECKING:
-    from .experiment import Run, Study
+    from .study_file import Run, Study
 
 
 def existing_model_record(
@@ -120,7 +120,7 @@ def count_updates(study: Study, run: Run, folder: Path, options: dict[str, Any])
 
     from .corpus import read_corpus
     from .encoding import encode
-    from .training import schedule_batches
+    from .training import schedule_batches, without_scored_text
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -128,8 +128,9 @@ def count_updates(study: Study, run: Run, folder: Path, options: dict[str, Any])
     max_length = int(options.get("max_length", config["max_length"]))
     defaults = _defaults()
     splits = list(options.get("train_splits", defaults["train_splits"]))
-    for name in run.corpora:
-        corpus = read_corpus(study.data_dir / name, splits=splits)
+    corpora = [read_corpus(study.data_dir / name, splits=splits) for name in run.corpora]
+    corpora, _ = without_scored_text(corpora, list(options.get("held_out", [])))  # as train removes them
+    for name, corpus in zip(run.corpora, corpora, strict=True):
         sentences = [s.tokens for split in splits for s in corpus.sentences(split)]
         windows = encode(tokenizer, sentences, max_length, config.get("stride"))
         lengths[name] = [len(w) for w in windows]

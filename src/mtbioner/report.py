@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .experiment import Study
 from .fileio import atomic_write
+from .study_file import Study
 
 CORPORA = ("BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA")
 ABLATIONS = {

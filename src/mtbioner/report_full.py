@@ -40,9 +40,10 @@ from .bootstrap import (
 )
 from .bootstrap import sentence_counts as count_entities
 from .errors import MtbionerError
-from .experiment import Study, predictions_file
+from .experiment import predictions_file
 from .fileio import atomic_write
 from .report import CORPORA, JNLPBA_NOTE, _cost, _f, _paper, _shown, hardware_line, load_results
+from .study_file import Study
 
 VERDICT_WORDS = {"win": "**wins** over", "loss": "**loses** to", "tie": "ties with"}
 
