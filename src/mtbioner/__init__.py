@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-#: Windows per forward pass when tagging or scoring. On CPU, batches of 16 length-sorted windows ran 3-33%
-#: faster than 64 in every run on both 2-core hosts measured (less padding, better cache use), 32 in most;
-#: on a GPU pass a larger ``--batch-size``.
-INFERENCE_BATCH_SIZE = 32
+from .constants import INFERENCE_BATCH_SIZE, __version__
 
 _EXPORTS = {
     "MultiTaskTagger": "mtbioner.model",
     "TaggerConfig": "mtbioner.model_config",
     "Tagger": "mtbioner.tagging",
-    "Entity": "mtbioner.tagging",
+    "Entity": "mtbioner.entity",
     "TrainingConfig": "mtbioner.training",
     "train": "mtbioner.training",
     "read_corpus": "mtbioner.corpus",
@@ -30,6 +25,7 @@ _EXPORTS = {
 }
 __all__ = [
     "__version__",
+    "INFERENCE_BATCH_SIZE",
     "MultiTaskTagger",
     "TaggerConfig",
     "Tagger",
@@ -43,11 +39,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .corpus import read_corpus
+    from .entity import Entity
     from .errors import MtbionerError
     from .evaluation import evaluate_corpus
     from .model import MultiTaskTagger
     from .model_config import TaggerConfig
-    from .tagging import Entity, Tagger
+    from .tagging import Tagger
     from .training import TrainingConfig, train
 
 

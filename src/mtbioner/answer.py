@@ -34,7 +34,7 @@ from .errors import MtbionerError
 from .type_merging import MERGED_TYPES, merge_types, merged_type
 
 if TYPE_CHECKING:
-    from .tagging import Entity
+    from .entity import Entity
 
 GENE = "Gene"
 # Words a gene mention's span may end with in one guideline and not in others ("p53 protein").

@@ -32,7 +32,8 @@ from .type_merging import MERGED_TYPES
 
 if TYPE_CHECKING:
     from .corpus import Corpus
-    from .tagging import Entity, Tagger
+    from .entity import Entity
+    from .tagging import Tagger
 
 Mode = str  # "exact" or "lenient"
 MODES = ("exact", "lenient")

@@ -13,11 +13,11 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import INFERENCE_BATCH_SIZE, type_merging
 from .answer import answer, flatten, model_policy, type_heads
+from .entity import Entity
 from .errors import RequestError
 from .inference import sentence_emissions
 from .schemes import tags_to_spans
@@ -53,41 +53,6 @@ def collector_paused() -> Iterator[None]:
             _pausers -= 1
             if _pausers == 0 and _resume:
                 gc.enable()
-
-
-@dataclass(frozen=True, slots=True)
-class Entity:
-    """A mention: ``text == document[start:end]`` (half-open character offsets).
-
-    ``corpus`` names every head that found this span with this type; ``score`` is the
-    highest of their confidences (mean probability of the entity's word labels). With merged
-    types (:mod:`mtbioner.type_merging`), ``sources`` keeps each (corpus, original type) pair and
-    ``nested`` the shorter entities of the same merged type folded into this one.
-    """
-
-    start: int
-    end: int
-    text: str
-    type: str
-    corpus: tuple[str, ...]
-    score: float
-    sources: tuple[tuple[str, str], ...] = ()
-    nested: tuple[Entity, ...] = ()
-
-    def to_dict(self) -> dict:
-        out = {
-            "start": self.start,
-            "end": self.end,
-            "text": self.text,
-            "type": self.type,
-            "corpus": list(self.corpus),
-            "score": round(self.score, 4),
-        }
-        if self.sources:
-            out["sources"] = [{"corpus": corpus, "type": kind} for corpus, kind in self.sources]
-        if self.nested:
-            out["nested"] = [n.to_dict() for n in self.nested]
-        return out
 
 
 def merge_entities(entities: Iterable[Entity]) -> list[Entity]:

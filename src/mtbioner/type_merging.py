@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .tagging import Entity
+    from .entity import Entity
 
 MERGED_TYPES: dict[str, str] = {
     "GENE": "Gene",
