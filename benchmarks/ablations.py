@@ -17,8 +17,8 @@ from pathlib import Path
 
 from _machine import publish
 
-from mtbioner.bootstrap import compare_counts, read_predictions, sentence_counts
-from mtbioner.experiment import load_study, train_command
+from mtbioner.study.bootstrap import compare_counts, read_predictions, sentence_counts
+from mtbioner.study.experiment import load_study, train_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,8 +218,8 @@ def markdown(rows: list[dict], study_file: Path, train_devel: list[dict]) -> str
     lines += ["", heading, ""]
     lines += [
         "The interval is a paired bootstrap of the F1 difference over devel sentences (1,000 resamples, seed 42, "
-        "`mtbioner.bootstrap`): `win`/`loss` when it excludes 0, `tie` when it holds 0. Each run has one training "
-        "seed, so the interval leaves training noise out.",
+        "`mtbioner.study.bootstrap`): `win`/`loss` when it excludes 0, `tie` when it holds 0. Each run has one "
+        "training seed, so the interval leaves training noise out.",
         "",
     ]
     lines += pair_table(feature_pairs(rows))

@@ -9,7 +9,7 @@ one of them (Species and Anatomy have one corpus each, so no model can be scored
   Ex-PTM (linnaeus and AnatEM are left to ``lo-a`` to save two hours of CPU).
 
 Each trains with ``--held-out`` on its left-out corpora, so no sentence of their devel or test splits is
-trained on (:mod:`mtbioner.leakage`). Every choice of :class:`~mtbioner.answer.AnswerPolicy` is made here
+trained on (:mod:`mtbioner.data.leakage`). Every choice of :class:`~mtbioner.runtime.answer.AnswerPolicy` is made here
 on the left-out corpora's **devel** splits, by a rule fixed before the first screen ran:
 
     Forward selection over the candidate steps. A cell is (left-out corpus, gold type the model can give);
@@ -39,11 +39,11 @@ from pathlib import Path
 
 from _machine import publish
 
-from mtbioner.answer import AnswerPolicy, type_heads
-from mtbioner.corpus import read_corpus, resolve_corpus
-from mtbioner.cross_corpus import corpus_documents, raw_entities, score_answer
-from mtbioner.tagging import Entity, Tagger
-from mtbioner.type_merging import MERGED_TYPES
+from mtbioner.data.corpus import read_corpus, resolve_corpus
+from mtbioner.runtime.answer import AnswerPolicy, type_heads
+from mtbioner.runtime.tagging import Entity, Tagger
+from mtbioner.runtime.type_merging import MERGED_TYPES
+from mtbioner.study.cross_corpus import corpus_documents, raw_entities, score_answer
 
 REPO = Path(__file__).resolve().parent.parent
 LEAVE_OUT = {

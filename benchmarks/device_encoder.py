@@ -24,7 +24,7 @@ def pack(encoder: str, data_dir: str, out: str) -> None:
     from safetensors.torch import load_file, save_file
     from tokenizers import Tokenizer
 
-    from mtbioner.corpus import SPLITS, read_corpus
+    from mtbioner.data.corpus import SPLITS, read_corpus
 
     corpora = [read_corpus(folder) for folder in sorted(Path(data_dir).iterdir()) if (folder / "train.tsv").is_file()]
     words = {word for corpus in corpora for split in SPLITS for s in corpus.sentences(split) for word in s.tokens}

@@ -23,7 +23,7 @@ from pathlib import Path
 from _machine import publish
 from ablations import feature_pairs, prf, run_rows
 
-from mtbioner.experiment import load_study
+from mtbioner.study.experiment import load_study
 
 REPO = Path(__file__).resolve().parent.parent
 FEATURE = "dictionary features"

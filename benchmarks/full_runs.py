@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from mtbioner.fileio import atomic_write
-from mtbioner.training import CHECKPOINT_DIR, LOG_FILE, read_training_info
+from mtbioner.learn.training import CHECKPOINT_DIR, LOG_FILE, read_training_info
 
 MODELS = {
     "mt3": ["BC2GM", "BC5CDR", "NCBI-disease"],

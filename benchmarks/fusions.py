@@ -33,7 +33,7 @@ VARIANTS = {
 
 def export_variants(model: Path, work: Path) -> dict[str, Path]:
     """One int8 export per variant (kept in ``work``; an existing one is reused)."""
-    from mtbioner.export import export_onnx
+    from mtbioner.runtime.export import export_onnx
 
     folders = {}
     for name, options in VARIANTS.items():
@@ -66,9 +66,9 @@ def speeds(folders: dict[str, Path], texts: list[str], rounds: int) -> dict[str,
 
 def f1_scores(folders: dict[str, Path], data_dir: Path) -> dict[str, float]:
     """BC5CDR test F1 of each graph."""
-    from mtbioner.corpus import read_corpus
-    from mtbioner.evaluation import evaluate_corpus
-    from mtbioner.loading import load_backend
+    from mtbioner.data.corpus import read_corpus
+    from mtbioner.runtime.evaluation import evaluate_corpus
+    from mtbioner.runtime.loading import load_backend
 
     corpus = read_corpus(data_dir / "BC5CDR")
     return {
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from mtbioner.corpus import read_corpus
+    from mtbioner.data.corpus import read_corpus
 
     sentences = read_corpus(args.data_dir / "BC5CDR").splits["test"].sentences[: args.limit]
     texts = [" ".join(sentence.tokens) for sentence in sentences]

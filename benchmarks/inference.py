@@ -12,7 +12,7 @@ into entities with character offsets, on the CPU:
                    loaded together and run one after another on the text (the paper's baseline).
   (c) mt-torch     mtbioner, one torch model, every head from one encoder pass.
   (d) mt-onnx      the same model exported to ONNX (fp32), ONNX Runtime.
-  (e) mt-int8      the same, int8 (outlier rewrites + dynamic quantization, mtbioner.quantization).
+  (e) mt-int8      the same, int8 (outlier rewrites + dynamic quantization, mtbioner.runtime.quantization).
 
 Each system runs in its own subprocess, so its peak resident memory (VmHWM) is its own;
 throughput is sentences / seconds of tagging after loading and a short warm-up. F1 scores
@@ -58,8 +58,8 @@ WARMUP = 32
 
 def load_texts(data_dir: Path, limit: int | None) -> tuple[list[str], list[list[list]]]:
     """BC5CDR test sentences as texts (tokens joined by spaces) and their gold [start, end, type] spans."""
-    from mtbioner.corpus import read_corpus
-    from mtbioner.schemes import tags_to_spans
+    from mtbioner.data.corpus import read_corpus
+    from mtbioner.data.schemes import tags_to_spans
 
     corpus = read_corpus(data_dir / TARGET, splits=["test"], limit=limit)
     texts, gold = [], []
@@ -83,8 +83,8 @@ def prepare(model_dir: Path, work: Path) -> dict[str, Path]:
     """Build every system's model folder once (exports, single-task copies, HF model)."""
     from dataclasses import replace
 
-    from mtbioner.export import export_onnx
-    from mtbioner.model import MultiTaskTagger
+    from mtbioner.model.model import MultiTaskTagger
+    from mtbioner.runtime.export import export_onnx
 
     paths = {"mt-torch": model_dir, "mt-onnx": work / "onnx-fp32", "mt-int8": work / "onnx-int8"}
     timings = {}
@@ -207,10 +207,10 @@ def load_system(name: str, paths: dict[str, Path], threads: int, batch_size: int
 
         return tag_spacy
 
-    from mtbioner.loading import load_backend
-    from mtbioner.model import MultiTaskTagger
-    from mtbioner.onnx_backend import OnnxTagger
-    from mtbioner.tagging import Tagger
+    from mtbioner.model.model import MultiTaskTagger
+    from mtbioner.runtime.loading import load_backend
+    from mtbioner.runtime.onnx_backend import OnnxTagger
+    from mtbioner.runtime.tagging import Tagger
 
     if name.startswith("extra:"):
         backend = load_backend(paths[name])

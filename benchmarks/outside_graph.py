@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 def child(args: argparse.Namespace) -> None:
     """Tag the texts with the mtbioner on ``sys.path``; print timings as JSON."""
     import mtbioner
-    from mtbioner.corpus import read_corpus
-    from mtbioner.onnx_backend import OnnxTagger
-    from mtbioner.tagging import Tagger
+    from mtbioner.data.corpus import read_corpus
+    from mtbioner.runtime.onnx_backend import OnnxTagger
+    from mtbioner.runtime.tagging import Tagger
 
     corpus = read_corpus(args.data_dir / "BC5CDR", splits=["test"], limit=args.limit)
     texts = [" ".join(s.tokens) for s in corpus.sentences("test")]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from _machine import describe, machine
 
-from mtbioner.corpus import read_corpus, resolve_corpus
+from mtbioner.data.corpus import read_corpus, resolve_corpus
 from mtbioner.fileio import atomic_write, write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -115,7 +115,7 @@ def spacy_scores(model: Path, corpus) -> dict:
     import spacy
     from spacy.tokens import Doc
 
-    from mtbioner.evaluation import score
+    from mtbioner.runtime.evaluation import score
 
     nlp = spacy.load(model)
     sentences = corpus.sentences("test")
@@ -129,8 +129,8 @@ def spacy_scores(model: Path, corpus) -> dict:
 
 def mtbioner_scores(model: str | None, corpus) -> dict:
     """Test P/R/F1 of an mtbioner model's head of the same name (as ``mtbioner evaluate``)."""
-    from mtbioner.evaluation import evaluate_corpus
-    from mtbioner.loading import load_backend
+    from mtbioner.runtime.evaluation import evaluate_corpus
+    from mtbioner.runtime.loading import load_backend
 
     backend = load_backend(model)
     report, _ = evaluate_corpus(backend, corpus, "test", corpus.name)
@@ -142,7 +142,7 @@ def speeds(spacy_model: Path, model: str | None, texts: list[str], repeats: int)
     """Best-of-``repeats`` sentences/s of both systems on the same raw texts."""
     import spacy
 
-    from mtbioner.tagging import Tagger
+    from mtbioner.runtime.tagging import Tagger
 
     nlp = spacy.load(spacy_model)
     tagger = Tagger.load(model)

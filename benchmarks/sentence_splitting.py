@@ -6,7 +6,7 @@ from whole abstracts), so runs of 10 consecutive sentences stand in for document
 detokenized with the rules of ``tokenizer_agreement.detokenize`` and joined with one space.
 
 Each splitter proposes sentence starts, which are snapped to the next gold token (as
-``mtbioner.text.split_sentences`` snaps them to words). Reported per corpus: boundary
+``mtbioner.data.text.split_sentences`` snaps them to words). Reported per corpus: boundary
 precision, recall and F1 (document starts excluded), the share of gold sentences reproduced
 exactly, runaways (predicted sentences that swallow three or more gold boundaries), and
 throughput in characters per second (one process, this machine; timings include only the
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from tokenizer_agreement import CORPORA, GoldSentence, detokenize, read_tsv
 
+from mtbioner.data.text import split_sentences
 from mtbioner.fileio import atomic_write, write_json
-from mtbioner.text import split_sentences
 
 Splitter = Callable[[str], Iterable[int]]
 
@@ -95,7 +95,7 @@ SPLITTERS: dict[str, Splitter] = {
     "syntok 1.4.4": syntok_starts,
     "sentencex 1.0.32": sentencex_starts,
     "blingfire 0.1.8": blingfire_starts,
-    "mtbioner.text.split_sentences": mtbioner_starts,
+    "mtbioner.data.text.split_sentences": mtbioner_starts,
 }
 
 

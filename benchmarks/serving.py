@@ -21,7 +21,7 @@ and its server would on one small box). Scenarios:
                     utterance-max against a second server with batching off
                     (``--max-batch-sentences 1 --batch-window-ms 0``): what micro-batching buys.
   ..., ONNX fp32    with ``--onnx``: the two utterance scenarios against the model exported
-                    with ``mtbioner.export.export_onnx`` (served by ONNX Runtime).
+                    with ``mtbioner.runtime.export.export_onnx`` (served by ONNX Runtime).
 
 CPU time per request is the user + system time of the server (and of this client) over
 the scenario, divided by its requests: where the machine's time goes. Every request is
@@ -55,8 +55,8 @@ import numpy as np
 import psutil
 from _machine import describe, machine
 
+from mtbioner.apps.serving import default_threads
 from mtbioner.fileio import atomic_write, write_json
-from mtbioner.serving import default_threads
 
 RESULTS = Path(__file__).parent / "results"
 LABEL_SETS = {
@@ -101,7 +101,7 @@ def abstracts(data_dir: Path, count: int = 64) -> list[str]:
 
 def untrained_model(folder: Path) -> Path:
     """Default encoder plus fresh heads for the four corpora: a real-sized network, no training."""
-    from mtbioner.model import MultiTaskTagger
+    from mtbioner.model.model import MultiTaskTagger
 
     labels = {name: sorted({"O", *(f"{p}-{t}" for t in types for p in "BI")}) for name, types in LABEL_SETS.items()}
     MultiTaskTagger.from_encoder(labels).save_pretrained(folder)
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             (", no batching", model, ["--max-batch-sentences", "1", "--batch-window-ms", "0"], [utterance_max]),
         ]
         if args.onnx:
-            from mtbioner.export import export_onnx
+            from mtbioner.runtime.export import export_onnx
 
             export_onnx(model, Path(tmp) / "onnx")
             servers.append((", ONNX fp32", Path(tmp) / "onnx", [], [utterance_50, utterance_max, mixed]))

@@ -4,7 +4,7 @@ Steps, each the real CLI (a step whose output exists is not repeated, and traini
 
 1. ``mtbioner train CORPUS... --train-splits train,devel`` (``--corpora``, default all ten shared corpora)
    with the settings chosen on devel (``--settings``, JSON of ``mtbioner train`` options, from the ablations);
-   sentences of any test split are never trained on (``mtbioner.leakage``);
+   sentences of any test split are never trained on (``mtbioner.data.leakage``);
 2. ``mtbioner export ... --quantize int8 --check ALL`` (refuses to write if int8 loses more than 0.5 F1);
 3. ``mtbioner evaluate`` of the int8 model on every test set (per corpus and per type);
 4. speed: sentences/s tagging the BC5CDR test sentences as raw text with ``Tagger`` (best of 3);
@@ -31,8 +31,8 @@ from pathlib import Path
 
 from _machine import describe, machine
 
-from mtbioner.experiment import TRAIN_OPTIONS
 from mtbioner.fileio import atomic_dir, atomic_write, write_json
+from mtbioner.study.experiment import TRAIN_OPTIONS
 
 CORPORA = [
     "BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA", "linnaeus", "AnatEM",
@@ -72,8 +72,8 @@ TEXT_SENTENCES = 10  # sentences per text when timing a document-context model (
 
 
 def speed(model: Path, data_dir: Path, limit: int | None) -> dict:
-    from mtbioner.corpus import read_corpus
-    from mtbioner.tagging import Tagger
+    from mtbioner.data.corpus import read_corpus
+    from mtbioner.runtime.tagging import Tagger
 
     corpus = read_corpus(data_dir / "BC5CDR", splits=["test"], limit=limit)
     sentences = [" ".join(s.tokens) for s in corpus.sentences("test")]
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.append("mtbioner " + shlex.join(evaluate + ["--no-progress"]))
     run(evaluate + ["--no-progress"], log)
 
-    from mtbioner.onnx_backend import read_onnx_config
+    from mtbioner.runtime.onnx_backend import read_onnx_config
 
     config, _ = read_onnx_config(int8_dir)
     report = {

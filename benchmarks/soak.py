@@ -63,9 +63,9 @@ import psutil
 from _machine import describe, machine, publish
 from serving import UTTERANCES, abstracts, free_port
 
-from mtbioner.serving import DEFAULTS, default_threads
-from mtbioner.shipped import resolve_model
-from mtbioner.text import split_sentences
+from mtbioner.apps.serving import DEFAULTS, default_threads
+from mtbioner.data.text import split_sentences
+from mtbioner.runtime.shipped import resolve_model
 
 HOST = "127.0.0.1"  # the only address this script sends to
 RESULTS = Path(__file__).parent / "results" / "soak"

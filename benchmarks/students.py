@@ -19,7 +19,7 @@ table, the rule's outcome and the trade-off figure (F1 against sentences/s) go t
     python benchmarks/students.py --data-dir ../shared/data --spacy runs/peers/BC5CDR/model-best --install
 
 The teacher is the shipped ``default`` model itself (``mtbioner distill default``: its int8 weights are read
-back into torch, :mod:`mtbioner.dequantize`), or any torch folder given with ``--teacher``. The HF pipeline
+back into torch, :mod:`mtbioner.runtime.dequantize`), or any torch folder given with ``--teacher``. The HF pipeline
 in the speed run needs torch weights: for an exported teacher they are the read-back ones (``WORK/teacher-torch``).
 
 Smoke run (minutes): ``--limit 30 --epochs 1 --max-drop 100 --work /tmp/students --out /tmp/students-results``.
@@ -114,8 +114,8 @@ def speeds(args: argparse.Namespace, students: dict[int, Path], teacher_int8: Pa
 
 def torch_teacher(args: argparse.Namespace) -> Path:
     """A torch folder of the teacher: itself, or for an export its weights read back (written once)."""
-    from mtbioner.dequantize import is_export
-    from mtbioner.distillation import load_teacher, teacher_folder
+    from mtbioner.learn.distillation import load_teacher, teacher_folder
+    from mtbioner.runtime.dequantize import is_export
 
     folder = teacher_folder(args.teacher)
     if not is_export(folder):

@@ -74,7 +74,7 @@ def make_model(folder: Path) -> None:
     """Four untrained heads, their ``O`` bias raised so that they find a plausible number of entities."""
     import torch
 
-    from mtbioner.model import MultiTaskTagger
+    from mtbioner.model.model import MultiTaskTagger
 
     labels = {name: sorted([f"{p}-{t}" for t in kinds for p in "BI"] + ["O"]) for name, kinds in LABELS.items()}
     model = MultiTaskTagger.from_encoder(labels)

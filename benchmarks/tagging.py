@@ -40,11 +40,11 @@ import torch
 from _machine import describe, machine
 
 from mtbioner import INFERENCE_BATCH_SIZE
-from mtbioner.corpus import read_corpus
+from mtbioner.data.corpus import read_corpus
+from mtbioner.data.text import split_sentences
 from mtbioner.fileio import atomic_write, write_json
-from mtbioner.model import MultiTaskTagger
-from mtbioner.tagging import Tagger
-from mtbioner.text import split_sentences
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.tagging import Tagger
 
 CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
 DEFAULT_THREADS = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""How closely ``mtbioner.text.tokenize_words`` reproduces the corpora's own tokenization.
+"""How closely ``mtbioner.data.text.tokenize_words`` reproduces the corpora's own tokenization.
 
 The corpora ship tokens, not text, so each test sentence is first turned back into plausible
 running text (``detokenize``), then re-tokenized, and the two token sequences are compared as
@@ -30,8 +30,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtbioner.data.text import tokenize_words
 from mtbioner.fileio import atomic_write, write_json
-from mtbioner.text import tokenize_words
 
 CORPORA = ("BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA")
 GoldSentence = tuple[list[str], list[str]]
@@ -170,7 +170,7 @@ def to_markdown(results: dict[str, dict[str, float | int]]) -> str:
         "`tokenize_words` does. JNLPBA keeps its original GENIA joins (`IL-2`, `C/EBP`, `CD4+`,",
         "`NF-kappaB`), which `tokenize_words` splits: that is the whole JNLPBA gap. Every JNLPBA",
         "token is still one word or a run of whole words (gold boundaries kept), so every entity of",
-        "every corpus starts and ends on a word boundary; `mtbioner.text.retokenize` brings JNLPBA",
+        "every corpus starts and ends on a word boundary; `mtbioner.data.text.retokenize` brings JNLPBA",
         "sentences to the same words, labels included.",
         "",
         "| corpus | sentences | exact sentences | token P | token R | token F1 | gold boundaries kept "

@@ -1,6 +1,6 @@
 """Training throughput and peak memory of the default encoder (mixed schedule, four corpora).
 
-Runs one epoch of ``mtbioner.training.train`` on the first ``--limit`` sentences of each
+Runs one epoch of ``mtbioner.learn.training.train`` on the first ``--limit`` sentences of each
 corpus' train split (a fixed number of steps: corpora x limit / batch size) and reads the
 training speed that the trainer logs (devel scoring excluded).
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from _machine import describe, machine
 
-from mtbioner.corpus import read_corpus
-from mtbioner.model import MultiTaskTagger
-from mtbioner.training import TrainingConfig, _training_windows, schedule_batches, train
+from mtbioner.data.corpus import read_corpus
+from mtbioner.learn.training import TrainingConfig, _training_windows, schedule_batches, train
+from mtbioner.model.model import MultiTaskTagger
 
 CORPORA = ["BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA"]
 GOAL = 35.0  # sentences/s on 2 cores (issue 3)

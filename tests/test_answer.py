@@ -1,14 +1,14 @@
-"""One clean answer (mtbioner.answer) and abbreviation definitions (mtbioner.abbreviations)."""
+"""One clean answer (mtbioner.runtime.answer) and abbreviation definitions (mtbioner.data.abbreviations)."""
 
 from __future__ import annotations
 
 import pytest
 
-from mtbioner.abbreviations import best_long_form, find_abbreviations
-from mtbioner.answer import AnswerPolicy, answer, type_heads
+from mtbioner.data.abbreviations import best_long_form, find_abbreviations
 from mtbioner.errors import MtbionerError
-from mtbioner.tagging import Entity
-from mtbioner.type_merging import merge_types
+from mtbioner.runtime.answer import AnswerPolicy, answer, type_heads
+from mtbioner.runtime.tagging import Entity
+from mtbioner.runtime.type_merging import merge_types
 
 HEADS = type_heads({"BC2GM": ["GENE"], "JNLPBA": ["protein", "DNA"], "BioNLP09": ["Protein"], "BC5CDR": ["Chemical"]})
 

@@ -15,10 +15,10 @@ import bioc
 import pytest
 from bioc import biocjson, biocxml
 
-from mtbioner.bioc_format import read_bioc, read_bioc_sentences, write_bioc_json, write_bioc_xml
-from mtbioner.corpus import read_corpus, resolve_corpus
+from mtbioner.data.bioc_format import read_bioc, read_bioc_sentences, write_bioc_json, write_bioc_xml
+from mtbioner.data.corpus import read_corpus, resolve_corpus
+from mtbioner.data.formats import write_pubtator
 from mtbioner.errors import CorpusFormatError, RequestError
-from mtbioner.formats import write_pubtator
 
 WRITERS = {".bioc.xml": write_bioc_xml, ".bioc.json": write_bioc_json}
 TITLE = "BRCA1 und Tamoxifen: Déjà-vu 😀 in café"

@@ -1,4 +1,4 @@
-"""Paired bootstrap intervals of F1 differences (``mtbioner.bootstrap``) and the stored predictions they read."""
+"""Paired bootstrap intervals of F1 differences (``mtbioner.study.bootstrap``) and the stored predictions they read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtbioner.bootstrap import (
+from mtbioner.data.corpus import Sentence
+from mtbioner.errors import MtbionerError
+from mtbioner.runtime.evaluation import score, write_conlleval
+from mtbioner.study.bootstrap import (
     compare_counts,
     f1_interval,
     paired_bootstrap,
@@ -20,9 +23,6 @@ from mtbioner.bootstrap import (
     verdict,
     write_predictions,
 )
-from mtbioner.corpus import Sentence
-from mtbioner.errors import MtbionerError
-from mtbioner.evaluation import score, write_conlleval
 
 # Eight sentences with two entity types; the systems miss, split, mistype and invent entities, and
 # system B has an I- after O (conlleval opens a chunk there).

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mtbioner.serving import ServeSettings, create_app, running
-from mtbioner.tagging import Tagger
+from mtbioner.apps.serving import ServeSettings, create_app, running
+from mtbioner.runtime.tagging import Tagger
 
 CHROMIUM = Path(os.environ.get("MTBIONER_CHROMIUM", "/usr/bin/chromium"))
 DRIVER = Path(os.environ.get("MTBIONER_CHROMEDRIVER", "/usr/bin/chromedriver"))

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from mtbioner.corpus import read_corpus
-from mtbioner.encoding import CASE_TYPES, case_type, collate, encode
-from mtbioner.export import export_onnx
-from mtbioner.inference import predict_tags, sentence_emissions
-from mtbioner.loading import describe_model, load_backend
-from mtbioner.model import MultiTaskTagger
-from mtbioner.training import TrainingConfig, train
+from mtbioner.data.corpus import read_corpus
+from mtbioner.learn.training import TrainingConfig, train
+from mtbioner.model.encoding import CASE_TYPES, case_type, collate, encode
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.export import export_onnx
+from mtbioner.runtime.inference import predict_tags, sentence_emissions
+from mtbioner.runtime.loading import describe_model, load_backend
 
 LABELS = {"genes": ["B-GENE", "I-GENE", "O"]}
 
@@ -109,7 +109,8 @@ def _case_only_corpus(folder: Path) -> Path:
     corpus = folder / "genes"
     corpus.mkdir()
     for split in ("train", "devel", "test"):
-        (corpus / f"{split}.tsv").write_text(text, encoding="utf-8")
+        # the test split's sentences differ, so that training keeps its own (leakage.py removes test text)
+        (corpus / f"{split}.tsv").write_text(text.replace("increased", "decreased") if split == "test" else text)
     return corpus
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from mtbioner.cli import main
+from mtbioner.data.formats import read_brat_ann, read_jsonl_entities, read_pubtator
 from mtbioner.errors import RequestError
-from mtbioner.formats import read_brat_ann, read_jsonl_entities, read_pubtator
-from mtbioner.tagging import Tagger, tag_documents
+from mtbioner.runtime.tagging import Tagger, tag_documents
 from tests.test_tagging import BRCA1, BREAST_CANCER, BREAST_GENE, CISPLATIN, EXAMPLE, RULES, RuleBackend, approx
 
 DATA = Path(__file__).parent / "data" / "tag_cli"
@@ -134,7 +134,7 @@ def test_written_files_read_back(rules, monkeypatch, capsys, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("fmt", ["bioc-xml", "bioc-json"])
 def test_bioc_output_reads_back_with_the_same_offsets(rules, monkeypatch, capsys, tmp_path: Path, fmt: str) -> None:
-    from mtbioner.bioc_format import read_bioc
+    from mtbioner.data.bioc_format import read_bioc
 
     output = tmp_path / f"out.{fmt.replace('-', '.')}"
     args = ["--input", DATA / "input.jsonl", "--output", output, "--format", fmt, "--no-progress", "--per-corpus"]

@@ -16,7 +16,12 @@ import pytest
 import torch
 import typer
 
-from mtbioner.compare import (
+from mtbioner.data.corpus import read_corpus
+from mtbioner.errors import MtbionerError
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.evaluation import evaluate_corpus, score
+from mtbioner.runtime.tagging import Tagger
+from mtbioner.study.compare import (
     Agreement,
     Comparison,
     Unanimity,
@@ -27,11 +32,6 @@ from mtbioner.compare import (
     score_spans,
     write_reports,
 )
-from mtbioner.corpus import read_corpus
-from mtbioner.errors import MtbionerError
-from mtbioner.evaluation import evaluate_corpus, score
-from mtbioner.model import MultiTaskTagger
-from mtbioner.tagging import Tagger
 from tests.test_tagging import RuleBackend
 
 # Two rule models that disagree in known places; C finds exactly what A finds.
@@ -207,7 +207,7 @@ def test_a_model_without_the_corpus_head_is_shown_and_not_scored(gold_comparison
 def test_span_scores_equal_the_evaluation_scorer() -> None:
     gold = [["B-GENE", "I-GENE", "O", "B-CHEM"], ["O", "B-GENE"], ["B-CHEM", "O"]]
     predicted = [["B-GENE", "O", "O", "B-CHEM"], ["O", "B-GENE"], ["B-GENE", "O"]]
-    from mtbioner.schemes import tags_to_spans
+    from mtbioner.data.schemes import tags_to_spans
 
     def spans(tags):
         return frozenset((s, e, t) for t, s, e in tags_to_spans(tags))

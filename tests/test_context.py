@@ -14,17 +14,17 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from mtbioner.corpus import read_corpus
-from mtbioner.encoding import case_type, document_surroundings, encode, word_pieces
+from mtbioner.data.corpus import read_corpus
+from mtbioner.data.text import split_sentences, text_surroundings
 from mtbioner.errors import MtbionerError
-from mtbioner.evaluation import evaluate_corpus
-from mtbioner.export import export_onnx
-from mtbioner.inference import predict_tags, sentence_emissions
-from mtbioner.loading import describe_model, load_backend
-from mtbioner.model import MultiTaskTagger
-from mtbioner.tagging import Tagger
-from mtbioner.text import split_sentences, text_surroundings
-from mtbioner.training import TrainingConfig, train
+from mtbioner.learn.training import TrainingConfig, train
+from mtbioner.model.encoding import case_type, document_surroundings, encode, word_pieces
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.evaluation import evaluate_corpus
+from mtbioner.runtime.export import export_onnx
+from mtbioner.runtime.inference import predict_tags, sentence_emissions
+from mtbioner.runtime.loading import describe_model, load_backend
+from mtbioner.runtime.tagging import Tagger
 from tests.conftest import run_cli
 
 LABELS = {"genes": ["B-GENE", "I-GENE", "O"]}

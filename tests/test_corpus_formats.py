@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mtbioner.cli import main
-from mtbioner.corpus import corpus_stats, read_corpus, read_split, resolve_corpus
+from mtbioner.data.corpus import corpus_stats, read_corpus, read_split, resolve_corpus
 from mtbioner.errors import CorpusFormatError, MtbionerError
 
 DATA = Path(__file__).parent / "data" / "corpus_formats"
@@ -65,7 +65,7 @@ def test_brat_corpus_reads_every_split() -> None:
 def test_misaligned_and_discontinuous_annotations_are_logged_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="mtbioner.corpus"):
+    with caplog.at_level(logging.WARNING, logger="mtbioner.data.corpus"):
         train = read_split(BRAT / "train", "train")
     assert train.warnings == [
         f"{BRAT / 'train' / 'd2.ann'}: T2: 'HER' is not on word boundaries; widened to 'HER2'",
@@ -90,7 +90,7 @@ def test_misaligned_and_discontinuous_annotations_are_logged_and_counted(
 
 
 def test_pubtator_corpus(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="mtbioner.corpus"):
+    with caplog.at_level(logging.WARNING, logger="mtbioner.data.corpus"):
         corpus = read_corpus(PUBTATOR)
     assert corpus.name == "pubtator_corpus"
     train = corpus.splits["train"]
@@ -139,7 +139,7 @@ def test_limit_keeps_the_first_sentences_but_counts_every_problem() -> None:
 def test_folder_of_ann_files_is_a_one_split_corpus(
     splits: list[str], served: str, logged: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="mtbioner.corpus"):
+    with caplog.at_level(logging.INFO, logger="mtbioner.data.corpus"):
         corpus = read_corpus(SINGLE, splits=splits)
     assert corpus.name == "brat_single"
     assert list(corpus.splits) == [served]
@@ -303,7 +303,7 @@ def test_train_on_brat_and_pubtator_then_evaluate_a_brat_folder(
 
 
 def test_every_kind_of_left_out_annotation_is_counted(tmp_path: Path) -> None:
-    """``skipped`` relies on the wording of the warnings in mtbioner.text; this pins it."""
+    """``skipped`` relies on the wording of the warnings in mtbioner.data.text; this pins it."""
     folder = tmp_path / "annotated"
     folder.mkdir()
     (folder / "a.txt").write_text("Breast and ovarian cancer recur .", encoding="utf-8")

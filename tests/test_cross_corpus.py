@@ -1,11 +1,11 @@
-"""Cross-corpus scoring (mtbioner.cross_corpus): gold in the merged scheme, exact and lenient matching."""
+"""Cross-corpus scoring (mtbioner.study.cross_corpus): gold in the merged scheme, exact and lenient matching."""
 
 from __future__ import annotations
 
 import pytest
 
-from mtbioner.cross_corpus import Span, build_documents, match_exact, match_lenient, score
-from mtbioner.type_merging import MERGED_TYPES
+from mtbioner.runtime.type_merging import MERGED_TYPES
+from mtbioner.study.cross_corpus import Span, build_documents, match_exact, match_lenient, score
 
 
 def _counts(result, kind):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtbioner import decoding
-from mtbioner.decoding import Decoder, crf_marginals, softmax, viterbi
-from mtbioner.encoding import IGNORE_INDEX
-from mtbioner.heads import CRFHead, LinearHead, build_head, compact
+from mtbioner.model import decoding
+from mtbioner.model.decoding import Decoder, crf_marginals, softmax, viterbi
+from mtbioner.model.encoding import IGNORE_INDEX
+from mtbioner.model.heads import CRFHead, LinearHead, build_head, compact
 
 
 def brute_force(emissions, start, end, transitions):

@@ -15,12 +15,12 @@ import typer
 
 from mtbioner import cli
 from mtbioner.cli.distill import distill as distill_command
-from mtbioner.dequantize import tagger_from_int8
-from mtbioner.distillation import load_teacher
 from mtbioner.errors import ModelFormatError, MtbionerError
-from mtbioner.export import export_onnx
-from mtbioner.model import MultiTaskTagger
-from mtbioner.training import TrainingConfig, train
+from mtbioner.learn.distillation import load_teacher
+from mtbioner.learn.training import TrainingConfig, train
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.dequantize import tagger_from_int8
+from mtbioner.runtime.export import export_onnx
 
 from .conftest import INTERMEDIATE_CHANNEL, plant_outliers
 
@@ -102,7 +102,7 @@ def test_exports_it_cannot_read_are_refused(exported, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained_int8(tiny_encoder: Path, toy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained on the toy corpora, exported to int8 (no torch weights beside it)."""
-    from mtbioner.corpus import read_corpus
+    from mtbioner.data.corpus import read_corpus
 
     folder = tmp_path_factory.mktemp("trained")
     config = TrainingConfig(encoder=str(tiny_encoder), lr=3e-3, batch_size=4, epochs=8, seed=7, max_length=32)

@@ -17,16 +17,16 @@ import pytest
 import torch
 
 from mtbioner.cli import main
-from mtbioner.corpus import read_corpus
-from mtbioner.dictionary import DICTIONARY_NAME, Dictionary, training_matches
-from mtbioner.encoding import collate, encode
+from mtbioner.data.corpus import read_corpus
 from mtbioner.errors import CorpusFormatError, ModelFormatError, MtbionerError
-from mtbioner.export import export_onnx
-from mtbioner.inference import predict_tags, sentence_emissions
-from mtbioner.loading import describe_model, load_backend
-from mtbioner.model import MultiTaskTagger
-from mtbioner.tagging import Tagger
-from mtbioner.training import TrainingConfig, parameter_groups, train
+from mtbioner.learn.training import TrainingConfig, parameter_groups, train
+from mtbioner.model.dictionary import DICTIONARY_NAME, Dictionary, training_matches
+from mtbioner.model.encoding import collate, encode
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.export import export_onnx
+from mtbioner.runtime.inference import predict_tags, sentence_emissions
+from mtbioner.runtime.loading import describe_model, load_backend
+from mtbioner.runtime.tagging import Tagger
 
 LABELS = {"genes": ["B-GENE", "I-GENE", "O"], "chems": ["B-CHEM", "I-CHEM", "O"]}
 
@@ -96,7 +96,7 @@ def test_terms_come_from_training_splits_never_test(toy_dir: Path) -> None:
 
 
 def _spans(tags):
-    from mtbioner.schemes import tags_to_spans
+    from mtbioner.data.schemes import tags_to_spans
 
     return tags_to_spans(tags)
 
@@ -173,7 +173,7 @@ def test_a_5000_sentence_match_is_fast() -> None:
 
 
 def test_training_sentences_are_matched_with_terms_from_outside_their_block() -> None:
-    from mtbioner.corpus import Corpus, Sentence, Split
+    from mtbioner.data.corpus import Corpus, Sentence, Split
 
     sentences = [
         Sentence(("aspirin", "helps"), ("B-CHEM", "O")),
@@ -194,7 +194,7 @@ def test_training_sentences_are_matched_with_terms_from_outside_their_block() ->
 
 
 def test_pruning_drops_terms_that_are_mostly_not_entities() -> None:
-    from mtbioner.corpus import Corpus, Sentence, Split
+    from mtbioner.data.corpus import Corpus, Sentence, Split
 
     sentences = [
         Sentence(("all", "patients", "had", "ALL"), ("O", "O", "O", "B-Disease")),
@@ -305,7 +305,8 @@ def _dictionary_only_corpus(folder: Path) -> Path:
     corpus = folder / "chems"
     corpus.mkdir()
     for split in ("train", "devel", "test"):
-        (corpus / f"{split}.tsv").write_text(text, encoding="utf-8")
+        # the test split's sentences differ, so that training keeps its own (leakage.py removes test text)
+        (corpus / f"{split}.tsv").write_text(text.replace("increased", "decreased") if split == "test" else text)
     return corpus
 
 

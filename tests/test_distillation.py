@@ -14,11 +14,12 @@ import torch
 import typer
 from safetensors.torch import load_file
 
-from mtbioner import cli, distillation
+from mtbioner import cli
 from mtbioner.cli.distill import distill as distill_command
-from mtbioner.corpus import read_corpus
-from mtbioner.dictionary import Dictionary
-from mtbioner.distillation import (
+from mtbioner.data.corpus import read_corpus
+from mtbioner.errors import MtbionerError
+from mtbioner.learn import distillation
+from mtbioner.learn.distillation import (
     TEXT_SOURCE,
     DistillConfig,
     Source,
@@ -30,12 +31,12 @@ from mtbioner.distillation import (
     make_student,
     parse_layers,
 )
-from mtbioner.encoding import collate, encode
-from mtbioner.errors import MtbionerError
-from mtbioner.evaluation import evaluate_corpus
-from mtbioner.inference import predict_tags
-from mtbioner.model import MultiTaskTagger
-from mtbioner.training import TrainingConfig, train
+from mtbioner.learn.training import TrainingConfig, train
+from mtbioner.model.dictionary import Dictionary
+from mtbioner.model.encoding import collate, encode
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.evaluation import evaluate_corpus
+from mtbioner.runtime.inference import predict_tags
 
 RAW = [
     "MYC expression was increased in breast cancer cells .",
@@ -305,7 +306,7 @@ def test_heads_learn_from_the_teacher_alone(
 def test_raw_text_batches_carry_only_the_kl(
     teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mtbioner.pretraining import file_texts
+    from mtbioner.learn.pretraining import file_texts
 
     notes = tmp_path / "notes.txt"
     notes.write_text("\n".join(RAW * 4) + "\n", encoding="utf-8")
@@ -442,9 +443,9 @@ def test_cli_mistakes_are_one_line(
 
 def test_a_context_teacher_teaches_with_the_context_tagging_reads(tiny_encoder: Path, toy_dir: Path) -> None:
     """Windows hold the document context the teacher was trained and tags with; the student keeps the setting."""
-    from mtbioner.encoding import document_surroundings
-    from mtbioner.tagging import Tagger
-    from mtbioner.text import text_surroundings
+    from mtbioner.data.text import text_surroundings
+    from mtbioner.model.encoding import document_surroundings
+    from mtbioner.runtime.tagging import Tagger
 
     torch.manual_seed(0)
     labels = {c.name: c.labels for c in _toy(toy_dir, ["train"])}

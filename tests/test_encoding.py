@@ -5,8 +5,8 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from mtbioner import encoding
-from mtbioner.encoding import (
+from mtbioner.model import encoding
+from mtbioner.model.encoding import (
     IGNORE_INDEX,
     _cache_of,
     _sentence_pieces,
@@ -158,8 +158,8 @@ def test_windows_hold_each_words_pieces_and_features(tokenizer, seed: int) -> No
 
 def test_word_pieces_cache_equals_whole_sentences_on_the_corpora_with_the_real_tokenizer() -> None:
     """The packaged encoder's tokenizer, 300 sentences of each shared corpus: cached words equal whole sentences."""
-    from mtbioner.corpus import read_corpus
-    from mtbioner.model import default_encoder
+    from mtbioner.data.corpus import read_corpus
+    from mtbioner.model.model import default_encoder
 
     from .conftest import shared_data_dir
 

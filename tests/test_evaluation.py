@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from mtbioner.evaluation import score
+from mtbioner.runtime.evaluation import score
 
 from .conlleval import conlleval
 

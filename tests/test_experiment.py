@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from mtbioner.errors import MtbionerError
-from mtbioner.experiment import load_study, pretrain_command, run_study, train_command
-from mtbioner.report import write_report
-from mtbioner.report_full import report_spec
-from mtbioner.report_full import write_report as write_full_report
-from mtbioner.training import schedule_batches
+from mtbioner.learn.training import schedule_batches
+from mtbioner.study.experiment import load_study, pretrain_command, run_study, train_command
+from mtbioner.study.report import write_report
+from mtbioner.study.report_full import report_spec
+from mtbioner.study.report_full import write_report as write_full_report
 
 REPO = Path(__file__).parent.parent
 
@@ -165,9 +165,9 @@ def test_tiny_full_study_stores_predictions_and_reports_intervals(
 ) -> None:
     from typer.testing import CliRunner
 
-    from mtbioner.bootstrap import read_predictions
     from mtbioner.cli import app
-    from mtbioner.evaluation import score
+    from mtbioner.runtime.evaluation import score
+    from mtbioner.study.bootstrap import read_predictions
 
     shutil.copytree(toy_dir, tmp_path / "data")
     file = _study(
@@ -261,7 +261,7 @@ def test_report_section_and_encoder_are_checked(tmp_path: Path) -> None:
 
 def test_full_study_file_matches_the_paper_and_equal_update_epochs(tmp_path: Path) -> None:
     """The equal-updates controls of experiments/full.yaml get mt4's encoder updates to within 2%."""
-    from mtbioner.corpus import read_corpus
+    from mtbioner.data.corpus import read_corpus
 
     from .conftest import shared_data_dir
 
@@ -403,8 +403,10 @@ def test_a_study_pretrains_its_declared_encoder_resumes_it_and_checks_it(
 ) -> None:
     """The runner makes a declared encoder folder before the first run on it, resumes an interrupted
     one, reuses a finished one, and refuses one made otherwise."""
-    from mtbioner import pretraining
-    from mtbioner.experiment import _prepare_encoder  # what a run does first; a training child each costs seconds
+    from mtbioner.learn import pretraining
+    from mtbioner.study.experiment import (
+        _prepare_encoder,  # what a run does first; a training child each costs seconds
+    )
 
     data = tmp_path / "data"
     shutil.copytree(toy_dir, data)
@@ -478,8 +480,8 @@ def test_a_recipe_without_encoder_matches_the_default_encoder_folder_pretrain_re
 ) -> None:
     """``mtbioner pretrain`` records the folder it loaded, so a recipe naming no encoder must accept the
     default encoder's folder (a finished folder was refused once the study came back to it) and nothing else."""
-    from mtbioner import model_config
-    from mtbioner.experiment_encoders import recipe_mismatch, settings
+    from mtbioner.model import model_config
+    from mtbioner.study.experiment_encoders import recipe_mismatch, settings
 
     default = tmp_path / "site-packages" / "minilm"
     default.mkdir(parents=True)

@@ -16,12 +16,12 @@ import torch
 
 from mtbioner.cli import main
 from mtbioner.errors import ModelFormatError, MtbionerError
-from mtbioner.export import CheckSettings, ExportCheckError, export_onnx
-from mtbioner.inference import sentence_emissions
-from mtbioner.loading import describe_model, load_backend
-from mtbioner.model import MultiTaskTagger
-from mtbioner.onnx_backend import OnnxTagger
-from mtbioner.tagging import Tagger
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.export import CheckSettings, ExportCheckError, export_onnx
+from mtbioner.runtime.inference import sentence_emissions
+from mtbioner.runtime.loading import describe_model, load_backend
+from mtbioner.runtime.onnx_backend import OnnxTagger
+from mtbioner.runtime.tagging import Tagger
 
 LABELS = {"toy_gene": ["B-GENE", "I-GENE", "O"], "chem.v2": ["B-CHEM", "I-CHEM", "O"]}
 SENTENCES = [["aspirin", "binds", "brca1"], ["the", "protein"] * 40, ["x"], ["myc", "binding", "was", "reduced"]]
@@ -43,7 +43,7 @@ def model_dir(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     torch.manual_seed(3)
     model = MultiTaskTagger.from_encoder(LABELS, tiny_encoder, max_length=16).eval()
     model.config.corpora["chem.v2"].head = "crf"
-    from mtbioner.heads import build_head
+    from mtbioner.model.heads import build_head
 
     model.heads["chem__dot__v2"] = build_head("crf", 32, LABELS["chem.v2"])
     with torch.no_grad():
@@ -264,7 +264,7 @@ def test_cli_and_server_run_an_exported_model(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from mtbioner.serving import ServeSettings, create_app
+    from mtbioner.apps.serving import ServeSettings, create_app
 
     code, stdout, err = run_cli(monkeypatch, capsys, "tag", int8_dir, TEXTS[0])
     assert code == 0, err

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from mtbioner.encoding import _sentence_pieces, special_affixes, word_pieces
 from mtbioner.errors import ModelFormatError
-from mtbioner.fast_tokenizer import FastTokenizer
-from mtbioner.model import default_encoder
-from mtbioner.shipped import DEFAULT_MODEL, shipped_models
+from mtbioner.model.encoding import _sentence_pieces, special_affixes, word_pieces
+from mtbioner.model.fast_tokenizer import FastTokenizer
+from mtbioner.model.model import default_encoder
+from mtbioner.runtime.shipped import DEFAULT_MODEL, shipped_models
 from tests.conftest import shared_data_dir
 
 # accents, Greek, hyphens, digits, case, an empty-looking control character, a long chemical name
@@ -41,7 +41,7 @@ def test_word_and_sentence_pieces_match(tokenizers: tuple) -> None:
 
 
 def test_pieces_match_on_every_word_of_a_real_corpus_slice() -> None:
-    from mtbioner.corpus import read_corpus
+    from mtbioner.data.corpus import read_corpus
 
     folder = shipped_models()[DEFAULT_MODEL]
     hf, fast = AutoTokenizer.from_pretrained(str(folder)), FastTokenizer.from_folder(folder)

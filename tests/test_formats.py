@@ -1,4 +1,4 @@
-"""Tests for mtbioner.formats: readers, writers against hand-made files, and round trips."""
+"""Tests for mtbioner.data.formats: readers, writers against hand-made files, and round trips."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtbioner.errors import CorpusFormatError, RequestError
-from mtbioner.formats import (
+from mtbioner.data.formats import (
     TaggedSentence,
     read_brat_ann,
     read_brat_folder,
@@ -24,7 +23,8 @@ from mtbioner.formats import (
     write_jsonl,
     write_pubtator,
 )
-from mtbioner.text import annotations_to_sentences, tokenize_words
+from mtbioner.data.text import annotations_to_sentences, tokenize_words
+from mtbioner.errors import CorpusFormatError, RequestError
 
 DATA = Path(__file__).parent / "data" / "formats"
 BROKEN = DATA / "broken"

@@ -9,10 +9,10 @@ import pytest
 
 from mtbioner.cli._common import parse_heads
 from mtbioner.errors import MtbionerError
-from mtbioner.experiment import FLAGS, TRAIN_OPTIONS, load_study, train_command
-from mtbioner.experiment_existing import command_options
-from mtbioner.model import MultiTaskTagger
-from mtbioner.training import TrainingConfig
+from mtbioner.learn.training import TrainingConfig
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.study.experiment import FLAGS, TRAIN_OPTIONS, load_study, train_command
+from mtbioner.study.experiment_existing import command_options
 
 from .conftest import run_cli
 

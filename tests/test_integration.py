@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 
 CORPORA = ("BC2GM", "BC5CDR", "NCBI-disease", "JNLPBA")
 TYPES = {"GENE", "Chemical", "Disease", "DNA", "RNA", "cell_line", "cell_type", "protein"}
+MERGED = {"Gene", "Chemical", "Disease", "CellLine", "CellType"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -99,7 +100,10 @@ def test_tag_raw_text_offsets(trained: Path) -> None:
     assert record["text"] == text
     for entity in record["entities"]:
         assert text[entity["start"] : entity["end"]] == entity["text"]
-        assert entity["type"] in TYPES and 0 <= entity["score"] <= 1
+        assert entity["type"] in MERGED and 0 <= entity["score"] <= 1  # the merged answer, by default
+        assert {s["type"] for s in entity["sources"]} <= TYPES
+    per_corpus = json.loads(_cli("tag", str(trained), text, "--per-corpus").stdout)["entities"]
+    assert per_corpus and all(e["type"] in TYPES for e in per_corpus)
 
 
 def test_user_mistakes_exit_2_without_traceback(trained: Path, tmp_path: Path) -> None:
@@ -122,11 +126,11 @@ def test_int8_outlier_rewrites_on_the_real_encoder(trained: Path, tmp_path: Path
     import numpy as np
     import onnxruntime as ort
 
-    from mtbioner.corpus import read_corpus
-    from mtbioner.encoding import collate, encode
-    from mtbioner.export import export_onnx
-    from mtbioner.onnx_backend import ONNX_NAME, OnnxTagger
-    from mtbioner.quantization import quantize_int8
+    from mtbioner.data.corpus import read_corpus
+    from mtbioner.model.encoding import collate, encode
+    from mtbioner.runtime.export import export_onnx
+    from mtbioner.runtime.onnx_backend import ONNX_NAME, OnnxTagger
+    from mtbioner.runtime.quantization import quantize_int8
 
     export_onnx(trained, tmp_path / "fp32")
     fp32 = OnnxTagger.from_pretrained(tmp_path / "fp32")

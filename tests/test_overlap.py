@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import typer
 
-from mtbioner.corpus import Sentence, read_corpus
+from mtbioner.data.corpus import Sentence, read_corpus
 from mtbioner.errors import MtbionerError
-from mtbioner.overlap import (
+from mtbioner.study.overlap import (
     NONE,
     Matcher,
     analyse,
@@ -27,8 +27,8 @@ from mtbioner.overlap import (
     string_overlap,
     type_ambiguity,
 )
-from mtbioner.overlap_findings import cross_group, recommend
-from mtbioner.overlap_report import render, write_report
+from mtbioner.study.overlap_findings import cross_group, recommend
+from mtbioner.study.overlap_report import render, write_report
 from tests.test_tagging import RuleBackend
 
 # one sentence per string: TOKEN/TAG pairs
@@ -319,10 +319,10 @@ def test_cli_writes_the_report_and_prints_the_findings(cli, data: Path, tmp_path
 
 
 def test_cli_with_a_model(cli, data: Path, tmp_path: Path, rules, monkeypatch) -> None:
-    import mtbioner.loading
+    import mtbioner.runtime.loading
 
     (tmp_path / "m").mkdir()
-    monkeypatch.setattr(mtbioner.loading, "load_backend", lambda path: rules)
+    monkeypatch.setattr(mtbioner.runtime.loading, "load_backend", lambda path: rules)
     code, _, err = cli("geneA", "dnaB", "--data-dir", data, "--model", tmp_path / "m", "-o", tmp_path / "o.md")
     assert code == 0, err
     text = (tmp_path / "o.md").read_text(encoding="utf-8")
@@ -353,7 +353,7 @@ def test_cli_user_mistakes_are_one_line(cli, data: Path, tmp_path: Path, args: l
 def test_a_torch_model_accounts_for_every_gold_entity(corpora, tiny_encoder: Path) -> None:
     import torch
 
-    from mtbioner.model import MultiTaskTagger
+    from mtbioner.model.model import MultiTaskTagger
 
     torch.manual_seed(1)
     labels = {c.name: c.labels for c in corpora}

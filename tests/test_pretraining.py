@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mtbioner import pretraining
 from mtbioner.errors import MtbionerError
-from mtbioner.pretraining import (
+from mtbioner.learn import pretraining
+from mtbioner.learn.pretraining import (
     PretrainConfig,
     corpus_texts,
     file_texts,
@@ -139,7 +139,7 @@ def test_masked_only_loss_equals_the_full_vocabulary_loss(tiny_encoder: Path) ->
 def test_pretraining_lowers_heldout_loss_and_writes_an_encoder_train_takes(
     tiny_encoder: Path, toy_dir: Path, tmp_path: Path
 ) -> None:
-    from mtbioner.model import MultiTaskTagger
+    from mtbioner.model.model import MultiTaskTagger
 
     texts, counts = gather_texts(["toy_gene", "toy_chem"], toy_dir)
     out = tmp_path / "enc"

@@ -17,11 +17,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from mtbioner.export import export_onnx
-from mtbioner.loading import describe_model
-from mtbioner.model import MultiTaskTagger
-from mtbioner.onnx_backend import ONNX_NAME
-from mtbioner.quantization import quantize_int8, rewrite_outliers
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.export import export_onnx
+from mtbioner.runtime.loading import describe_model
+from mtbioner.runtime.onnx_backend import ONNX_NAME
+from mtbioner.runtime.quantization import quantize_int8, rewrite_outliers
 
 from .conftest import INPUT_CHANNEL, INTERMEDIATE_CHANNEL, plant_outliers
 

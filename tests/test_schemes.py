@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from seqeval.metrics.sequence_labeling import get_entities
 
-from mtbioner import schemes
-from mtbioner.schemes import (
+from mtbioner.data import schemes
+from mtbioner.data.schemes import (
     detect_scheme,
     iobes_to_iob2,
     is_iob2,

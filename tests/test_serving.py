@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtbioner.corpus import read_corpus
-from mtbioner.encoding import collate, encode
-from mtbioner.model import MultiTaskTagger
-from mtbioner.serving import MicroBatcher, ServeSettings, create_app, running, set_threads
-from mtbioner.tagging import Tagger
+from mtbioner.apps.serving import MicroBatcher, ServeSettings, create_app, running, set_threads
+from mtbioner.data.corpus import read_corpus
+from mtbioner.model.encoding import collate, encode
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.tagging import Tagger
 from tests.test_fast_tokenizer import run_without_torch
 
 SENTENCE = "Treatment with sodium chloride reduced MYC binding, and aspirin lowered KRAS levels in mice."
@@ -28,7 +28,7 @@ CORPORA = ("toy_gene", "toy_chem")
 def fit(model: MultiTaskTagger, corpora: list, steps: int = 120) -> None:
     """Fine-tune on the toy corpora, all sentences in one batch per corpus (a few seconds).
 
-    ``mtbioner.training.train`` would do the same with evaluation and checkpoints each
+    ``mtbioner.learn.training.train`` would do the same with evaluation and checkpoints each
     epoch, which takes minutes on a busy CPU; the server tests need only a model that finds
     the toy genes and chemicals.
     """
@@ -461,7 +461,7 @@ def test_a_stream_of_small_requests_does_not_starve_a_large_one() -> None:
 
 
 def test_work_limits_raise_413_and_503_errors() -> None:
-    from mtbioner.batching import Overloaded, TooMuchWork
+    from mtbioner.apps.batching import Overloaded, TooMuchWork
 
     recorder = Recorder(delay=0.05)
 
@@ -544,7 +544,7 @@ def test_not_ready_before_start_up_is_503_not_500(tagger: Tagger) -> None:
     ],
 )
 def test_readiness(serving: bool, queued: int, rate: float, expected: tuple) -> None:
-    from mtbioner.serving import readiness
+    from mtbioner.apps.serving import readiness
 
     batcher = MicroBatcher(Recorder(), max_queue_sentences=10)  # type: ignore[arg-type]
     batcher._queued = queued
@@ -651,15 +651,15 @@ def test_serving_an_exported_model_uses_threads_for_onnx_and_never_imports_torch
     """``--threads`` governs the ONNX Runtime session of an exported model, and torch stays out of the process."""
     script = (
         "from fastapi.testclient import TestClient\n"
-        "from mtbioner.serving import ServeSettings, create_app, set_threads\n"
-        "from mtbioner.shipped import resolve_model\n"
+        "from mtbioner.apps.serving import ServeSettings, create_app, set_threads\n"
+        "from mtbioner.runtime.shipped import resolve_model\n"
         "folder = resolve_model(None)\n"
         "set_threads(1, 1, folder)\n"
         "app = create_app(folder, ServeSettings())\n"
         "with TestClient(app) as client:\n"
         "    entities = client.post('/v1/tag', json={'text': 'BRCA1 mutations cause breast cancer.'}).json()\n"
         "assert entities['entities'], entities\n"
-        "from mtbioner import onnx_backend\n"
+        "from mtbioner.runtime import onnx_backend\n"
         "session = onnx_backend.open_session(folder / onnx_backend.ONNX_NAME)\n"
         "assert session.get_session_options().intra_op_num_threads == 1\n"
     )
@@ -673,6 +673,6 @@ def test_set_threads_sets_torch_threads_for_a_torch_model(tmp_path: Path) -> Non
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-        from mtbioner import onnx_backend
+        from mtbioner.runtime import onnx_backend
 
         onnx_backend.set_num_threads(None)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mtbioner import shipped
 from mtbioner.errors import ModelFormatError
-from mtbioner.shipped import resolve_model, shipped_models
+from mtbioner.runtime import shipped
+from mtbioner.runtime.shipped import resolve_model, shipped_models
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from mtbioner.shipped import DEFAULT_MODEL, shipped_models
+from mtbioner.runtime.shipped import DEFAULT_MODEL, shipped_models
 from tests.conftest import shared_data_dir
 from tests.test_cli_tag import python_m
 

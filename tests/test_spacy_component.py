@@ -22,8 +22,8 @@ from spacy import displacy
 from spacy.tokens import Doc
 
 from mtbioner.errors import ModelFormatError, RequestError
-from mtbioner.model import MultiTaskTagger
-from mtbioner.tagging import Tagger
+from mtbioner.model.model import MultiTaskTagger
+from mtbioner.runtime.tagging import Tagger
 from tests.test_tagging import EXAMPLE, REAL_LABELS, RULES, RuleBackend, prob
 
 RULES_DNA = {**RULES, "JNLPBA": {"brca1": ("B-DNA", 3.0)}}
@@ -169,7 +169,7 @@ def test_entities_inside_spacy_tokens_are_widened_to_them_and_counted(loaded: li
 def test_entities_inside_spacy_tokens_are_listed_and_logged_when_not_widened(
     loaded: list, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="mtbioner.spacy_component"):
+    with caplog.at_level(logging.WARNING, logger="mtbioner.apps.spacy_component"):
         doc = pipeline(alignment_mode=mode)(MISALIGNED)
     assert spans(doc) == [("cisplatin", "Chemical", round(prob(4, 5), 4), ["BC5CDR"], False)]
     dropped = doc.spans["mtbioner"].attrs["dropped"]
@@ -274,9 +274,9 @@ def test_entry_point_finds_the_factory_in_a_fresh_process(model_dir: Path) -> No
         f"""
         import json, sys
         import spacy
-        assert "mtbioner.spacy_component" not in sys.modules
+        assert "mtbioner.apps.spacy_component" not in sys.modules
         nlp = spacy.blank("en")
-        assert "mtbioner.spacy_component" in sys.modules and "mtbioner.tagging" not in sys.modules
+        assert "mtbioner.apps.spacy_component" in sys.modules and "mtbioner.runtime.tagging" not in sys.modules
         nlp.add_pipe("mtbioner", config={{"model": {str(model_dir)!r}}})
         doc = nlp({PLAIN!r})
         print(json.dumps([[s.start_char, s.end_char, s.label_] for s in doc.spans["mtbioner"]]))
@@ -289,21 +289,23 @@ def test_entry_point_finds_the_factory_in_a_fresh_process(model_dir: Path) -> No
 
 
 def test_core_package_does_not_import_spacy() -> None:
-    code = "import sys, mtbioner, mtbioner.tagging, mtbioner.loading; print('spacy' in sys.modules)"
+    code = "import sys, mtbioner, mtbioner.runtime.tagging, mtbioner.runtime.loading; print('spacy' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
 
 
 def test_no_model_and_no_shipped_model_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("mtbioner.shipped.SHIPPED_DIR", tmp_path)  # whatever is installed, nothing is shipped here
+    monkeypatch.setattr(
+        "mtbioner.runtime.shipped.SHIPPED_DIR", tmp_path
+    )  # whatever is installed, nothing is shipped here
     with pytest.raises(ModelFormatError, match="no model named, and no shipped 'default' model is installed"):
         spacy.blank("en").add_pipe("mtbioner")
 
 
 def test_no_model_means_the_shipped_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_dir: Path) -> None:
     shutil.copytree(model_dir, tmp_path / "default")
-    monkeypatch.setattr("mtbioner.shipped.SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr("mtbioner.runtime.shipped.SHIPPED_DIR", tmp_path)
     nlp = spacy.blank("en")
     nlp.add_pipe("mtbioner")
     expected = Tagger.load(model_dir).tag_batch([PLAIN])[0]

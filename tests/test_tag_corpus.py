@@ -22,12 +22,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mtbioner import scaling
+from mtbioner.apps import scaling
+from mtbioner.apps.scaling import CorpusJob, ShardWorker, count_check, find_inputs, plan_shards, tag_corpus
 from mtbioner.cli import app, main
 from mtbioner.errors import MtbionerError
 from mtbioner.fileio import write_json
-from mtbioner.model import MultiTaskTagger
-from mtbioner.scaling import CorpusJob, ShardWorker, count_check, find_inputs, plan_shards, tag_corpus
+from mtbioner.model.model import MultiTaskTagger
 
 LABELS = {
     "BC2GM": ["B-GENE", "I-GENE", "O"],
@@ -204,7 +204,7 @@ def test_two_workers_give_exactly_the_entities_of_mtbioner_tag_despite_failures(
         batch_size=16,
         progress=False,
     )
-    with caplog.at_level("WARNING", logger="mtbioner.scaling"):
+    with caplog.at_level("WARNING", logger="mtbioner.apps.scaling"):
         report = tag_corpus(job)
     assert (tmp_path / "failed-part-1").exists() and (tmp_path / "failed-part-2").exists()
     assert "part-2.jsonl failed: OSError: stale file handle" in caplog.text

@@ -21,13 +21,13 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mtbioner.decoding import Decoder, crf_marginals
-from mtbioner.encoding import encode
+from mtbioner.data.text import split_sentences
 from mtbioner.errors import RequestError
-from mtbioner.inference import sentence_emissions
-from mtbioner.model import HeadConfig, MultiTaskTagger, TaggerConfig
-from mtbioner.tagging import Entity, Tagger, collector_paused, flatten, merge_entities
-from mtbioner.text import split_sentences
+from mtbioner.model.decoding import Decoder, crf_marginals
+from mtbioner.model.encoding import encode
+from mtbioner.model.model import HeadConfig, MultiTaskTagger, TaggerConfig
+from mtbioner.runtime.inference import sentence_emissions
+from mtbioner.runtime.tagging import Entity, Tagger, collector_paused, flatten, merge_entities
 
 KEYS = {"start", "end", "text", "type", "corpus", "score"}
 
@@ -468,7 +468,7 @@ def test_tagging_restores_the_collector_after_an_error(rules: Tagger, monkeypatc
         assert not gc.isenabled()
         raise RuntimeError("model failed")
 
-    monkeypatch.setattr("mtbioner.tagging.sentence_emissions", fail)
+    monkeypatch.setattr("mtbioner.runtime.tagging.sentence_emissions", fail)
     with pytest.raises(RuntimeError, match="model failed"):
         rules(EXAMPLE)
     assert gc.isenabled()

@@ -1,4 +1,4 @@
-"""Tests for mtbioner.text: exact offsets on any unicode, and the corpora's tokenization."""
+"""Tests for mtbioner.data.text: exact offsets on any unicode, and the corpora's tokenization."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import mtbioner.text
-from mtbioner.text import Token, annotations_to_sentences, retokenize, split_sentences, tokenize_words
+import mtbioner.data.text
+from mtbioner.data.text import Token, annotations_to_sentences, retokenize, split_sentences, tokenize_words
 
 # Characters that stress the offset logic: combining marks, ZWJ/ZWSP/BOM/soft hyphen, emoji
 # with skin tone and variation selector, CRLF, tabs, exotic spaces and line separators.
@@ -63,7 +63,7 @@ def test_split_sentences_partitions_the_words(text: str) -> None:
 def test_sentences_start_at_the_first_word_from_each_proposed_start(text: str) -> None:
     """Paragraph breaks and sentencex's starts are hints snapped forward to the next word start."""
     starts = [t.start for t in tokenize_words(text)]
-    proposed = set(mtbioner.text._paragraph_starts(text)) | set(mtbioner.text._library_starts(text))
+    proposed = set(mtbioner.data.text._paragraph_starts(text)) | set(mtbioner.data.text._library_starts(text))
     expected = {min(s for s in starts if s >= p) for p in proposed if starts and p <= starts[-1]}
     expected |= set(starts[:1])
     assert [s.start for s in split_sentences(text)] == sorted(expected)
@@ -168,7 +168,7 @@ def test_retokenize_rejects_mismatched_lengths() -> None:
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(mtbioner.text).failed == 0
+    assert doctest.testmod(mtbioner.data.text).failed == 0
 
 
 @st.composite

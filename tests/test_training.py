@@ -11,11 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mtbioner import training
-from mtbioner.corpus import read_corpus
+from mtbioner.data.corpus import read_corpus
 from mtbioner.errors import MtbionerError
-from mtbioner.evaluation import evaluate_corpus
-from mtbioner.training import (
+from mtbioner.learn import training
+from mtbioner.learn.training import (
     TrainingConfig,
     check_resumable,
     record_epoch,
@@ -23,6 +22,7 @@ from mtbioner.training import (
     train,
     without_scored_text,
 )
+from mtbioner.runtime.evaluation import evaluate_corpus
 
 LENGTHS = {"a": [5, 3, 8, 1, 9, 2, 7], "b": [4, 4, 6], "c": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}
 
@@ -337,7 +337,7 @@ def test_ema_model_folder_holds_the_moving_average_of_every_steps_weights(
     for key, value in saved.items():
         assert torch.equal(returned[key], value), key  # train() returns what it saved
     # ... and the model in memory (which devel scored) computes what the saved folder computes
-    from mtbioner.model import MultiTaskTagger
+    from mtbioner.model.model import MultiTaskTagger
 
     reloaded = MultiTaskTagger.from_pretrained(tmp_path / "m").eval()
     for name, buffer in reloaded.encoder.named_buffers():

@@ -10,8 +10,8 @@ import pytest
 
 from mtbioner.cli import main
 from mtbioner.errors import RequestError
-from mtbioner.tagging import Entity, Tagger
-from mtbioner.type_merging import MERGED_TYPES, merge_types
+from mtbioner.runtime.tagging import Entity, Tagger
+from mtbioner.runtime.type_merging import MERGED_TYPES, merge_types
 from tests.test_tagging import EXAMPLE, RULES, RuleBackend, prob
 
 
@@ -85,7 +85,7 @@ def test_tagger_merges_types_and_filters_by_merged_or_original_type(tagger: Tagg
 def test_cli_and_server_take_merge_types(tagger: Tagger, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import httpx
 
-    from mtbioner.serving import create_app, running
+    from mtbioner.apps.serving import create_app, running
 
     monkeypatch.setattr(Tagger, "load", classmethod(lambda cls, model=None, batch_size=32, link=None: tagger))
     monkeypatch.setattr(sys, "argv", ["mtbioner", "tag", EXAMPLE, "--merge-types"])

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 from .constants import INFERENCE_BATCH_SIZE, __version__
 
 _EXPORTS = {
-    "MultiTaskTagger": "mtbioner.model",
-    "TaggerConfig": "mtbioner.model_config",
-    "Tagger": "mtbioner.tagging",
-    "Entity": "mtbioner.entity",
-    "TrainingConfig": "mtbioner.training",
-    "train": "mtbioner.training",
-    "read_corpus": "mtbioner.corpus",
-    "evaluate_corpus": "mtbioner.evaluation",
+    "MultiTaskTagger": "mtbioner.model.model",
+    "TaggerConfig": "mtbioner.model.model_config",
+    "Tagger": "mtbioner.runtime.tagging",
+    "Entity": "mtbioner.data.entity",
+    "TrainingConfig": "mtbioner.learn.training",
+    "train": "mtbioner.learn.training",
+    "read_corpus": "mtbioner.data.corpus",
+    "evaluate_corpus": "mtbioner.runtime.evaluation",
     "MtbionerError": "mtbioner.errors",
 }
 __all__ = [
@@ -38,14 +38,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .corpus import read_corpus
-    from .entity import Entity
+    from .data.corpus import read_corpus
+    from .data.entity import Entity
     from .errors import MtbionerError
-    from .evaluation import evaluate_corpus
-    from .model import MultiTaskTagger
-    from .model_config import TaggerConfig
-    from .tagging import Tagger
-    from .training import TrainingConfig, train
+    from .learn.training import TrainingConfig, train
+    from .model.model import MultiTaskTagger
+    from .model.model_config import TaggerConfig
+    from .runtime.evaluation import evaluate_corpus
+    from .runtime.tagging import Tagger
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .. import INFERENCE_BATCH_SIZE
+from ..constants import INFERENCE_BATCH_SIZE
 from ..errors import ModelFormatError, MtbionerError
 from ._common import DataDir, setup
 
@@ -54,14 +54,14 @@ def compare(
     setup(verbose=False)
     named = _named_models(list(models or []))
     _check_options(named, input_file, gold, limit, max_examples)
-    from ..compare import compare_corpus, compare_texts, format_summary, write_reports
-    from ..tagging import Tagger
+    from ..runtime.tagging import Tagger
+    from ..study.compare import compare_corpus, compare_texts, format_summary, write_reports
 
     def load() -> dict:
         return {name: Tagger.load(model, batch_size=batch_size) for name, model in named.items()}
 
     if gold is not None:
-        from ..corpus import read_corpus, resolve_corpus
+        from ..data.corpus import read_corpus, resolve_corpus
 
         corpus = read_corpus(resolve_corpus(gold, data_dir), splits=[split], limit=limit)  # its errors come first
         comparison = compare_corpus(load(), corpus, split)
@@ -93,7 +93,7 @@ def _named_models(arguments: list[str]) -> dict[str, str]:
 
 def _check_options(models: dict[str, str], input_file: Path | None, gold: str | None, limit, max_examples) -> None:
     """Every option mistake, before any model or corpus is loaded (loading takes seconds)."""
-    from ..shipped import resolve_model
+    from ..runtime.shipped import resolve_model
 
     if len(models) < 2:
         raise MtbionerError(f"compare needs at least two models, got {len(models)}: name two or more MODEL arguments")
@@ -110,7 +110,7 @@ def _check_options(models: dict[str, str], input_file: Path | None, gold: str | 
 
 def _read_texts(path: Path, limit: int | None) -> tuple[list[str], list[str]]:
     """Ids and texts of the input file's first ``limit`` documents."""
-    from ..formats import read_documents
+    from ..data.formats import read_documents
 
     records = [record for _, record in islice(read_documents(path), limit)]
     if not records:

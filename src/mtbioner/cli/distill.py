@@ -57,9 +57,9 @@ def distill(
     Example: mtbioner distill m BC2GM BC5CDR abstracts.txt --data-dir ../shared/data --layers 3 --output m3
     """
     setup()
-    from ..corpus import split_names
-    from ..distillation import DistillConfig, parse_layers, read_info, read_sources
-    from ..distillation import distill as run_distillation
+    from ..data.corpus import split_names
+    from ..learn.distillation import DistillConfig, parse_layers, read_info, read_sources
+    from ..learn.distillation import distill as run_distillation
 
     if resume:
         info = read_info(output)
@@ -101,10 +101,10 @@ def distill(
 
 def _check_teacher(teacher: Path, layers) -> None:
     """Fail fast, before reading any corpus: the teacher folder and the student's layers."""
-    from ..dequantize import is_export
-    from ..distillation import choose_layers, teacher_folder
-    from ..model import read_config
-    from ..onnx_backend import read_onnx_config
+    from ..learn.distillation import choose_layers, teacher_folder
+    from ..model.model import read_config
+    from ..runtime.dequantize import is_export
+    from ..runtime.onnx_backend import read_onnx_config
 
     folder = teacher_folder(teacher)
     try:
@@ -119,8 +119,8 @@ def _check_teacher(teacher: Path, layers) -> None:
 def _teacher_corpora(teacher: Path) -> list[str]:
     """The corpus folders recorded in the teacher's training.json, else its heads' names (the shipped
     models name each head after its corpus, found under --data-dir)."""
-    from ..distillation import teacher_folder
-    from ..training import read_training_info
+    from ..learn.distillation import teacher_folder
+    from ..learn.training import read_training_info
 
     folder = teacher_folder(teacher)
     recorded = list(read_training_info(folder).get("corpora", {}).values())

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .. import INFERENCE_BATCH_SIZE
+from ..constants import INFERENCE_BATCH_SIZE
 from ..errors import MtbionerError
 from ._common import DataDir, Limit, setup
 
@@ -48,9 +48,9 @@ def evaluate(
         return
     if type_map:
         raise MtbionerError("--map applies to --merged scoring; add --merged")
-    from ..corpus import read_corpus, resolve_corpus
-    from ..evaluation import evaluate_corpus, format_table, write_conlleval, write_json_report
-    from ..loading import load_backend
+    from ..data.corpus import read_corpus, resolve_corpus
+    from ..runtime.evaluation import evaluate_corpus, format_table, write_conlleval, write_json_report
+    from ..runtime.loading import load_backend
 
     backend = load_backend(model)
     specs = corpora or list(backend.config.corpora)
@@ -78,10 +78,10 @@ def evaluate(
 
 
 def _evaluate_merged(model, corpora, data_dir, split, limit, json_file, pairs, batch_size, progress) -> None:
-    from ..corpus import read_corpus, resolve_corpus
-    from ..cross_corpus import check_type_map, evaluate_merged, format_merged, parse_type_map
+    from ..data.corpus import read_corpus, resolve_corpus
     from ..fileio import write_json
-    from ..tagging import Tagger
+    from ..runtime.tagging import Tagger
+    from ..study.cross_corpus import check_type_map, evaluate_merged, format_merged, parse_type_map
 
     tagger = Tagger.load(model, batch_size)
     type_map = parse_type_map(pairs)
@@ -102,7 +102,7 @@ def info(
 ) -> None:
     """Corpora, entity types, heads, encoder, parameters, size on disk and training settings."""
     setup(verbose=False)
-    from ..loading import describe_model
+    from ..runtime.loading import describe_model
 
     typer.echo(describe_model(model))
 
@@ -128,10 +128,10 @@ def inspect(
     """Per split: documents, sentences, tokens, entities per type, repairs, longest sentence in sub-tokens,
     and the train/devel sentences that a run on these corpora removes because a scored split holds them."""
     setup(verbose=False)
-    from ..corpus import corpus_stats, read_corpus, resolve_corpus
-    from ..fast_tokenizer import load_tokenizer
-    from ..leakage import remove_leaks, scored_texts
-    from ..shipped import resolve_model
+    from ..data.corpus import corpus_stats, read_corpus, resolve_corpus
+    from ..data.leakage import remove_leaks, scored_texts
+    from ..model.fast_tokenizer import load_tokenizer
+    from ..runtime.shipped import resolve_model
 
     # the shipped model's tokenizer is the default encoder's (MiniLM), and needs no torch to load
     tokenizer = load_tokenizer(encoder or resolve_model())

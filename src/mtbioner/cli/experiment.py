@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..experiment import load_study, run_study
+from ..study.experiment import load_study, run_study
 
 
 def _typer_app() -> typer.Typer:
@@ -41,9 +41,9 @@ def _typer_app() -> typer.Typer:
         """
         study = load_study(config)
         if study.report.get("kind", "default") == "full":
-            from ..report_full import write_report
+            from ..study.report_full import write_report
         else:
-            from ..report import write_report
+            from ..study.report import write_report
 
         write_report(study, output)
         typer.echo(f"wrote {output}")
@@ -55,7 +55,7 @@ def _typer_app() -> typer.Typer:
         run_b: Annotated[str, typer.Argument(help="Run B (e.g. single-BC2GM).")],
     ) -> None:
         """F1 of A - B with its paired-bootstrap interval on every corpus both runs score (stored results)."""
-        from ..report_full import compare_runs
+        from ..study.report_full import compare_runs
 
         for row in compare_runs(load_study(config), run_a, run_b):
             if row.result is None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .. import INFERENCE_BATCH_SIZE
-from ..export import DEFAULT_OPSET, CheckSettings, ExportCheckError, export_onnx, format_checks
+from ..constants import INFERENCE_BATCH_SIZE
+from ..runtime.export import DEFAULT_OPSET, CheckSettings, ExportCheckError, export_onnx, format_checks
 from ._common import setup
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .. import INFERENCE_BATCH_SIZE
+from ..constants import INFERENCE_BATCH_SIZE
 from ..errors import MtbionerError
 from ._common import DataDir, Limit, setup
 
@@ -61,16 +61,16 @@ def overlap(
     setup(verbose=False)
     names = list(corpora or [])
     chosen = _check_options(names, model, splits, output, limit, min_chars, batch_size)
-    from ..corpus import read_corpus, resolve_corpus
-    from ..overlap import analyse
-    from ..overlap_findings import findings
-    from ..overlap_report import write_report
+    from ..data.corpus import read_corpus, resolve_corpus
+    from ..study.overlap import analyse
+    from ..study.overlap_findings import findings
+    from ..study.overlap_report import write_report
 
     wanted = [*chosen, "test"] if model is not None and "test" not in chosen else chosen
     read = [read_corpus(resolve_corpus(name, data_dir), splits=wanted, limit=limit) for name in names]
     backend = None
     if model is not None:
-        from ..loading import load_backend
+        from ..runtime.loading import load_backend
 
         backend = load_backend(model)
     analysis = analyse(read, chosen, split_punct, backend, batch_size=batch_size, min_chars=min_chars)
@@ -87,7 +87,7 @@ def _check_options(
     names: list[str], model: str | None, splits: str, output: Path, limit: int | None, min_chars: int, batch_size: int
 ) -> list[str]:
     """Every option mistake, before any corpus or model is read; returns the splits."""
-    from ..corpus import split_names
+    from ..data.corpus import split_names
 
     if len(names) < 2:
         raise MtbionerError(f"overlap needs at least two corpora, got {len(names)}: name two or more CORPUS arguments")
@@ -119,7 +119,7 @@ def _check_options(
         )
     if model is not None:
         from ..errors import ModelFormatError
-        from ..shipped import resolve_model
+        from ..runtime.shipped import resolve_model
 
         if not resolve_model(model).is_dir():
             raise ModelFormatError(f"{model}: no such model folder")

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
+from ..apps.serving import DEFAULTS, LOCAL, SETTINGS_ENV, ServeSettings, check_port, create_app, set_threads
 from ..errors import MtbionerError
 from ..quiet import quiet_libraries
-from ..serving import DEFAULTS, LOCAL, SETTINGS_ENV, ServeSettings, check_port, create_app, set_threads
-from ..shipped import resolve_model
+from ..runtime.shipped import resolve_model
 
 
 def _log_config(level: str) -> dict:
@@ -110,16 +110,16 @@ def serve(
         typer.echo(f"serving {folder} on http://{host}:{port}/ (API docs: /docs)", err=True)
         uvicorn.run(app, **common)
         return
-    from ..loading import describe_model
+    from ..runtime.loading import describe_model
 
     _check_supervisor(uvicorn.__version__)
     describe_model(folder)  # a bad folder fails here, once, rather than in every worker
     if link is not None:
-        from ..knowledge_bases import load_linker
+        from ..runtime.knowledge_bases import load_linker
 
         load_linker(link)  # indexes (and caches) the knowledge base once, before the workers start
     os.environ[SETTINGS_ENV] = json.dumps(
         {"model": str(folder), "workers": workers, "threads": threads, "settings": asdict(settings)}
     )
     typer.echo(f"serving {folder} on http://{host}:{port}/ with {workers} workers (API docs: /docs)", err=True)
-    uvicorn.run("mtbioner.serving:app_from_environment", factory=True, workers=workers, **common)
+    uvicorn.run("mtbioner.apps.serving:app_from_environment", factory=True, workers=workers, **common)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .. import INFERENCE_BATCH_SIZE
+from ..constants import INFERENCE_BATCH_SIZE
 from ..errors import MtbionerError
 from ._common import setup
 
@@ -70,8 +70,8 @@ def tag(
       mtbioner tag m --input papers.txt --output ann/ --format brat
     """
     setup(verbose=False)
-    from ..shipped import is_model_reference
-    from ..tagging import Tagger, tag_documents
+    from ..runtime.shipped import is_model_reference
+    from ..runtime.tagging import Tagger, tag_documents
 
     texts = list(args or [])
     model = model_option
@@ -105,7 +105,7 @@ def tag(
         for record in records:
             typer.echo(json.dumps(record, ensure_ascii=False))
         return
-    from .. import bioc_format, formats
+    from ..data import bioc_format, formats
 
     writer = {
         "jsonl": formats.write_jsonl,

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .. import INFERENCE_BATCH_SIZE
-from ..scaling import CorpusJob, summary
-from ..scaling import tag_corpus as run_corpus_job
+from ..apps.scaling import CorpusJob, summary
+from ..apps.scaling import tag_corpus as run_corpus_job
+from ..constants import INFERENCE_BATCH_SIZE
 from ._common import setup
 
 _ADDRESS_HELP = "Existing Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local Ray)."

@@ -119,9 +119,9 @@ def train(
     Example: mtbioner train BC2GM BC5CDR NCBI-disease --data-dir ../shared/data --output m
     """
     setup()
-    from ..corpus import read_corpus, resolve_corpus, split_names
-    from ..training import TrainingConfig, read_training_info
-    from ..training import train as run_training
+    from ..data.corpus import read_corpus, resolve_corpus, split_names
+    from ..learn.training import TrainingConfig, read_training_info
+    from ..learn.training import train as run_training
 
     if resume:
         info = read_training_info(output)
@@ -211,9 +211,9 @@ def pretrain(
     Example: mtbioner pretrain BC2GM BC5CDR NCBI-disease JNLPBA abstracts.txt --data-dir ../shared/data --output enc
     """
     setup()
-    from ..corpus import split_names
-    from ..pretraining import INFO_FILE, PretrainConfig, gather_texts
-    from ..pretraining import pretrain as run_pretraining
+    from ..data.corpus import split_names
+    from ..learn.pretraining import INFO_FILE, PretrainConfig, gather_texts
+    from ..learn.pretraining import pretrain as run_pretraining
 
     if resume:
         info_file = output / INFO_FILE

