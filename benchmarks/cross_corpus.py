@@ -26,6 +26,7 @@ Test splits are read only by ``table``, once, for the chosen policy.
 
     python benchmarks/cross_corpus.py tag      # tag the left-out devel splits once, cache every head's entities
     python benchmarks/cross_corpus.py screen   # forward selection on devel -> results/cross_corpus/screen.{json,md}
+    python benchmarks/cross_corpus.py temperature  # lo-b at 2 vs 3 under the chosen policy -> temperature.{json,md}
     python benchmarks/cross_corpus.py table    # the chosen policy on the left-out test splits -> table.{json,md}
 """
 
@@ -82,10 +83,10 @@ def _cache_file(cache: Path, model: str, corpus: str, split: str) -> Path:
     return cache / f"{model}.{corpus}.{split}.json"
 
 
-def tag(args: argparse.Namespace) -> None:
+def tag(args: argparse.Namespace, models: dict | None = None) -> None:
     """Every head's raw entities on each left-out split, cached as JSON (tagging is the slow part)."""
     args.cache.mkdir(parents=True, exist_ok=True)
-    for model, spec in LEAVE_OUT.items():
+    for model, spec in (models or LEAVE_OUT).items():
         tagger = Tagger.load(args.models / model)
         for corpus_name in spec["left_out"]:
             for split in args.splits:
@@ -111,10 +112,10 @@ def _from_dict(row: list) -> Entity:
     return Entity(start, end, text, kind, (corpus,), score)
 
 
-def load_cells(args: argparse.Namespace, split: str) -> list[dict]:
+def load_cells(args: argparse.Namespace, split: str, models: dict | None = None) -> list[dict]:
     """One cell per (model, left-out corpus): documents, cached entities, heads per merged type."""
     cells = []
-    for model, spec in LEAVE_OUT.items():
+    for model, spec in (models or LEAVE_OUT).items():
         config = json.loads((args.models / model / "config.json").read_text(encoding="utf-8"))
         head_types = {name: _types(head["labels"]) for name, head in config["corpora"].items()}
         heads = type_heads(head_types)
@@ -233,16 +234,43 @@ def cell_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def temperature(args: argparse.Namespace) -> None:
+    """The final model's sampling temperature: lo-b trained at 2 and at 3, scored under the chosen policy."""
+    policy = AnswerPolicy.from_dict(json.loads((args.out / "screen.json").read_text(encoding="utf-8"))["chosen"])
+    variants = {name: LEAVE_OUT["lo-b"] for name in TEMPERATURE_VARIANTS}
+    tag(args, variants)
+    rows = {}
+    for name, value in TEMPERATURE_VARIANTS.items():
+        result = evaluate(load_cells(args, "devel", {name: variants[name]}), policy)
+        log = [json.loads(line) for line in (args.models / name / "log.jsonl").read_text().splitlines() if line]
+        best = max(log, key=lambda entry: entry["mean_devel_f1"])
+        rows[name] = {"temperature": value, "left_out": result, "in_domain_devel": best["devel"],
+                      "in_domain_mean": best["mean_devel_f1"], "best_epoch": best["epoch"]}  # fmt: skip
+    low, high = rows["lo-b"]["left_out"]["mean"]["lenient"], rows["lo-b-t3"]["left_out"]["mean"]["lenient"]
+    chosen = 3 if high - low > 0.3 else 2
+    data = {"rows": rows, "chosen": chosen, "rule": "3 when lo-b-t3's mean lenient F1 beats lo-b's by more than 0.3"}
+    lines = ["# Sampling temperature of the final model (lo-b at 2 and 3, left-out devel, chosen policy)", "",
+             "| model | T | left-out mean exact F1 | left-out mean lenient F1 | in-domain mean devel F1 (epoch) |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name, r in rows.items():
+        m = r["left_out"]["mean"]
+        lines.append(f"| {name} | {r['temperature']} | {m['exact']:.2f} | {m['lenient']:.2f} | "
+                     f"{r['in_domain_mean']:.2f} ({r['best_epoch']}) |")  # fmt: skip
+    lines += ["", f"Rule (fixed before the runs): {data['rule']}. Chosen: **{chosen}**.", ""]
+    publish(args.out, "temperature", data, "\n".join(lines))
+    print(chosen)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["tag", "screen", "table"])
+    parser.add_argument("command", choices=["tag", "screen", "table", "temperature"])
     parser.add_argument("--models", type=Path, default=REPO / "runs", help="Folder holding lo-a and lo-b.")
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--cache", type=Path, default=REPO / "runs" / "cross-corpus-cache")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cross_corpus")
     parser.add_argument("--splits", nargs="+", default=["devel"], help="Splits to tag (tag only).")
     args = parser.parse_args()
-    {"tag": tag, "screen": screen, "table": table}[args.command](args)
+    {"tag": tag, "screen": screen, "table": table, "temperature": temperature}[args.command](args)
 
 
 HUNFLAIR = (
