@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from ..constants import __version__
 from ..data.corpus import Corpus
+from ..data.leakage import remove_leaks, scored_texts
 from ..data.text import text_surroundings
 from ..errors import CorpusFormatError, ModelFormatError, MtbionerError
 from ..fileio import write_json
@@ -260,7 +261,8 @@ class Source:
 def read_sources(
     sources: Sequence[str], data_dir: str | Path | None, splits: Sequence[str], limit: int | None
 ) -> tuple[list[Corpus], list[str], dict[str, int]]:
-    """Corpora (the ``splits`` and devel) and raw texts (``.txt``, ``.jsonl``, ``.pubtator`` files).
+    """Corpora (the ``splits`` and devel, without sentences of any of their test splits) and raw texts
+    (``.txt``, ``.jsonl``, ``.pubtator`` files).
 
     Returns:
         The corpora, the raw texts (exact duplicates dropped) and how many texts each file gave.
@@ -293,6 +295,8 @@ def read_sources(
                     raise
                 corpus = read_corpus(path, splits=list(splits), limit=limit)  # no devel: not scored
             corpora.append(corpus)
+    # like training, never learn from a sentence of a scored split (the corpora's test splits)
+    corpora, _ = remove_leaks(corpora, scored_texts({c.name: c.path for c in corpora}))
     return corpora, texts, counts
 
 
