@@ -143,7 +143,6 @@ def card(report: dict) -> str:
         f"{heads_phrase(report['settings'], list(report['types']))}, exported to ONNX with int8 weights (ONNX "
         "Runtime, no torch needed to run it).",
         "",
-        *answer_lines(report),
         *([encoder_note(report["settings"]["encoder"]), ""] if "encoder" in report["settings"] else []),
         *(
             [f"**Smoke build: every split cut to its first {report['limit']} sentences. Not a model to use.**", ""]
@@ -175,6 +174,7 @@ def card(report: dict) -> str:
         f"Size: {report['size_mb']:.1f} MB. Speed: {sp['sentences_per_s']} sentences/s tagging the {sp['sentences']} "
         f"BC5CDR test sentences as raw text{grouped} with `Tagger` (best of 3) on {describe(report['machine'])}.",
         "",
+        *answer_lines(report),
         "## How it was made",
         "",
         f"Trained on train+devel of the {len(report['types'])} corpora (the paper's final models), without any "
