@@ -136,3 +136,21 @@ def test_schwartz_hearst_pairs(text: str, pairs: list[tuple[str, str]]) -> None:
 def test_best_long_form_needs_the_first_letter_at_a_word_start() -> None:
     assert best_long_form("BC", "a basic compound") == 2
     assert best_long_form("XY", "nothing here") is None
+
+
+def test_a_model_folder_keeps_its_policy_and_info_shows_it(tiny_encoder, tmp_path) -> None:
+    import json
+
+    from mtbioner.model.model import MultiTaskTagger
+    from mtbioner.runtime.loading import describe_model
+    from mtbioner.runtime.tagging import Tagger
+
+    model = MultiTaskTagger.from_encoder({"BC2GM": ["B-GENE", "I-GENE", "O"]}, tiny_encoder)
+    model.save_pretrained(tmp_path / "m")
+    assert "answer       merged by default (the package default policy" in describe_model(tmp_path / "m")
+    config_file = tmp_path / "m" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["extra"]["answer"] = AnswerPolicy(exclude={"Gene": ("JNLPBA",)}, trim=True).to_dict()
+    config_file.write_text(json.dumps(config))
+    assert "(this model's policy: Gene without JNLPBA; trim)" in describe_model(tmp_path / "m")
+    assert Tagger.load(tmp_path / "m").policy == AnswerPolicy(exclude={"Gene": ("JNLPBA",)}, trim=True)

@@ -68,6 +68,19 @@ def _fusions_note(onnx_info: dict) -> str:
     return ", light fusions" if onnx_info.get("fusions") == "light" else ""
 
 
+def _describe_answer(config) -> str:
+    """The steps of the merged answer's policy that are on (the model's own, or the package's choice)."""
+    from .answer import model_policy
+
+    policy = model_policy(config)
+    own = "this model's" if config.extra.get("answer") else "the package default"
+    steps = [f"{kind} without {', '.join(heads)}" for kind, heads in policy.exclude.items()]
+    steps += [name for name in ("trim", "generic", "abbreviations", "consistency", "flat") if getattr(policy, name)]
+    steps += [f"votes {policy.votes:g}"] if policy.votes else []
+    steps += ["span: most voted"] if policy.span == "voted" else []
+    return f"merged by default ({own} policy: {'; '.join(steps) or 'plain merge of every head'})"
+
+
 def describe_model(path: str | Path | None = None) -> str:
     """Human-readable summary of a model folder (or shipped model)."""
     folder = resolve_model(path)
@@ -109,6 +122,7 @@ def describe_model(path: str | Path | None = None) -> str:
         f"context      {f'{config.context} sub-tokens of the document each side' if config.context else 'none'}",
         f"case         {'letter case of each word fed as token type' if config.case_features else 'not used'}",
         f"dictionary   {_describe_dictionary(folder, config)}",
+        f"answer       {_describe_answer(config)}",
         f"version      mtbioner {config.mtbioner_version}, format {config.format_version}",
         "corpora:",
     ]
