@@ -154,3 +154,12 @@ def test_a_model_folder_keeps_its_policy_and_info_shows_it(tiny_encoder, tmp_pat
     config_file.write_text(json.dumps(config))
     assert "(this model's policy: Gene without JNLPBA; trim)" in describe_model(tmp_path / "m")
     assert Tagger.load(tmp_path / "m").policy == AnswerPolicy(exclude={"Gene": ("JNLPBA",)}, trim=True)
+
+
+def test_excluding_every_head_of_a_type_keeps_them_all() -> None:
+    text = "BRCA1 and p53"
+    raw = [ent(text, "BRCA1", "GENE", "BC2GM"), ent(text, "p53", "protein", "JNLPBA")]
+    two = type_heads({"BC2GM": ["GENE"], "JNLPBA": ["protein"]})
+    policy = AnswerPolicy(exclude={"Gene": ("JNLPBA", "BC2GM")})
+    assert spans(answer(text, raw, two, policy)) == [("BRCA1", "Gene"), ("p53", "Gene")]  # no other gene head
+    assert spans(answer(text, raw, HEADS, policy)) == []  # BioNLP09 can give genes: only its answers count
