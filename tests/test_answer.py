@@ -145,7 +145,8 @@ def test_a_model_folder_keeps_its_policy_and_info_shows_it(tiny_encoder, tmp_pat
     from mtbioner.runtime.loading import describe_model
     from mtbioner.runtime.tagging import Tagger
 
-    model = MultiTaskTagger.from_encoder({"BC2GM": ["B-GENE", "I-GENE", "O"]}, tiny_encoder)
+    labels = {"BC2GM": ["B-GENE", "I-GENE", "O"], "JNLPBA": ["B-protein", "I-protein", "O"]}
+    model = MultiTaskTagger.from_encoder(labels, tiny_encoder)
     model.save_pretrained(tmp_path / "m")
     assert "answer       merged by default (the package default policy" in describe_model(tmp_path / "m")
     config_file = tmp_path / "m" / "config.json"
@@ -154,6 +155,10 @@ def test_a_model_folder_keeps_its_policy_and_info_shows_it(tiny_encoder, tmp_pat
     config_file.write_text(json.dumps(config))
     assert "(this model's policy: Gene without JNLPBA; trim)" in describe_model(tmp_path / "m")
     assert Tagger.load(tmp_path / "m").policy == AnswerPolicy(exclude={"Gene": ("JNLPBA",)}, trim=True)
+    # excluding both gene heads would leave no gene: info says what the model really does
+    config["extra"]["answer"] = AnswerPolicy(exclude={"Gene": ("JNLPBA", "BC2GM")}).to_dict()
+    config_file.write_text(json.dumps(config))
+    assert "(this model's policy: plain merge of every head)" in describe_model(tmp_path / "m")
 
 
 def test_excluding_every_head_of_a_type_keeps_them_all() -> None:

@@ -70,11 +70,16 @@ def _fusions_note(onnx_info: dict) -> str:
 
 def _describe_answer(config) -> str:
     """The steps of the merged answer's policy that are on (the model's own, or the package's choice)."""
-    from .answer import model_policy
+    from .answer import effective_exclude, model_policy, type_heads
 
     policy = model_policy(config)
     own = "this model's" if config.extra.get("answer") else "the package default"
-    steps = [f"{kind} without {', '.join(heads)}" for kind, heads in policy.exclude.items()]
+    heads = type_heads({name: head.entity_types for name, head in config.corpora.items()})
+    exclude = effective_exclude(policy, heads)
+    steps = [
+        f"{kind} without {', '.join(h for h in names if h in heads.get(kind, ()))}" for kind, names in exclude.items()
+    ]
+    steps = [step for step in steps if not step.endswith("without ")]
     steps += [name for name in ("trim", "generic", "abbreviations", "consistency", "flat") if getattr(policy, name)]
     steps += [f"votes {policy.votes:g}"] if policy.votes else []
     steps += ["span: most voted"] if policy.span == "voted" else []
