@@ -112,7 +112,7 @@ def test_page_highlights_entities_with_a_legend(browser, server) -> None:
             "background-color"
         ) not in ("rgba(0, 0, 0, 0)", "transparent")
     chips = {c.get_attribute("data-type"): c for c in browser.find_elements(By.CSS_SELECTOR, "#legend .chip")}
-    assert set(chips) == {"CHEM", "GENE"}
+    assert set(chips) == {"CHEM", "Gene"}  # the merged answer's types
     for type_, chip in chips.items():
         count = int(chip.find_element(By.CLASS_NAME, "count").text)
         assert count == sum(e["type"] == type_ for e in expected)
@@ -132,7 +132,8 @@ def test_hover_shows_type_corpus_and_score(browser, server) -> None:
     ActionChains(browser).move_to_element(myc).perform()
     tip = browser.find_element(By.ID, "tooltip")
     wait_for(browser, lambda d: tip.is_displayed())
-    assert "GENE" in tip.text and "corpus toy_gene" in tip.text and "score 0." in tip.text
+    # the page shows the merged answer by default: BC2GM-style GENE is a Gene
+    assert "Gene" in tip.text and "corpus toy_gene" in tip.text and "score 0." in tip.text
 
 
 def test_legend_filters_by_type(browser, server) -> None:
@@ -145,12 +146,12 @@ def test_legend_filters_by_type(browser, server) -> None:
         marks = browser.find_elements(By.CSS_SELECTOR, "#output mark.entity")
         return {t for m in marks for t in m.get_attribute("data-types").split()}
 
-    assert types_shown() == {"CHEM", "GENE"}
-    chip = browser.find_element(By.CSS_SELECTOR, '#legend .chip[data-type="GENE"]')
+    assert types_shown() == {"CHEM", "Gene"}  # the merged answer (GENE -> Gene; CHEM has no merged name)
+    chip = browser.find_element(By.CSS_SELECTOR, '#legend .chip[data-type="Gene"]')
     chip.click()
     assert types_shown() == {"CHEM"}
-    browser.find_element(By.CSS_SELECTOR, '#legend .chip[data-type="GENE"]').click()
-    assert types_shown() == {"CHEM", "GENE"}
+    browser.find_element(By.CSS_SELECTOR, '#legend .chip[data-type="Gene"]').click()
+    assert types_shown() == {"CHEM", "Gene"}
 
 
 def test_errors_are_shown_on_the_page(browser, server) -> None:

@@ -286,6 +286,7 @@ def model_info(tagger: "Tagger", settings: ServeSettings) -> dict:
             name: {"entity_types": head.entity_types, "head": head.head} for name, head in config.corpora.items()
         },
         "entity_types": tagger.entity_types,
+        "merged_types": tagger.merged_types,  # the types of the default answer
         "encoder": {
             "name": _encoder_name(config.encoder),
             "model_type": encoder.get("model_type"),

@@ -16,7 +16,7 @@ const EXAMPLES = {
 const KNOWN = {
   chemical: "#86efac", chem: "#86efac", drug: "#86efac", disease: "#fca5a5", gene: "#93c5fd",
   protein: "#c4b5fd", dna: "#fcd34d", rna: "#fdba74", cell_line: "#67e8f9", cell_type: "#f9a8d4",
-  species: "#bef264",
+  species: "#bef264", anatomy: "#fbcfe8", cellline: "#67e8f9", celltype: "#f9a8d4",
 };
 const PALETTE = ["#a5b4fc", "#fde68a", "#99f6e4", "#fecdd3", "#d9f99d", "#e9d5ff", "#bae6fd", "#fed7aa"];
 
@@ -41,7 +41,7 @@ async function loadModel() {
   try {
     const response = await fetch("v1/model");
     const info = await response.json();
-    state.types = info.entity_types;
+    state.types = info.merged_types || info.entity_types;  // the page shows the merged answer (the default)
     colourTypes(state.types);
     const heads = Object.keys(info.corpora).join(", ");
     $("model-info").textContent = `${info.encoder.name} · heads: ${heads}`;
