@@ -96,6 +96,11 @@ def model_policy(config: Any) -> AnswerPolicy:
     return AnswerPolicy.from_dict(data) if data else CHOSEN
 
 
+def model_type_heads(config: Any, type_map: Mapping[str, str] = MERGED_TYPES) -> dict:
+    """Merged type -> the heads of a model (its ``TaggerConfig``) that can give it."""
+    return type_heads({name: head.entity_types for name, head in config.corpora.items()}, type_map)
+
+
 def type_heads(head_types: Mapping[str, Sequence[str]], type_map: Mapping[str, str] = MERGED_TYPES) -> dict:
     """Merged type -> the heads that can give it, from each head's corpus types."""
     out: dict[str, set[str]] = {}

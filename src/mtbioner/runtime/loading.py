@@ -70,11 +70,11 @@ def _fusions_note(onnx_info: dict) -> str:
 
 def _describe_answer(config) -> str:
     """The steps of the merged answer's policy that are on (the model's own, or the package's choice)."""
-    from .answer import effective_exclude, model_policy, type_heads
+    from .answer import effective_exclude, model_policy, model_type_heads
 
     policy = model_policy(config)
     own = "this model's" if config.extra.get("answer") else "the package default"
-    heads = type_heads({name: head.entity_types for name, head in config.corpora.items()})
+    heads = model_type_heads(config)
     exclude = effective_exclude(policy, heads)
     steps = [
         f"{kind} without {', '.join(h for h in names if h in heads.get(kind, ()))}" for kind, names in exclude.items()

@@ -21,7 +21,7 @@ from ..data.schemes import tags_to_spans
 from ..data.text import TextSentence, split_sentences, text_surroundings
 from ..errors import RequestError
 from . import type_merging
-from .answer import answer, flatten, model_policy, type_heads
+from .answer import answer, flatten, model_policy, model_type_heads
 from .inference import sentence_emissions
 
 # Lone surrogates can sit in a Python str (surrogateescape'd bytes) but not pass the Rust
@@ -96,7 +96,7 @@ class Tagger:
         self.linker = linker  # a mtbioner.runtime.linking.Linker: every entity gets a concept id
         self.decoders = backend.decoders()
         self.policy = model_policy(backend.config)  # how every head's guesses become one answer (answer.py)
-        self.type_heads = type_heads({name: head.entity_types for name, head in backend.config.corpora.items()})
+        self.type_heads = model_type_heads(backend.config)
         if callable(getattr(backend, "eval", None)):
             backend.eval()  # a torch model fresh from from_encoder/training still has dropout on
 

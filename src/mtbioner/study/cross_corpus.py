@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ..data.schemes import tags_to_spans
 from ..data.text import TextSentence, tokenize_words
 from ..errors import MtbionerError
-from ..runtime.answer import AnswerPolicy, answer, model_policy, type_heads
+from ..runtime.answer import AnswerPolicy, answer
 from ..runtime.type_merging import MERGED_TYPES
 
 if TYPE_CHECKING:
@@ -299,7 +299,7 @@ def evaluate_merged(
     Raises:
         MtbionerError: None of the corpus's types maps to a type the model gives.
     """
-    heads = type_heads({name: head.entity_types for name, head in tagger.backend.config.corpora.items()})
+    heads = tagger.type_heads  # computed once when the tagger was made
     documents = corpus_documents(corpus, split, type_map)
     types = sorted({g.type for d in documents for g in d.gold} & set(heads))
     if not types:
@@ -309,7 +309,7 @@ def evaluate_merged(
             f"{sorted(heads)}); map them with --map TYPE=MERGED"
         )
     raw = raw_entities(tagger, documents, progress)
-    result = score_answer(documents, raw, heads, policy or model_policy(tagger.backend.config), types)
+    result = score_answer(documents, raw, heads, policy or tagger.policy, types)
     return {**result, "types": types, "documents": len(documents), "split": split}
 
 
