@@ -111,6 +111,14 @@ def train(
     save_every: Annotated[
         int, typer.Option(help="Steps between mid-epoch checkpoints (--resume continues from the latest).")
     ] = 500,
+    bf16: Annotated[
+        bool,
+        typer.Option(
+            "--bf16",
+            help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.7x faster "
+            "on CPUs with AMX or AVX-512 BF16 (`mtbioner info` names the CPU), slower elsewhere.",
+        ),
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -160,6 +168,7 @@ def train(
             dictionary_case_sensitive=dictionary_case_sensitive,
             dictionary_lr=dictionary_lr,
             save_every=save_every,
+            mixed_precision="bf16" if bf16 else "no",
             held_out=[str(resolve_corpus(c, data_dir).resolve()) for c in held_out or []],
         )
         paths = [resolve_corpus(c, data_dir) for c in corpora]
@@ -203,6 +212,14 @@ def pretrain(
     save_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed (held-out sample, batch order, masks).")] = 42,
     limit: Annotated[int | None, typer.Option(help="Read only the first N texts of each source/split.")] = None,
+    bf16: Annotated[
+        bool,
+        typer.Option(
+            "--bf16",
+            help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.7x faster "
+            "on CPUs with AMX or AVX-512 BF16 (`mtbioner info` names the CPU), slower elsewhere.",
+        ),
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:

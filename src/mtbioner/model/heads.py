@@ -22,8 +22,11 @@ class LinearHead(nn.Module):
         self.classifier = nn.Linear(hidden_size, len(labels))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``[B, T, H]`` hidden states to ``[B, T, C]`` emission scores at every sub-token."""
-        return self.classifier(self.dropout(hidden))
+        """``[B, T, H]`` hidden states to ``[B, T, C]`` emission scores at every sub-token.
+
+        Float32 even under bfloat16 autocast, so that the loss and the CRF's sums are taken in float32.
+        """
+        return self.classifier(self.dropout(hidden)).float()
 
     def loss_sum(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Summed cross-entropy over labelled positions, and how many there were."""
