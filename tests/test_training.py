@@ -412,7 +412,9 @@ def test_bf16_runs_the_encoder_in_bfloat16_and_keeps_float32_weights_and_loss(
         assert learned.overall.f1 >= 95.0, (corpus.name, learned)
 
 
-def test_train_cli_bf16_flag_reaches_the_config(tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, capsys):
+def test_train_cli_bf16_flag_reaches_the_config(
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, capsys
+):
     from tests.conftest import run_cli
 
     code, out = run_cli(
