@@ -27,6 +27,7 @@ from mtbioner.study.compare import (
     Unanimity,
     compare_corpus,
     compare_texts,
+    format_summary,
     render_html,
     render_markdown,
     score_spans,
@@ -202,6 +203,33 @@ def test_a_model_without_the_corpus_head_is_shown_and_not_scored(gold_comparison
     assert keys(c.sentences[0].found["C"]) == [(0, 4, "GENE", "KRAS")]
     summary = render_markdown(c)
     assert "not scored: no head 'handmade' (heads: other)" in summary
+
+
+def test_f1_differences_are_the_paired_bootstrap_of_the_tag_sequences(gold_comparison: Comparison) -> None:
+    from mtbioner.study.bootstrap import paired_bootstrap
+
+    differences = gold_comparison.differences()
+    assert list(differences) == ["B"]  # against A, the first scored model; C has no head to score
+    d = differences["B"]
+    assert d.difference.value == pytest.approx(28.5714 - 75.0, abs=1e-3)
+    # the same comparison from the IOB2 tags by the route the study's reports take
+    gold = [["B-GENE", "O", "B-GENE", "O"], ["B-GENE", "I-GENE", "I-GENE", "O", "O"], ["B-CHEM", "O", "O", "O"]]
+    tags_a = [["B-GENE", "O", "B-GENE", "O"], ["B-GENE", "I-GENE", "O", "O", "O"], ["B-CHEM", "O", "O", "O"]]
+    tags_b = [["B-GENE", "O", "O", "O"], ["O", "O", "B-GENE", "B-CHEM", "O"], ["O", "O", "O", "O"]]
+    expected = paired_bootstrap(gold, tags_b, tags_a)
+    assert d.to_dict() == expected.to_dict()
+    assert d.difference.low < d.difference.value < d.difference.high and d.verdict == expected.verdict
+    summary = render_markdown(gold_comparison)
+    assert "### F1 differences" in summary
+    row = f"| B | {d.difference.value:+.2f} | [{d.difference.low:+.2f}, {d.difference.high:+.2f}] | {d.verdict} | 3 |"
+    assert row in summary
+    assert "F1 B - A: " in format_summary(gold_comparison)
+    assert '<table id="differences">' in render_html(gold_comparison)
+
+
+def test_no_differences_without_two_scored_models(texts_comparison: Comparison) -> None:
+    assert texts_comparison.differences() == {}
+    assert "F1 differences" not in render_markdown(texts_comparison)
 
 
 def test_span_scores_equal_the_evaluation_scorer() -> None:

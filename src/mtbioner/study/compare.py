@@ -15,7 +15,11 @@ a model's output is a set of keys per sentence, and:
   IOB2 tags with :func:`~mtbioner.data.schemes.tags_to_spans`. The model reads the corpus' own words,
   spans are read from both tag sequences as conlleval reads them and micro-averaged as seqeval
   does, so the numbers equal ``mtbioner evaluate`` (and :func:`~mtbioner.runtime.evaluation.evaluate_corpus`)
-  on that split, while one tagging pass also feeds the page and the agreement tables.
+  on that split, while one tagging pass also feeds the page and the agreement tables;
+* **F1 differences** (:meth:`Comparison.differences`): every scored model's F1 minus the first scored
+  model's, with a paired bootstrap 95% interval over the sentences (:mod:`~mtbioner.study.bootstrap`:
+  the same resampled sentences for both models), so "is the new model better?" gets an answer that
+  says how sure it is.
 
 A sentence is a *disagreement* when the models' sets of keys differ (gold is shown but does
 not count). The HTML page is one self-contained file (inline CSS and JS, a Content Security
@@ -35,12 +39,16 @@ from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..data.schemes import tags_to_spans
 from ..data.text import TextSentence, Token
 from ..errors import MtbionerError
 from ..fileio import atomic_write
 from ..runtime.evaluation import CorpusReport, Scores
 from ..runtime.tagging import Entity, Tagger
+from .bootstrap import Comparison as Difference
+from .bootstrap import compare_counts
 
 if TYPE_CHECKING:
     from ..data.corpus import Corpus
@@ -151,6 +159,27 @@ class Comparison:
 
     def gold_counts(self) -> Counter[str]:
         return Counter(key[2] for s in self.sentences for key in s.gold_keys())
+
+    def differences(self) -> dict[str, Difference]:
+        """F1 of each scored model minus the first scored model's, with its paired bootstrap interval."""
+        scored = [m for m in self.models if m in self.scores]
+        if len(scored) < 2:
+            return {}
+        gold = [s.gold_keys() for s in self.sentences]
+
+        def counts(model: str) -> np.ndarray:
+            rows = [
+                (len(g & s.keys(model)), len(s.keys(model)), len(g)) for g, s in zip(gold, self.sentences, strict=True)
+            ]
+            return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+        reference = counts(scored[0])
+        out = {}
+        for model in scored[1:]:
+            result = compare_counts(counts(model), reference)
+            assert isinstance(result, Difference)
+            out[model] = result
+        return out
 
     def pairwise(self) -> dict[tuple[str, str], tuple[Agreement, dict[str, Agreement]]]:
         """Overall and per-type agreement of every pair of models, in argument order."""
@@ -348,7 +377,34 @@ def format_summary(c: Comparison) -> str:
         else:
             o = report.overall
             lines.append(f"gold {model}: P {o.precision:.2f}  R {o.recall:.2f}  F1 {o.f1:.2f}")
+    for model, d in c.differences().items():
+        lines.append(f"F1 {model} - {_reference(c)}: {_difference(d)}")
     return "\n".join(lines)
+
+
+def _reference(c: Comparison) -> str:
+    return next(m for m in c.models if m in c.scores)
+
+
+def _difference(d: Difference) -> str:
+    low, high = d.difference.low, d.difference.high
+    return f"{d.difference.value:+.2f} [{low:+.2f}, {high:+.2f}] {d.verdict}"
+
+
+def _difference_rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
+    header = ["model", f"F1 - {_reference(c)}", "95% interval", "verdict", "sentences"]
+    rows = [
+        [m, f"{d.difference.value:+.2f}", f"[{d.difference.low:+.2f}, {d.difference.high:+.2f}]", d.verdict,
+         str(d.sentences)]
+        for m, d in c.differences().items()
+    ]  # fmt: skip
+    return header, rows
+
+
+DIFFERENCE_NOTE = (
+    "Paired bootstrap over the sentences (1,000 resamples, seed 42, the same resampled sentences for both "
+    "models): win / loss when the whole interval is above / below 0, tie when it holds 0."
+)
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~!])")
@@ -434,6 +490,10 @@ def render_markdown(c: Comparison, max_examples: int = 20) -> str:
     ]
     if c.has_gold:
         lines += ["", f"## Scores against gold ({_md(c.source)})", "", *_md_table(*_score_rows(c))]
+        if c.differences():
+            header, rows = _difference_rows(c)
+            header, rows = [_md(h) for h in header], [[_md(row[0]), *row[1:]] for row in rows]  # names escaped
+            lines += ["", "### F1 differences", "", DIFFERENCE_NOTE, "", *_md_table(header, rows, escape=False)]
     shown = c.disagreements[:max_examples]
     lines += ["", f"## Disagreements (first {len(shown)} of {len(c.disagreements)})", ""]
     if not c.disagreements:
@@ -560,6 +620,11 @@ def render_html(c: Comparison, max_sentences: int | None = None) -> str:
     scores = ""
     if c.has_gold:
         scores = f"<h2>Scores against gold</h2>{_html_table('scores', *_score_rows(c))}"
+        if c.differences():
+            scores += (
+                f'<h2>F1 differences</h2><p class="note">{_esc(DIFFERENCE_NOTE)}</p>'
+                f"{_html_table('differences', *_difference_rows(c))}"
+            )
     models = ", ".join(f"<code>{_esc(m)}</code>" for m in c.models)
     return f"""<!doctype html>
 <html lang="en">
