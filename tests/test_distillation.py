@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import sys
@@ -26,11 +27,9 @@ from mtbioner.learn.distillation import (
     TeacherScores,
     batch_loss,
     build_sources,
-    choose_layers,
     distill,
-    make_student,
-    parse_layers,
 )
+from mtbioner.learn.students import choose_layers, make_student, parse_layers
 from mtbioner.learn.training import TrainingConfig, train
 from mtbioner.model.dictionary import Dictionary
 from mtbioner.model.encoding import collate, encode
@@ -285,8 +284,8 @@ def test_heads_learn_from_the_teacher_alone(
     teacher = MultiTaskTagger.from_pretrained(teacher_dir)
     real = distillation.make_student
 
-    def reset_heads(model, layers):
-        student = real(model, layers)
+    def reset_heads(model, layers, intermediate_size=None):
+        student = real(model, layers, intermediate_size)
         torch.manual_seed(0)
         for name in student.corpora:
             student.head(name).classifier.reset_parameters()
@@ -336,11 +335,16 @@ def test_raw_text_batches_carry_only_the_kl(
     assert log["batches"]["gold"] == 0 and log["gold_loss"] is None and log["devel"] == {}
 
 
+@pytest.mark.parametrize(
+    "terms",
+    [{}, {"hidden_weight": 1.0, "attention_weight": 2.0, "attention_layers": "all", "intermediate_size": 40}],
+    ids=["kl-and-gold", "hidden-attention-narrow"],
+)
 def test_resume_mid_epoch_gives_the_same_weights(
-    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    terms: dict, teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpora, texts = _toy(toy_dir), RAW
-    config = _fast(save_every=2)
+    config = _fast(save_every=2, **terms)
     distill(teacher_dir, corpora, texts, tmp_path / "straight", config, progress=False)
 
     real = distillation.batch_loss
@@ -472,3 +476,182 @@ def test_a_context_teacher_teaches_with_the_context_tagging_reads(tiny_encoder: 
     )
     assert sources[TEXT_SOURCE].windows == text_windows
     assert make_student(teacher, 1).config.context == 6
+
+
+# ---------------------------------------------------------------- hidden states, attentions, bf16
+
+
+def _inner(**overrides) -> DistillConfig:
+    settings = dict(temperature=1.0, hidden_weight=1.0, attention_weight=1.0, attention_layers="all")
+    settings.update(overrides)
+    return DistillConfig(**settings)
+
+
+def test_hidden_and_attention_terms_vanish_for_a_copy_and_grow_after_a_change(
+    deep_teacher: MultiTaskTagger, toy_dir: Path
+) -> None:
+    teacher = make_student(deep_teacher, 4).eval()  # a copy: the module's teacher keeps its SDPA attention
+    batch = _batch(teacher, toy_dir)
+    same = make_student(teacher, 4).eval()
+    for which in ("all", "last"):
+        parts = batch_loss(same, teacher, batch, None, _inner(attention_layers=which))
+        assert parts.hidden is not None and parts.attention is not None
+        assert abs(parts.kl) < 1e-6 and parts.hidden < 1e-10 and abs(parts.attention) < 1e-6, parts
+    assert teacher.encoder.config._attn_implementation == "eager" == same.encoder.config._attn_implementation
+    torch.manual_seed(0)
+    with torch.no_grad():  # layer 1's attention and feed-forward output: every later state moves
+        same.encoder.encoder.layer[1].attention.self.query.weight.add_(torch.randn(32, 32))
+        same.encoder.encoder.layer[1].output.dense.weight.add_(torch.randn(32, 64))
+    parts = batch_loss(same, teacher, batch, "toy_gene", _inner(hidden_weight=0.5, attention_weight=2.0, alpha=0.3))
+    assert parts.hidden > 1e-4 and parts.attention > 1e-4 and parts.gold is not None
+    expected = parts.kl + 0.5 * parts.hidden + 2.0 * parts.attention + 0.3 * parts.gold
+    assert float(parts.loss.detach()) == pytest.approx(expected, rel=1e-5)
+    parts.loss.backward()
+    assert same.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    last = batch_loss(same, teacher, batch, None, _inner(attention_layers="last"))
+    assert last.attention != pytest.approx(parts.attention)  # one layer pair instead of the mean of four
+    shallow = make_student(teacher, [1, 3]).eval()  # layer k against teacher layer [1, 3][k]
+    assert batch_loss(shallow, teacher, batch, None, _inner()).hidden > 1e-4
+
+
+def test_a_student_without_attention_terms_keeps_its_attention_and_dropout(
+    deep_teacher: MultiTaskTagger, toy_dir: Path
+) -> None:
+    teacher = make_student(deep_teacher, 4).eval()
+    student = make_student(teacher, [1, 3])
+    batch_loss(student, teacher, _batch(teacher, toy_dir), None, _inner(attention_weight=0.0))
+    assert student.encoder.config._attn_implementation != "eager"
+    assert student.encoder.encoder.layer[0].attention.self.dropout.p > 0
+    batch_loss(student, teacher, _batch(teacher, toy_dir), None, _inner())
+    assert student.encoder.encoder.layer[0].attention.self.dropout.p == 0  # compared rows are the ones it uses
+
+
+def test_the_teacher_runs_on_the_batch_only_for_inner_terms(
+    deep_teacher: MultiTaskTagger, toy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    teacher = make_student(deep_teacher, 4).eval()
+    batch = _batch(teacher, toy_dir, n=5)
+    cache = TeacherScores(teacher, {"toy_gene": Source("toy_gene", batch.windows, "toy_gene", 5)}, 8)
+    taught = cache.batch("toy_gene", range(5), "cpu")
+    calls = []
+    real = teacher.encoder_output
+    monkeypatch.setattr(teacher, "encoder_output", lambda *a, **k: calls.append(k) or real(*a, **k))
+    student = make_student(teacher, 2).eval()
+    plain = batch_loss(student, teacher, batch, "toy_gene", DistillConfig(), taught)
+    assert calls == [] and plain.hidden is None and plain.attention is None
+    batch_loss(student, teacher, batch, "toy_gene", DistillConfig(hidden_weight=1.0), taught)
+    batch_loss(student, teacher, batch, "toy_gene", DistillConfig(attention_weight=1.0), taught)
+    assert calls == [
+        {"hidden_states": True, "attentions": False},
+        {"hidden_states": False, "attentions": True},
+    ]
+
+
+def test_hidden_and_attention_losses_by_hand() -> None:
+    mask = torch.tensor([[1, 1, 0]])
+    student = [torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]), torch.zeros(1, 3, 2)]
+    teacher = [torch.tensor([[[1.0, 0.0], [3.0, 5.0], [0.0, 0.0]]]), torch.ones(1, 3, 2)]
+    # pair 1: squared errors 0, 4, 0, 1 -> 1.25; pair 2: 1 everywhere -> 1; padding (9 vs 0) ignored
+    assert float(distillation.hidden_loss(student, teacher, mask)) == pytest.approx((1.25 + 1.0) / 2)
+    t = torch.tensor([[[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]]])  # [B=1, heads=1, T=3, T=3]
+    s = torch.tensor([[[[0.25, 0.75, 0.0], [0.5, 0.5, 0.0], [0.9, 0.05, 0.05]]]])
+    row0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    row1 = math.log(1.0 / 0.5)
+    assert float(distillation.attention_loss([s], [t], mask)) == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    assert float(distillation.attention_loss([s, t], [t, t], torch.tensor([[1, 0, 0]]))) == pytest.approx(row0 / 2)
+    assert float(distillation.attention_loss([t], [t], torch.tensor([[1, 1, 1]]))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_bf16_runs_the_forward_passes_in_bfloat16_and_the_losses_in_float32(
+    deep_teacher: MultiTaskTagger, toy_dir: Path
+) -> None:
+    teacher = make_student(deep_teacher, 4).eval()
+    student = make_student(teacher, [1, 3]).eval()
+    batch = _batch(teacher, toy_dir)
+    seen = []
+    for model in (student, teacher):
+        model.encoder.encoder.layer[0].intermediate.dense.register_forward_hook(
+            lambda module, args, out: seen.append(out.dtype)
+        )
+    exact = batch_loss(student, teacher, batch, "toy_gene", _inner(alpha=0.5))
+    assert seen == [torch.float32, torch.float32]  # teacher, then student
+    seen.clear()
+    half = batch_loss(student, teacher, batch, "toy_gene", _inner(alpha=0.5, mixed_precision="bf16"))
+    assert seen == [torch.bfloat16, torch.bfloat16] and half.loss.dtype == torch.float32
+    for term in ("kl", "hidden", "attention", "gold"):
+        assert getattr(half, term) == pytest.approx(getattr(exact, term), rel=0.1, abs=0.02), term
+    half.loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in student.parameters())
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"hidden_weight": -1.0}, "hidden weight must be 0 (off) or more"),
+        ({"attention_weight": -0.5}, "attention weight must be 0 (off) or more"),
+        ({"attention_layers": "first"}, "attention layers must be 'last' or 'all'"),
+        ({"mixed_precision": "fp16"}, "mixed precision must be 'no' or 'bf16'"),
+        ({"intermediate_size": 0}, "intermediate size must be at least 1 neuron"),
+    ],
+)
+def test_bad_inner_term_settings_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(MtbionerError) as refused:
+        DistillConfig(**settings)
+    assert message in str(refused.value)
+
+
+def test_cli_distils_with_inner_terms_narrow_layers_and_bf16(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("\n".join(RAW) + "\n", encoding="utf-8")
+    out = tmp_path / "s"
+    args = [teacher_dir, "toy_gene", "toy_chem", notes, "--data-dir", toy_dir, "--layers", "1", "--no-progress"]
+    options = ["--hidden-weight", "0.5", "--attention-weight", "2", "--attention-layers", "all"]
+    code, text = _cli(
+        monkeypatch, capsys, *args, *options, "--intermediate-size", "40", "--bf16", "--epochs", "2", "--output", out
+    )
+    assert code == 0, text
+    info = json.loads((out / "distillation.json").read_text())
+    assert info["config"]["hidden_weight"] == 0.5 and info["config"]["attention_weight"] == 2.0
+    assert info["config"]["attention_layers"] == "all" and info["config"]["intermediate_size"] == 40
+    assert info["config"]["mixed_precision"] == "bf16" and info["student"]["intermediate_size"] == 40
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(e["hidden_loss"] > 0 and e["attention_loss"] > 0 for e in log), log
+    loaded = MultiTaskTagger.from_pretrained(out)
+    assert loaded.encoder.config.intermediate_size == 40 and loaded.encoder.config.num_hidden_layers == 1
+    assert loaded.config.extra["distillation"]["intermediate_size"] == 40
+    assert len(predict_tags(loaded, [["aspirin", "binds", "MYC"]], "toy_chem")[0]) == 3
+    # off by default: the log says so
+    code, text = _cli(monkeypatch, capsys, *args, "--output", tmp_path / "plain", "--epochs", "1")
+    assert code == 0, text
+    plain = json.loads((tmp_path / "plain" / "log.jsonl").read_text().splitlines()[0])
+    assert plain["hidden_loss"] is None and plain["attention_loss"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--intermediate-size", "0"], "--intermediate-size must be at least 1"),
+        (["--intermediate-size", "65"], "larger than the teacher's feed-forward layers (64)"),
+        (["--hidden-weight", "-1"], "hidden weight must be 0 (off) or more"),
+        (["--attention-weight", "-1"], "attention weight must be 0 (off) or more"),
+        (["--attention-layers", "middle"], "attention layers must be 'last' or 'all'"),
+    ],
+)
+def test_cli_inner_term_mistakes_are_one_line(
+    args: list[str],
+    message: str,
+    teacher_dir: Path,
+    toy_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    code, text = _cli(
+        monkeypatch, capsys, teacher_dir, "toy_gene", *args, "--data-dir", toy_dir, "--output", tmp_path / "s"
+    )
+    assert code == 2, text
+    assert message in text and "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1, text
+    assert not (tmp_path / "s").exists()

@@ -1,2 +1,3 @@
-"""Making a model: multi-task training (``training``), masked-LM pre-training (``pretraining``) and
-distillation into a smaller student (``distillation``). Imports the runtime, model and data parts."""
+"""Making a model: multi-task training (``training``), masked-LM pre-training (``pretraining``),
+students cut from a teacher (``students``: fewer layers, narrower feed-forward layers) and their
+distillation (``distillation``). Imports the runtime, model and data parts."""

@@ -1,15 +1,17 @@
 """Knowledge distillation of a trained multi-task tagger into a shallower one (``mtbioner distill``).
 
-The student is the teacher with fewer transformer layers: the embeddings, the chosen layers
-(by default every other one, always keeping the last) and every head (CRF transitions
-included) are copied, so it starts close to the teacher and ships with the same tokenizer,
-labels, letter-case features and dictionary (match tags computed as tagging computes them). It
-then learns every head at once from the teacher's per-word label distributions (computed once,
-before training), plus the gold labels where a sentence has them.
+The student (:mod:`mtbioner.learn.students`) is the teacher with fewer transformer layers: the embeddings,
+the chosen layers (by default every other one, always keeping the last; optionally with narrower
+feed-forward layers) and every head (CRF transitions included) are copied, so it starts close to the
+teacher and ships with the same tokenizer, labels, letter-case features and dictionary (match tags
+computed as tagging computes them). It then learns every head at once from the teacher's per-word label
+distributions (computed once, before training), plus the gold labels where a sentence has them.
 
 The loss of a batch (one source per batch: a corpus with gold labels, or raw text without)::
 
     loss = T^2 * sum_heads  mean_words  KL( softmax(t_h / T) || softmax(s_h / T) )
+           + hidden_weight * mean_layers MSE(student hidden states, teacher's)        # off by default
+           + attention_weight * mean_layers mean_heads,queries KL(teacher attention || student's)  # off
            + alpha * gold(head of the batch's corpus)          # corpus batches only
 
 ``t_h`` and ``s_h`` are the teacher's and the student's emission scores of head ``h`` at the
@@ -20,12 +22,21 @@ the KL term compares the per-word softmax of the emissions (not CRF marginals); 
 start as the teacher's and move only through the gold term. Raw-text batches contribute the KL
 term alone: unlabelled text is where distillation adds what the annotated corpora do not have.
 
+The hidden-state term (TinyBERT, Jiao et al. 2020) compares the embedding output and the output of every
+student layer with those of the teacher layer it was copied from, over the sub-tokens that are not
+padding; the attention term (MiniLM, Wang et al. 2020) compares the attention distributions of the last
+(or every) student layer with its teacher layer's, per head and query sub-token. Both need the teacher's
+inner states, which the precomputed emission scores do not hold, so either one costs a teacher forward per
+batch (:func:`batch_loss`); the attention term also switches both encoders to eager attention and turns
+the student's attention dropout off, so that it learns the distributions it attends with.
+
 Like :mod:`mtbioner.learn.pretraining`, the output folder is rewritten whole (``fileio.atomic_dir``) every
 ``save_every`` steps and after every epoch, with ``checkpoint/`` (optimizer, scheduler, position in
 the epoch, running sums) until the end; every batch reseeds torch from (seed, epoch, batch), so
 ``resume=True`` ends with exactly the weights of an uninterrupted run.
 
-A narrower student (smaller hidden size) is not offered: it cannot start from the teacher's weights.
+``mixed_precision="bf16"`` runs the student's and the per-batch teacher forward passes under bfloat16
+autocast; every loss is taken in float32. The precomputed teacher scores stay float32.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -51,7 +62,8 @@ from ..data.text import text_surroundings
 from ..errors import CorpusFormatError, ModelFormatError, MtbionerError
 from ..fileio import write_json
 from ..model.encoding import Batch, Window, collate, document_surroundings, encode, length_grouped_batches
-from ..model.model import WEIGHTS_NAME, HeadConfig, MultiTaskTagger
+from ..model.model import WEIGHTS_NAME, MultiTaskTagger
+from .students import choose_layers, make_student, teacher_depth
 from .training import (
     batch_seed,
     check_resumable,
@@ -79,6 +91,12 @@ class DistillConfig:
     ``None`` for half the teacher's layers (rounded up). ``temperature`` softens both
     distributions in the KL term; ``alpha`` weighs the gold loss against it. ``splits`` are the
     corpus splits whose text is distilled on (train and/or devel, never test).
+
+    ``hidden_weight`` and ``attention_weight`` (0: off) weigh the hidden-state and attention terms of the
+    loss (module docstring); ``attention_layers`` is ``"last"`` (MiniLM's choice: the last student layer
+    against its teacher layer) or ``"all"`` (every student layer). ``intermediate_size`` narrows every
+    student layer's feed-forward block to that many of the teacher's neurons (:mod:`mtbioner.learn.students`);
+    ``None`` keeps them all. ``mixed_precision`` is ``"no"`` or ``"bf16"`` (autocast, float32 losses).
     """
 
     layers: int | list[int] | None = None
@@ -95,9 +113,24 @@ class DistillConfig:
     splits: list[str] = field(default_factory=lambda: ["train"])
     limit: int | None = None
     eval_batch_size: int = 64
+    hidden_weight: float = 0.0
+    attention_weight: float = 0.0
+    attention_layers: str = "last"
+    intermediate_size: int | None = None
+    mixed_precision: str = "no"
 
     def __post_init__(self) -> None:
         checks = [
+            (self.hidden_weight >= 0, f"hidden weight must be 0 (off) or more, not {self.hidden_weight}"),
+            (self.attention_weight >= 0, f"attention weight must be 0 (off) or more, not {self.attention_weight}"),
+            (
+                self.attention_layers in ("last", "all"),
+                f"attention layers must be 'last' or 'all', not {self.attention_layers!r}",
+            ),
+            (
+                self.mixed_precision in ("no", "bf16"),
+                f"mixed precision must be 'no' or 'bf16', not {self.mixed_precision!r}",
+            ),
             (self.temperature > 0, f"temperature must be positive, not {self.temperature}"),
             (self.alpha >= 0, f"alpha must be 0 or more, not {self.alpha}"),
             (self.lr > 0, f"lr must be positive, not {self.lr}"),
@@ -106,6 +139,10 @@ class DistillConfig:
             (self.epochs >= 1, f"epochs must be at least 1, not {self.epochs}"),
             (self.save_every >= 1, f"save-every must be at least 1 step, not {self.save_every}"),
             (self.limit is None or self.limit >= 1, f"limit must be at least 1, not {self.limit}"),
+            (
+                self.intermediate_size is None or self.intermediate_size >= 1,
+                f"intermediate size must be at least 1 neuron, not {self.intermediate_size}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -117,102 +154,7 @@ class DistillConfig:
             raise MtbionerError(f"splits to distill on must be train and/or devel, not {self.splits}")
 
 
-# ---------------------------------------------------------------- the student
-
-
-def choose_layers(teacher_layers: int, layers: int | Sequence[int] | None) -> list[int]:
-    """Teacher layer indices the student keeps.
-
-    >>> choose_layers(6, 3), choose_layers(6, 2), choose_layers(12, 4), choose_layers(6, None)
-    ([1, 3, 5], [2, 5], [2, 5, 8, 11], [1, 3, 5])
-    """
-    n = teacher_layers
-    if layers is None:
-        layers = (n + 1) // 2
-    if isinstance(layers, int):
-        if not 1 <= layers <= n:
-            raise MtbionerError(f"--layers {layers} is out of range: the teacher has {n} layers (1 to {n})")
-        return [(i + 1) * n // layers - 1 for i in range(layers)]
-    chosen = [int(i) for i in layers]
-    if not chosen:
-        raise MtbionerError("--layers lists no layer")
-    bad = [i for i in chosen if not 0 <= i < n]
-    if bad:
-        raise MtbionerError(f"--layers {bad} out of range: the teacher's layers are 0 to {n - 1}")
-    if any(b <= a for a, b in zip(chosen, chosen[1:], strict=False)):
-        raise MtbionerError(f"--layers {chosen}: list teacher layers in increasing order, each once")
-    return chosen
-
-
-def parse_layers(value: str | None) -> int | list[int] | None:
-    """``"3"`` (a count) or ``"0,2,5"`` (teacher layer indices) from the command line."""
-    if value is None or not value.strip():
-        return None
-    try:
-        if "," in value:
-            return [int(part) for part in value.split(",") if part.strip()]
-        return int(value)
-    except ValueError:
-        raise MtbionerError(f"--layers {value!r}: give a count (3) or teacher layer indices (1,3,5)") from None
-
-
-def teacher_depth(model: MultiTaskTagger) -> int:
-    return int(model.encoder.config.num_hidden_layers)
-
-
-def make_student(teacher: MultiTaskTagger, layers: int | Sequence[int] | None = None) -> MultiTaskTagger:
-    """A copy of ``teacher`` keeping only the chosen transformer layers.
-
-    Embeddings (token-type rows of case-feature models too), the kept layers in order and every
-    head (with CRF start/end/transition scores) are copied exactly; the config's layer count is
-    updated so that ``MultiTaskTagger.from_pretrained`` rebuilds the student from its folder.
-    """
-    depth = teacher_depth(teacher)
-    chosen = choose_layers(depth, layers)
-    container = _layer_container(teacher.encoder, depth)
-    encoder_config = dict(teacher.config.encoder_config)
-    key = "num_hidden_layers" if "num_hidden_layers" in encoder_config else "n_layers"
-    if key not in encoder_config:
-        raise MtbionerError("the teacher's encoder config has no num_hidden_layers: cannot make a student")
-    encoder_config[key] = len(chosen)
-    extra = {**teacher.config.extra, "distillation": {"teacher_layers": depth, "layers": chosen}}
-    config = replace(
-        teacher.config,
-        encoder_config=encoder_config,
-        corpora={
-            name: HeadConfig(list(h.labels), h.head, h.loss_weight) for name, h in teacher.config.corpora.items()
-        },
-        extra=extra,
-    )
-    student = MultiTaskTagger(config, tokenizer=teacher.tokenizer, dictionary=teacher.dictionary)
-    source = teacher.state_dict()
-    prefix = f"encoder.{container}."
-    weights = {}
-    for name in student.state_dict():
-        origin = name
-        if name.startswith(prefix):
-            index, rest = name[len(prefix) :].split(".", 1)
-            origin = f"{prefix}{chosen[int(index)]}.{rest}"
-        weights[name] = source[origin].detach().clone()
-    student.load_state_dict(weights, strict=True)
-    return student.to(next(teacher.parameters()).device)
-
-
-def _layer_container(encoder: nn.Module, depth: int) -> str:
-    """Dotted name of the encoder's list of transformer layers (``encoder.layer`` in BERT)."""
-    found = [
-        name
-        for name, module in encoder.named_modules()
-        if isinstance(module, nn.ModuleList)
-        and len(module) == depth
-        and name.rsplit(".", 1)[-1] in ("layer", "layers")
-    ]
-    if len(found) != 1:
-        raise MtbionerError(
-            f"{type(encoder).__name__}: cannot find its {depth} transformer layers; "
-            "distillation needs a BERT-style encoder"
-        )
-    return found[0]
+# ---------------------------------------------------------------- the teacher
 
 
 def teacher_folder(path: str | Path) -> Path:
@@ -392,6 +334,39 @@ def soft_loss(
     return total * (temperature**2) / words
 
 
+def hidden_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Mean over layer pairs of the mean squared error per element of ``[B, T, H]`` hidden states, over the
+    sub-tokens where ``mask`` (``[B, T]``, the attention mask) is set: padding carries nothing to learn.
+
+    No projection: the student's layers are copies of the teacher's, of the same width.
+    """
+    keep = mask.bool()
+    pairs = [(s[keep].float() - t[keep].float()).pow(2).mean() for s, t in zip(student, teacher, strict=True)]
+    return torch.stack(pairs).mean()
+
+
+ATTENTION_FLOOR = 1e-12
+"""Probabilities are floored here before their log: a padded key has exactly 0 in both distributions."""
+
+
+def attention_loss(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over layer pairs of the mean, over heads and non-padding queries, of KL(teacher row || student row).
+
+    ``student``, ``teacher``: attention distributions ``[B, heads, T, T]`` (rows sum to 1 over the keys);
+    ``mask``: ``[B, T]``, the attention mask. The floor only matters where the teacher's probability is 0
+    (padded keys), whose terms are 0 whatever the student says.
+    """
+    queries = mask.bool()[:, None, :]
+    pairs = []
+    for s, t in zip(student, teacher, strict=True):
+        s, t = s.float(), t.float()
+        kl = (t * (t.clamp_min(ATTENTION_FLOOR).log() - s.clamp_min(ATTENTION_FLOOR).log())).sum(dim=-1)
+        pairs.append(kl.masked_select(queries.expand_as(kl)).mean())
+    return torch.stack(pairs).mean()
+
+
 class TeacherScores:
     """The teacher's scores at every owned word of every window, computed in one pass before training.
 
@@ -441,9 +416,13 @@ class TeacherScores:
 
 @dataclass
 class LossParts:
+    """A batch's loss and its terms, unweighted (``None``: a term this batch does not have)."""
+
     loss: torch.Tensor
     kl: float
     gold: float | None
+    hidden: float | None = None
+    attention: float | None = None
 
 
 def batch_loss(
@@ -457,31 +436,112 @@ def batch_loss(
     """The distillation loss of one batch (module docstring); ``gold`` names the head of its labels.
 
     ``taught``: the teacher's scores at the batch's owned words (:class:`TeacherScores`), or
-    ``None`` to run the teacher on the batch.
+    ``None`` to run the teacher on the batch. The teacher runs on the batch anyway when the
+    hidden-state or attention term is on: they need its inner states.
     """
     device = next(student.parameters()).device
-    ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
+    inputs = _inputs(batch, device)
+    mask = word_mask(batch).to(device)
+    states = {"hidden_states": config.hidden_weight > 0, "attentions": config.attention_weight > 0}
+    if states["attentions"]:
+        attention_ready(student, teacher)
+    with _autocast(device, config.mixed_precision):
+        reference, full = None, None
+        if taught is None or any(states.values()):
+            reference, full = _teacher_pass(teacher, inputs, states, scores=taught is None)
+        output = student.encoder_output(*inputs[:3], **states)
+        scores = student.head_scores(output.last_hidden_state, inputs[3])
+    if full is not None:
+        taught = {name: value[mask].clone() for name, value in full.items()}  # inference tensors cannot join autograd
+    assert taught is not None
+    kl = soft_loss(scores, taught, mask, config.temperature)
+    parts = LossParts(kl, float(kl.detach()), None)
+    if reference is not None and states["hidden_states"]:
+        term = hidden_loss(*_paired_hidden(student, output, reference), inputs[1])
+        parts.loss, parts.hidden = parts.loss + config.hidden_weight * term, float(term.detach())
+    if reference is not None and states["attentions"]:
+        term = attention_loss(*_paired_attentions(student, output, reference, config.attention_layers), inputs[1])
+        parts.loss, parts.attention = parts.loss + config.attention_weight * term, float(term.detach())
+    if gold is not None and batch.labels is not None:
+        total, count = student.head(gold).loss_sum(scores[gold], batch.labels.to(device))
+        hard = total / max(count, 1)
+        parts.loss, parts.gold = parts.loss + config.alpha * hard, float(hard.detach())
+    return parts
+
+
+Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+"""What a model reads of a batch: ids, attention mask, token types (case), dictionary match tags."""
+
+
+def _inputs(batch: Batch, device: torch.device) -> Inputs:
     types = None if batch.token_type_ids is None else batch.token_type_ids.to(device)
     matched = None if batch.dictionary_ids is None else batch.dictionary_ids.to(device)
-    mask = word_mask(batch).to(device)
-    if taught is None:
-        with torch.inference_mode():
-            full = teacher.forward_all(ids, attention, None, types, matched)
-        taught = {name: value[mask].clone() for name, value in full.items()}  # inference tensors cannot join autograd
-    scores = student.forward_all(ids, attention, None, types, matched)
-    kl = soft_loss(scores, taught, mask, config.temperature)
-    if gold is None or batch.labels is None:
-        return LossParts(kl, float(kl.detach()), None)
-    total, count = student.head(gold).loss_sum(scores[gold], batch.labels.to(device))
-    hard = total / max(count, 1)
-    return LossParts(kl + config.alpha * hard, float(kl.detach()), float(hard.detach()))
+    return batch.input_ids.to(device), batch.attention_mask.to(device), types, matched
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bfloat16 autocast on ``device`` for ``"bf16"``, a context that changes nothing for ``"no"``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _teacher_pass(
+    teacher: MultiTaskTagger, inputs: Inputs, states: Mapping[str, bool], scores: bool
+) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    """The teacher's encoder output on a batch (with the inner states asked for) and, with ``scores``, every
+    head's scores; inference tensors, to be cloned (or only read) by what joins the student's graph."""
+    with torch.inference_mode():
+        output = teacher.encoder_output(*inputs[:3], **states)
+        return output, (teacher.head_scores(output.last_hidden_state, inputs[3]) if scores else None)
+
+
+def teacher_layers(student: MultiTaskTagger) -> list[int]:
+    """The teacher layer each student layer was copied from (recorded by ``make_student``)."""
+    origin = student.config.extra.get("distillation", {})
+    if "layers" not in origin:
+        raise MtbionerError(
+            "this student records no teacher layers (config extra.distillation): make it with make_student"
+        )
+    return list(origin["layers"])
+
+
+def _paired_hidden(student: MultiTaskTagger, output: Any, reference: Any) -> tuple[list, list]:
+    """The student's hidden states (embeddings, then each layer) and the teacher's they are compared with."""
+    taught = reference.hidden_states
+    pairs = [taught[0], *(taught[layer + 1] for layer in teacher_layers(student))]
+    return list(output.hidden_states), [t.clone() for t in pairs]
+
+
+def _paired_attentions(student: MultiTaskTagger, output: Any, reference: Any, which: str) -> tuple[list, list]:
+    """The student's attention distributions (last layer, or all) and the teacher's they are compared with."""
+    layers = teacher_layers(student)
+    kept = range(len(layers)) if which == "all" else [len(layers) - 1]
+    return [output.attentions[k] for k in kept], [reference.attentions[layers[k]].clone() for k in kept]
+
+
+def attention_ready(student: MultiTaskTagger, teacher: MultiTaskTagger) -> None:
+    """Both encoders on eager attention (SDPA returns no distributions), the student's attention dropout off.
+
+    Eager attention returns its distributions after dropout: a student in training mode would be compared
+    with rows where a tenth of the probabilities are zeroed and the rest scaled up, not with what it
+    attends with. Idempotent: :func:`batch_loss` calls it on every batch that needs attentions.
+    """
+    for model in (student, teacher):
+        if model.encoder.config._attn_implementation != "eager":
+            model.encoder.set_attn_implementation("eager")
+    for module in student.encoder.modules():
+        dropout = getattr(module, "dropout", None)
+        if type(module).__name__.endswith("SelfAttention") and isinstance(dropout, nn.Dropout):
+            dropout.p = 0.0
 
 
 # ---------------------------------------------------------------- the loop
 
 
 def _new_sums() -> dict[str, float]:
-    return {"loss": 0.0, "kl": 0.0, "gold": 0.0, "gold_batches": 0, "text_batches": 0, "windows": 0, "seconds": 0.0}
+    return {
+        "loss": 0.0, "kl": 0.0, "gold": 0.0, "hidden": 0.0, "attention": 0.0,
+        "gold_batches": 0, "text_batches": 0, "windows": 0, "seconds": 0.0,
+    }  # fmt: skip
 
 
 def distill(
@@ -523,7 +583,7 @@ def distill(
     teacher.to(device).eval()
     teacher.requires_grad_(False)
     layers = choose_layers(teacher_depth(teacher), config.layers)
-    student = make_student(teacher, layers)
+    student = make_student(teacher, layers, config.intermediate_size)
     if resume:
         load_model(student, str(out / WEIGHTS_NAME))  # strict: the same student shape
     student.train()
@@ -588,7 +648,7 @@ def distill(
                 _save(out, student, optimizer, scheduler, state, info, final=False)
         bar.close()
         sums["seconds"] += time.perf_counter() - started
-        entry = _epoch_entry(epoch, state, sums)
+        entry = _epoch_entry(epoch, state, sums, config)
         entry["devel"] = devel_scores(student, devel, config.eval_batch_size)
         student.train()
         if entry["devel"]:
@@ -624,6 +684,7 @@ def _run_info(
             "num_hidden_layers": len(layers),
             "parameters": student.num_parameters(),
             "encoder_parameters": sum(p.numel() for p in student.encoder.parameters()),
+            "intermediate_size": getattr(student.encoder.config, "intermediate_size", None),
         },
         "sources": {
             name: {"kind": "corpus" if s.gold else "text", "sentences": s.sentences, "windows": len(s.windows)}
@@ -642,6 +703,10 @@ def _add_batch(sums: dict, parts: LossParts, windows: int) -> None:
     """Add one batch's losses to the epoch's running sums (gold loss only for corpus batches)."""
     sums["loss"] += float(parts.loss.detach())
     sums["kl"] += parts.kl
+    for term in ("hidden", "attention"):
+        value = getattr(parts, term)
+        if value is not None:
+            sums[term] = sums.get(term, 0.0) + value  # .get: sums of a checkpoint written before the term existed
     if parts.gold is None:
         sums["text_batches"] += 1
     else:
@@ -650,15 +715,22 @@ def _add_batch(sums: dict, parts: LossParts, windows: int) -> None:
     sums["windows"] += windows
 
 
-def _epoch_entry(epoch: int, state: dict, sums: dict) -> dict:
+def _epoch_entry(epoch: int, state: dict, sums: dict, config: DistillConfig) -> dict:
+    """The epoch's log line: mean loss and terms per batch (hidden and attention terms unweighted; None when off)."""
     batches = sums["gold_batches"] + sums["text_batches"]
     seconds = max(sums["seconds"], 1e-9)
+
+    def term(key: str, weight: float) -> float | None:
+        return round(sums.get(key, 0.0) / max(batches, 1), 6) if weight > 0 else None
+
     return {
         "epoch": epoch + 1,
         "step": state["step"],
         "loss": round(sums["loss"] / max(batches, 1), 6),
         "kl": round(sums["kl"] / max(batches, 1), 6),
         "gold_loss": round(sums["gold"] / sums["gold_batches"], 6) if sums["gold_batches"] else None,
+        "hidden_loss": term("hidden", config.hidden_weight),
+        "attention_loss": term("attention", config.attention_weight),
         "batches": {"gold": int(sums["gold_batches"]), "text": int(sums["text_batches"])},
         "windows": int(sums["windows"]),
         "seconds": round(seconds, 2),

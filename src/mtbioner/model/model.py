@@ -185,10 +185,34 @@ class MultiTaskTagger(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Shared encoder pass: ``[B, T]`` ids (and case classes) to ``[B, T, H]`` hidden states."""
+        return self.encoder_output(input_ids, attention_mask, token_type_ids).last_hidden_state
+
+    def encoder_output(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        hidden_states: bool = False,
+        attentions: bool = False,
+    ):
+        """The Hugging Face encoder's whole output; with ``hidden_states``, also its ``hidden_states`` (the
+        embeddings, then the output of every layer, each ``[B, T, H]``), with ``attentions`` its ``attentions``
+        (every layer's attention distributions, ``[B, heads, T, T]``).
+
+        SDPA attention never materialises the distributions, so ``attentions`` needs the encoder switched to
+        eager attention first (``model.encoder.set_attn_implementation("eager")``); asking without is refused
+        rather than answered with nothing.
+        """
         if self.config.case_features and token_type_ids is None:
             raise ValueError("this model reads letter case: pass token_type_ids (encoding.encode(..., case=True))")
-        types = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
+        if attentions and self.encoder.config._attn_implementation != "eager":
+            raise ValueError("attention distributions need eager attention: encoder.set_attn_implementation('eager')")
+        flags = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        if hidden_states:
+            flags["output_hidden_states"] = True  # only when asked: the plain call stays what export traces
+        if attentions:
+            flags["output_attentions"] = True
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **flags)
 
     def head_input(self, hidden: torch.Tensor, dictionary_ids: torch.Tensor | None = None) -> torch.Tensor:
         """What the heads read: the hidden states, plus the summed embeddings of the match tags
@@ -237,7 +261,14 @@ class MultiTaskTagger(nn.Module):
         dictionary_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One encoder pass feeding every head (or those named): corpus name to ``[B, T, C]``."""
-        hidden = self.head_input(self.encode(input_ids, attention_mask, token_type_ids), dictionary_ids)
+        return self.head_scores(self.encode(input_ids, attention_mask, token_type_ids), dictionary_ids, corpora)
+
+    def head_scores(
+        self, hidden: torch.Tensor, dictionary_ids: torch.Tensor | None = None, corpora: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Every head's (or the named heads') emission scores from the encoder's last hidden states, for a
+        caller that ran the encoder itself (:meth:`encoder_output`, to read its hidden states too)."""
+        hidden = self.head_input(hidden, dictionary_ids)
         return {name: self.head(name)(hidden) for name in (corpora or self.corpora)}
 
     def decoders(self) -> dict[str, Decoder]:
