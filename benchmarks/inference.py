@@ -13,6 +13,9 @@ into entities with character offsets, on the CPU:
   (c) mt-torch     mtbioner, one torch model, every head from one encoder pass.
   (d) mt-onnx      the same model exported to ONNX (fp32), ONNX Runtime.
   (e) mt-int8      the same, int8 (outlier rewrites + dynamic quantization, mtbioner.runtime.quantization).
+  (f) mt-int8-static  on request (``--systems ...,mt-int8-static``): the same, static int8 (activation scales
+                   calibrated on ``--calibration``, by default the BC5CDR train split; never a test split), to
+                   time beside (e) in one run, e.g. on an AVX2 host without VNNI.
 
 Each system runs in its own subprocess, so its peak resident memory (VmHWM) is its own;
 throughput is sentences / seconds of tagging after loading and a short warm-up. F1 scores
@@ -20,6 +23,7 @@ the BC5CDR entities (exact character span and type) against the gold annotation;
 (c)" counts sentences whose entities (every head) equal mt-torch's.
 
     python benchmarks/inference.py --model MODEL --data-dir ../shared/data [--limit 500]
+    python benchmarks/inference.py --model MODEL --systems mt-onnx,mt-int8,mt-int8-static --out OUT
 
 MODEL is a trained four-corpus folder (BC2GM, BC5CDR, NCBI-disease, JNLPBA heads). Writes
 ``benchmarks/results/inference.json`` and ``inference.md`` (not with ``--limit``, unless
@@ -41,6 +45,7 @@ from pathlib import Path
 from _machine import best_rate, describe, machine, publish
 
 from mtbioner import INFERENCE_BATCH_SIZE
+from mtbioner.runtime.export import CALIBRATION_SIZE
 
 SYSTEMS = {
     "hf-pipeline": "(a) HF pipeline, single-task BC5CDR model",
@@ -48,6 +53,10 @@ SYSTEMS = {
     "mt-torch": "(c) mtbioner torch, 4 heads",
     "mt-onnx": "(d) mtbioner ONNX fp32, 4 heads",
     "mt-int8": "(e) mtbioner ONNX int8, 4 heads",
+}
+# Built and timed only when --systems names them (the default run, and benchmarks/students.py's, keep the five).
+OPTIONAL_SYSTEMS = {
+    "mt-int8-static": "(f) mtbioner ONNX int8, static (calibrated), 4 heads",
 }
 TARGET = "BC5CDR"
 WARMUP = 32
@@ -79,19 +88,25 @@ def load_texts(data_dir: Path, limit: int | None) -> tuple[list[str], list[list[
 # --------------------------------------------------------------------------- artefacts
 
 
-def prepare(model_dir: Path, work: Path) -> dict[str, Path]:
-    """Build every system's model folder once (exports, single-task copies, HF model)."""
+def prepare(model_dir: Path, work: Path, args: argparse.Namespace | None = None) -> dict[str, Path]:
+    """Build every system's model folder once (exports, single-task copies, HF model), and the static int8
+    export when ``args.systems`` names it (calibrated on ``args.calibration``)."""
     from dataclasses import replace
 
     from mtbioner.model.model import MultiTaskTagger
-    from mtbioner.runtime.export import export_onnx
+    from mtbioner.runtime.export import CalibrationSettings, export_onnx
 
     paths = {"mt-torch": model_dir, "mt-onnx": work / "onnx-fp32", "mt-int8": work / "onnx-int8"}
+    exports: list[tuple[str, str, CalibrationSettings | None]] = [("mt-onnx", "none", None), ("mt-int8", "int8", None)]
+    if args is not None and "mt-int8-static" in [s.strip() for s in args.systems.split(",")]:
+        paths["mt-int8-static"] = work / "onnx-int8-static"
+        calibration = CalibrationSettings(args.calibration, args.data_dir, args.calibration_size)
+        exports.append(("mt-int8-static", "int8-static", calibration))
     timings = {}
-    for name, quantize in (("mt-onnx", "none"), ("mt-int8", "int8")):
+    for name, quantize, calibrate in exports:
         if not (paths[name] / "model.onnx").is_file():
             started = time.perf_counter()
-            export_onnx(model_dir, paths[name], quantize)
+            export_onnx(model_dir, paths[name], quantize, calibration=calibrate)  # type: ignore[arg-type]
             timings[name] = round(time.perf_counter() - started, 1)
     model = MultiTaskTagger.from_pretrained(model_dir)
     if TARGET not in model.config.corpora:
@@ -316,12 +331,14 @@ def encoder_dims(model_dir: Path) -> tuple[int, int, int]:
     return config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
 
 
-def gemm_rates(threads: int, hidden: int, inner: int, rows: int = 1280) -> dict[str, float]:
+def gemm_rates(threads: int, hidden: int, inner: int, rows: int = 1280, static: bool = False) -> dict[str, float]:
     """Best-of-3 ONNX Runtime rates (G multiply-adds x 2 per second) of one encoder-shaped product.
 
     ``rows`` x ``hidden`` times ``hidden`` x ``inner`` is the encoder's first feed-forward product
     on a batch of 32 sentences of 40 sub-tokens: fp32 ``MatMul`` and the int8
-    ``DynamicQuantizeMatMul`` that dynamic quantization puts in its place.
+    ``DynamicQuantizeMatMul`` that dynamic quantization puts in its place; with ``static``, also the
+    fixed-scale ``QuantizeLinear`` + ``MatMulIntegerToFloat`` that an int8-static export runs instead
+    (the difference is the run-time pass that finds the activation's scale).
     """
     import numpy as np
     import onnxruntime as ort
@@ -342,10 +359,24 @@ def gemm_rates(threads: int, hidden: int, inner: int, rows: int = 1280) -> dict[
             helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s", "z"], ["y"], domain="com.microsoft"),
         ),
     }
+    if static:
+        step = np.float32(2 * np.abs(x).max() / 255)
+        graphs["int8-static"] = (
+            [
+                numpy_helper.from_array(np.round(weight / scale).astype(np.int8), "w"),
+                numpy_helper.from_array(scale, "s"),
+                numpy_helper.from_array(np.array(step, np.float32), "xs"),
+                numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+            ],
+            [
+                helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                helper.make_node("MatMulIntegerToFloat", ["xq", "w", "xs", "s", "xz"], ["y"], domain="com.microsoft"),
+            ],
+        )
     rates = {}
-    for name, (initializers, node) in graphs.items():
+    for name, (initializers, nodes) in graphs.items():
         graph = helper.make_graph(
-            [node],
+            nodes if isinstance(nodes, list) else [nodes],
             name,
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, hidden])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, inner])],
@@ -377,7 +408,9 @@ def encoder_gop_per_sentence(model_dir: Path, texts: list[str]) -> tuple[float, 
 
 
 def label(name: str) -> str:
-    """A system's row label: the fixed five, the spaCy peer, or an extra model by its given name."""
+    """A system's row label: the fixed five, an optional one, the spaCy peer, or an extra model by its given name."""
+    if name in OPTIONAL_SYSTEMS:
+        return OPTIONAL_SYSTEMS[name]
     if name == "spacy-peer":
         return "(s) spaCy CNN NER peer, BC5CDR (benchmarks/peers.py)"
     if name.startswith("extra:"):
@@ -485,6 +518,12 @@ def markdown(rows: dict[str, dict], facts: dict, meta: dict) -> str:
             "on these cores.",
             "",
         ]
+        if "int8-static" in c["gemm_gops"]:
+            lines[-1:] = [
+                f"With a fixed activation scale (static int8: QuantizeLinear + MatMulIntegerToFloat, no run-time "
+                f"scale pass) the same product runs at {c['gemm_gops']['int8-static']} GOP/s.",
+                "",
+            ]
     timed = [row for row in rows.values() if "graph_ms" in row]
     if timed:
         lines += [
@@ -531,7 +570,18 @@ def main() -> None:
         "--batch-size", type=int, default=INFERENCE_BATCH_SIZE, help="mtbioner windows per forward pass"
     )
     parser.add_argument("--pipeline-batch-size", type=int, default=32, help="texts per HF pipeline batch")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated subset of " + ",".join([*SYSTEMS, *OPTIONAL_SYSTEMS]) + " (default: the first five)",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=TARGET,
+        metavar="CORPUS|FILE.txt",
+        help="mt-int8-static: calibration text, a corpus under --data-dir (its train split) or a .txt file",
+    )
+    parser.add_argument("--calibration-size", type=int, default=CALIBRATION_SIZE, help="mt-int8-static: sentences")
     parser.add_argument(
         "--extra",
         action="append",
@@ -552,7 +602,7 @@ def main() -> None:
     if args.model is None:
         parser.error("--model is required")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = sorted(set(systems) - set(SYSTEMS))
+    unknown = sorted(set(systems) - set(SYSTEMS) - set(OPTIONAL_SYSTEMS))
     if unknown:
         parser.error(f"unknown systems {unknown}")
     extras = {}
@@ -569,11 +619,11 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     load_before = round(os.getloadavg()[0], 2)
     hidden, inner, _ = encoder_dims(args.model)
-    gemm = gemm_rates(args.threads, hidden, inner)
+    gemm = gemm_rates(args.threads, hidden, inner, static="mt-int8-static" in systems)
     with tempfile.TemporaryDirectory(prefix="mtbioner-bench-") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        paths = {**prepare(args.model, work), **extras}
+        paths = {**prepare(args.model, work, args), **extras}
         texts, gold = load_texts(args.data_dir, args.limit)
         sizes = {
             "hf-pipeline": folder_mb([paths["hf-pipeline"]]),
@@ -581,6 +631,7 @@ def main() -> None:
             "mt-torch": folder_mb([args.model]),
             "mt-onnx": folder_mb([paths["mt-onnx"]]),
             "mt-int8": folder_mb([paths["mt-int8"]]),
+            **{name: folder_mb([paths[name]]) for name in OPTIONAL_SYSTEMS if name in paths},
             **{name: folder_mb([folder]) for name, folder in extras.items()},
         }
         results = {}

@@ -1,5 +1,5 @@
 """int8 with outlier rewrites: the rewrites find planted outlier channels, keep the fp32 function,
-and bring the int8 emissions closer to fp32 than plain dynamic quantization.
+and bring the int8 emissions closer to fp32 than plain dynamic (and static) quantization.
 
 The tiny random encoder has no outlier channels of its own, so the fixture plants the two kinds
 the default encoder has: one large feed-forward input channel (a LayerNorm gain) and one large
@@ -21,7 +21,7 @@ from mtbioner.model.model import MultiTaskTagger
 from mtbioner.runtime.export import export_onnx
 from mtbioner.runtime.loading import describe_model
 from mtbioner.runtime.onnx_backend import ONNX_NAME
-from mtbioner.runtime.quantization import quantize_int8, rewrite_outliers
+from mtbioner.runtime.quantization import quantize_int8, quantize_int8_static, rewrite_outliers
 
 from .conftest import INPUT_CHANNEL, INTERMEDIATE_CHANNEL, plant_outliers
 
@@ -94,6 +94,25 @@ def test_rewrites_bring_int8_closer_to_fp32(fp32_dir: Path, tmp_path: Path) -> N
         errors[outliers] = float(np.abs(got - reference).mean() / np.abs(reference).mean())
     assert errors[True] < 0.25 * errors[False], errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8-False.onnx", "int8-True.onnx"]  # scratch cleaned
+
+
+def test_rewrites_bring_static_int8_closer_to_fp32_too(fp32_dir: Path, tmp_path: Path) -> None:
+    """Why static int8 applies the rewrites as well: its activation scale is fixed, but still one per tensor, so a
+    planted outlier channel costs it the same levels. Calibrated on other batches than the one measured (when
+    written: 1.8% -> 0.19% mean error at the first FFN output, against dynamic int8's 1.7% -> 0.20%)."""
+    name = first_ffn_output(onnx.load(str(fp32_dir / ONNX_NAME)))
+    feed = batch(rows=16, length=24, seed=2)
+    reference = run(with_output(fp32_dir / ONNX_NAME, name), feed)[-1]
+    calibration = [batch(rows=8, length=length, seed=10 + length) for length in (12, 20, 28)]
+    errors = {}
+    for outliers in (False, True):
+        target = tmp_path / f"static-{outliers}.onnx"
+        quantize_int8_static(fp32_dir / ONNX_NAME, target, calibration, outliers=outliers, scratch=tmp_path)
+        assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(target)).graph.node)
+        got = run(with_output(target, name), feed)[-1]
+        errors[outliers] = float(np.abs(got - reference).mean() / np.abs(reference).mean())
+    assert errors[True] < 0.25 * errors[False], errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["static-False.onnx", "static-True.onnx"]  # scratch cleaned
 
 
 def test_a_graph_without_the_fused_pattern_is_quantized_as_it_is(fp32_dir: Path, tmp_path: Path) -> None:

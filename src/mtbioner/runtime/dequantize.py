@@ -61,7 +61,8 @@ def tagger_from_int8(folder: str | Path) -> MultiTaskTagger:
     unsupported = [
         what
         for what, present in (
-            ("int8 weights", info.get("quantize") != "int8"),
+            ("dynamic int8 weights (not int8-static)", info.get("quantize") == "int8-static"),
+            ("int8 weights", info.get("quantize") not in ("int8", "int8-static")),
             ("no case features", config.case_features),
             ("no dictionary features", config.dictionary_features),
         )

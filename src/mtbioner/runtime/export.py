@@ -18,7 +18,9 @@ Pipeline: ``torch.onnx.export`` (TorchScript exporter, eager attention so that O
 Runtime's BERT fusions recognise the pattern) -> ``onnxruntime.transformers.optimizer``
 (fused embedding, attention, GELU and layer-norm kernels) -> optionally int8 with
 :mod:`mtbioner.runtime.quantization` (outlier channels of the feed-forward blocks rewritten, then
-``onnxruntime.quantization.quantize_dynamic``: int8 weights, activations quantized on the fly).
+``onnxruntime.quantization.quantize_dynamic``: int8 weights, activations quantized on the fly; or, for
+``int8-static``, ``quantize_static``: activation scales fixed beforehand from calibration sentences of a
+corpus's train split or a text file, never a test split).
 onnxruntime, onnx and torch are imported inside functions so that ``mtbioner --help``
 stays fast.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import tempfile
 import time
 import warnings
@@ -44,6 +47,7 @@ from .onnx_backend import CASE_INPUT, CONFIG_NAME, DICTIONARY_INPUT, ONNX_NAME, 
 
 if TYPE_CHECKING:
     from ..data.corpus import Corpus
+    from ..model.encoding import Surroundings
     from .quantization import OutlierReport
 
 logger = logging.getLogger(__name__)
@@ -51,8 +55,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 
 
-Quantize = Literal["none", "int8"]
-QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8")
+# "int8" is dynamic quantization (activation scales found at run time); "int8-static" fixes them beforehand from
+# calibration sentences (mtbioner.runtime.quantization: less work per call, meant for AVX2 hosts without VNNI).
+Quantize = Literal["none", "int8", "int8-static"]
+QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8", "int8-static")
+#: Calibration sentences static int8 reads by default: enough for stable MinMax ranges, seconds to run.
+CALIBRATION_SIZE = 256
 # "light" leaves attention and residual + layer norm unfused (ONNX Runtime's own ops run them): on a 2-core Xeon
 # with AMX its int8 graph tagged 722 BC5CDR sentences/s against 637 with every fusion, same F1
 # (benchmarks/fusions.py, benchmarks/results/xeon-amx/fusions.md).
@@ -65,10 +73,12 @@ class GraphSettings:
     """How the graph is built; recorded in ``config.json`` under ``"onnx"``.
 
     Attributes:
-        quantize: ``"none"`` (fp32) or ``"int8"`` (dynamic quantization).
+        quantize: ``"none"`` (fp32), ``"int8"`` (dynamic quantization) or ``"int8-static"`` (activation
+            scales calibrated beforehand).
         optimize: Apply ONNX Runtime's transformer fusions (attention, GELU, layer norm).
         fusions: With ``optimize``: ``"all"`` of them, or ``"light"``: GELU and layer norm only, no
             attention or skip + layer norm fusion (faster int8 on CPUs with AMX, see FUSION_CHOICES).
+            ``int8-static`` never fuses attention (:attr:`fused_attention`).
         per_channel: int8: one weight scale per output channel instead of per tensor.
         reduce_range: int8: 7-bit weights. With per-channel scales this keeps the emissions
             closest to fp32 on CPUs without VNNI (AVX2's u8 x s8 multiply-add saturates).
@@ -84,6 +94,62 @@ class GraphSettings:
     outliers: bool = True
     opset: int = DEFAULT_OPSET
     fusions: Fusions = "all"
+
+    @property
+    def fused_attention(self) -> bool:
+        """Whether attention becomes ONNX Runtime's fused ``Attention`` op.
+
+        Not for static int8: that op has no statically quantized form, so its query, key and value projections
+        (a quarter of the encoder's multiply-adds) would stay fp32; unfused they are MatMuls, quantized as the rest.
+        """
+        return self.optimize and self.fusions == "all" and self.quantize != "int8-static"
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """Where ``int8-static`` takes the sentences that fix its activation scales.
+
+    Attributes:
+        source: A corpus (folder, one-file corpus or name under ``data_dir``), of which only the **train** split
+            is read, or a ``.txt`` file (one text per line; ``.jsonl`` with a ``"text"`` per line works too),
+            split into sentences as ``mtbioner tag`` splits its input.
+        data_dir: Folder holding corpora by name (default ``$MTBIONER_DATA``).
+        size: Sentences to calibrate on: a seeded sample spread over a corpus's train split, or a file's first.
+    """
+
+    source: str
+    data_dir: Path | None = None
+    size: int = CALIBRATION_SIZE
+
+    def __post_init__(self) -> None:
+        """Fail before the export, not after it."""
+        if self.size < 1:
+            raise MtbionerError(f"--calibration-size must be at least 1, not {self.size}")
+        if not self.source.strip():
+            raise MtbionerError("--calibration: empty; give a corpus (its train split is read) or a .txt file")
+
+
+@dataclass
+class CalibrationText:
+    """The calibration sentences as words, with the words around each for models that read document context."""
+
+    source: str
+    split: str | None
+    words: list[list[str]]
+    surroundings: list[Surroundings] | None = None
+
+    def summary(self, requested: int, batches: int) -> dict:
+        """What ``config.json`` records: where the sentences came from, how many, and the method."""
+        return {
+            "source": self.source,
+            "split": self.split,
+            "sentences": len(self.words),
+            "requested": requested,
+            "batches": batches,
+            "method": "MinMax",
+            "format": "QDQ",
+            "activations": "QUInt8",
+        }
 
 
 @dataclass
@@ -166,6 +232,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     check: CheckSettings | None = None,
     fusions: Fusions = "all",
+    calibration: CalibrationSettings | None = None,
 ) -> ExportReport:
     """Export a torch model folder to an ONNX model folder that ``Tagger.load`` runs.
 
@@ -173,41 +240,65 @@ def export_onnx(
         model_dir: Folder written by ``mtbioner train`` / ``save_pretrained``.
         out: Destination folder. It is written atomically: an existing export there is
             replaced only when the new one is complete (and has passed ``check``).
-        quantize: ``"int8"`` for dynamic int8 quantization of the weights.
+        quantize: ``"int8"`` for dynamic int8 quantization, ``"int8-static"`` for static int8 calibrated
+            on ``calibration``.
         optimize, per_channel, reduce_range, outliers, opset, fusions: See :class:`GraphSettings`.
         check: Score torch and exported models on these corpora before keeping the export.
+        calibration: The sentences ``int8-static`` calibrates on (required with it, refused without).
 
     Raises:
-        MtbionerError: ``model_dir`` is not a model, ``out`` cannot be written, a check
-            corpus is missing, or the check failed (:class:`ExportCheckError`).
+        MtbionerError: ``model_dir`` is not a model, ``out`` cannot be written, a check or calibration
+            corpus is missing, calibration is given without ``int8-static`` (or missing with it), or the
+            check failed (:class:`ExportCheckError`).
     """
     from ..fileio import atomic_dir
     from ..model.model import MultiTaskTagger
+    from ..model.model_config import read_config
 
     if quantize not in QUANTIZE_CHOICES:
         raise MtbionerError(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
     if fusions not in FUSION_CHOICES:
         raise MtbionerError(f"--fusions {fusions!r}: use one of {', '.join(FUSION_CHOICES)}")
+    _check_calibration(quantize, calibration)
     model_dir, out = Path(model_dir), Path(out)
     graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset, fusions)
     _check_source(model_dir)
     _check_destination(model_dir, out)
     corpora = _read_check_corpora(check) if check else []
+    text = read_calibration(calibration, read_config(model_dir).context) if calibration else None
     started = time.perf_counter()
     model = MultiTaskTagger.from_pretrained(model_dir)
     try:
         with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="mtbioner-export-") as scratch:
-            diff, outlier_report = _write_graph(model, tmp / ONNX_NAME, Path(scratch), graph)
-            _write_config(model, tmp / CONFIG_NAME, graph, model_dir, outlier_report)
             model.tokenizer.save_pretrained(str(tmp))
             if model.dictionary is not None:
                 model.dictionary.save(tmp)
+            feeds = _calibration_feeds(model, tmp, text) if text is not None else None
+            diff, outlier_report = _write_graph(model, tmp / ONNX_NAME, Path(scratch), graph, feeds)
+            recorded = None
+            if text is not None and calibration is not None and feeds is not None:
+                recorded = text.summary(calibration.size, len(feeds))
+            _write_config(model, tmp / CONFIG_NAME, graph, model_dir, outlier_report, recorded)
             rows = _run_checks(model, OnnxTagger.from_pretrained(tmp), corpora, check) if check else []
             _enforce(rows, check, out)
     except OSError as exc:
         raise MtbionerError(f"{out}: cannot write the export: {exc.strerror or exc}") from exc
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return ExportReport(out, quantize, size, time.perf_counter() - started, diff, rows)
+
+
+def _check_calibration(quantize: str, calibration: CalibrationSettings | None) -> None:
+    """Calibration text goes with ``int8-static`` and nothing else."""
+    if quantize == "int8-static" and calibration is None:
+        raise MtbionerError(
+            "--quantize int8-static needs --calibration CORPUS or FILE.txt: real sentences (a corpus's train split, "
+            "never test) that fix the activation scales"
+        )
+    if quantize != "int8-static" and calibration is not None:
+        raise MtbionerError(
+            f"--calibration {calibration.source}: only --quantize int8-static reads calibration text "
+            f"(this export is --quantize {quantize}); add --quantize int8-static or drop --calibration"
+        )
 
 
 def _check_source(model_dir: Path) -> None:
@@ -256,8 +347,10 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _write_graph(model, path: Path, scratch: Path, graph: GraphSettings) -> tuple[float, OutlierReport | None]:
-    """Trace, check against torch, fuse and quantize.
+def _write_graph(
+    model, path: Path, scratch: Path, graph: GraphSettings, feeds: list[dict[str, np.ndarray]] | None = None
+) -> tuple[float, OutlierReport | None]:
+    """Trace, check against torch, fuse and quantize (``feeds``: the calibration batches of ``int8-static``).
 
     Returns the fp32 graph's largest deviation from torch and, for int8, what the outlier
     rewrites moved.
@@ -269,10 +362,27 @@ def _write_graph(model, path: Path, scratch: Path, graph: GraphSettings) -> tupl
     if graph.optimize:
         current = scratch / "optimized.onnx"
         with _quiet():
-            _optimize(traced, current, model.encoder.config, graph.fusions)
+            _optimize(traced, current, model.encoder.config, graph.fusions, static=graph.quantize == "int8-static")
     diff = _compare_with_torch(model, current)
     report = None
-    if graph.quantize == "int8":
+    if graph.quantize == "int8-static":
+        from .quantization import quantize_int8_static
+
+        if not feeds:
+            raise MtbionerError("int8-static: the calibration text gave no sentence to calibrate on")
+        quantized = scratch / "quantized.onnx"
+        with _quiet():
+            report = quantize_int8_static(
+                current,
+                quantized,
+                feeds,
+                per_channel=graph.per_channel,
+                reduce_range=graph.reduce_range,
+                outliers=graph.outliers,
+                scratch=scratch,
+            )
+        current = quantized
+    elif graph.quantize == "int8":
         from .quantization import quantize_int8
 
         quantized = scratch / "quantized.onnx"
@@ -376,14 +486,22 @@ def output_name(index: int) -> str:
     return f"emissions_{index}"
 
 
-def _optimize(source: Path, target: Path, encoder_config, fusions: Fusions = "all") -> None:
-    """ONNX Runtime's offline transformer fusions (no-ops for patterns it does not recognise)."""
+def _optimize(source: Path, target: Path, encoder_config, fusions: Fusions = "all", static: bool = False) -> None:
+    """ONNX Runtime's offline transformer fusions (no-ops for patterns it does not recognise).
+
+    ``static`` (int8-static) leaves attention and the embeddings' layer norm unfused whatever ``fusions`` says:
+    their fused ops have no statically quantized form, while unfused they are MatMuls and Gathers that static
+    int8 quantizes like the rest (:attr:`GraphSettings.fused_attention`).
+    """
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
-    if fusions == "light":
+    if fusions == "light" or static:
         options.enable_attention = False
+    if static:
+        options.enable_embed_layer_norm = False
+    if fusions == "light":
         options.enable_skip_layer_norm = False
         options.enable_bias_skip_layer_norm = False
     optimized = optimize_model(
@@ -413,7 +531,14 @@ def _compare_with_torch(model, path: Path) -> float:
     return diff
 
 
-def _write_config(model, path: Path, graph: GraphSettings, source: Path, outliers: OutlierReport | None) -> None:
+def _write_config(
+    model,
+    path: Path,
+    graph: GraphSettings,
+    source: Path,
+    outliers: OutlierReport | None,
+    calibration: dict | None = None,
+) -> None:
     import onnxruntime
     import torch
 
@@ -435,12 +560,108 @@ def _write_config(model, path: Path, graph: GraphSettings, source: Path, outlier
         "outliers": outliers.summary() if outliers is not None and graph.outliers else None,
         "optimized": graph.optimize,
         "fusions": graph.fusions if graph.optimize else None,
+        "fused_attention": graph.fused_attention,
+        "calibration": calibration,
         "opset": graph.opset,
         "exported_from": str(source),
         "torch_version": torch.__version__,
         "onnxruntime_version": onnxruntime.__version__,
     }
     write_json(path, data)
+
+
+# --------------------------------------------------------------------------- --calibration
+
+
+def read_calibration(settings: CalibrationSettings, context: int = 0) -> CalibrationText:
+    """Read the calibration sentences, before the export so that a typo fails in seconds.
+
+    A corpus gives ``settings.size`` sentences of its **train** split only (a seeded sample spread over the
+    split, not its first documents); a test split is never read. A ``.txt``/``.jsonl`` file gives its first
+    ``settings.size`` sentences, split from each text as ``mtbioner tag`` splits them. ``context``: words of
+    document context the model reads each side of a sentence (its config's ``context``).
+
+    Raises:
+        MtbionerError: The file or corpus is missing, the corpus has no train split (or is named like a test
+            split), or there is no sentence in it; the message starts with ``--calibration``.
+    """
+    spec = settings.source
+    if Path(spec).suffix.lower() in (".txt", ".jsonl"):
+        return _read_calibration_file(Path(spec).expanduser(), settings.size, context)
+    from ..data.corpus import SPLITS, has_split, read_corpus, resolve_corpus
+    from ..model.encoding import document_surroundings
+
+    try:
+        path = resolve_corpus(spec, settings.data_dir)
+    except MtbionerError as exc:
+        raise MtbionerError(f"--calibration {spec}: {exc}") from exc
+    if not any(has_split(path, split) for split in SPLITS):  # a one-split corpus is read whole: its name decides
+        _refuse_test_split(path, spec)
+    try:
+        corpus = read_corpus(path, ["train"])
+    except MtbionerError as exc:
+        raise MtbionerError(
+            f"--calibration {spec}: static int8 calibrates on a corpus's train split only, never its test split: {exc}"
+        ) from exc
+    sentences = [s for s in corpus.sentences("train") if s.tokens]
+    if not sentences:
+        raise MtbionerError(f"--calibration {spec}: the train split of {path} holds no sentence")
+    words = [list(s.tokens) for s in sentences]
+    around = document_surroundings(words, [s.document for s in sentences], context) if context else None
+    chosen = sorted(random.Random(0).sample(range(len(words)), min(settings.size, len(words))))
+    return CalibrationText(
+        str(path), "train", [words[i] for i in chosen], [around[i] for i in chosen] if around is not None else None
+    )
+
+
+def _read_calibration_file(path: Path, size: int, context: int) -> CalibrationText:
+    """The first ``size`` sentences of a text file's texts (one per line), with their document context."""
+    from ..data.formats import read_documents
+    from ..data.text import text_surroundings
+    from .tagging import Tagger
+
+    if not path.is_file():
+        raise MtbionerError(
+            f"--calibration {path}: no such file; give a .txt file (one text per line) or a corpus, whose train "
+            f"split is read"
+        )
+    _refuse_test_split(path, str(path))
+    words: list[list[str]] = []
+    around: list[Surroundings] = []
+    try:
+        for _, record in read_documents(path):
+            text = record["text"]
+            for sentence in Tagger.split(text):
+                words.append([token.text for token in sentence.tokens])
+                around.append(text_surroundings(text, sentence, context))
+            if len(words) >= size:
+                break
+    except MtbionerError as exc:
+        raise MtbionerError(f"--calibration {path}: {exc}") from exc
+    if not words:
+        raise MtbionerError(f"--calibration {path}: holds no text to calibrate on")
+    return CalibrationText(str(path), None, words[:size], around[:size] if context else None)
+
+
+def _refuse_test_split(path: Path, spec: str) -> None:
+    """A file or one-split folder named like a test split (``test.pubtator``, ``test/a.txt``): not calibration."""
+    names = {path.name.split(".")[0].lower(), path.parent.name.lower()}
+    if "test" in names:
+        raise MtbionerError(
+            f"--calibration {spec}: {path} looks like a test split; calibrate on training text (give the corpus "
+            f"folder, whose train split is read, or a text file of your own)"
+        )
+
+
+def _calibration_feeds(model, folder: Path, text: CalibrationText) -> list[dict[str, np.ndarray]]:
+    """Calibration batches encoded as the exported folder's runtime will encode text: with the tokenizer
+    and dictionary read back from ``folder`` as ``OnnxTagger.from_pretrained`` reads them."""
+    from ..model.dictionary import Dictionary
+    from ..model.fast_tokenizer import load_tokenizer
+    from .quantization import calibration_feeds
+
+    dictionary = Dictionary.load(folder) if model.config.dictionary_features else None
+    return calibration_feeds(model.config, load_tokenizer(folder), text.words, text.surroundings, dictionary)
 
 
 # --------------------------------------------------------------------------- --check

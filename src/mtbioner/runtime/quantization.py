@@ -1,4 +1,4 @@
-"""Dynamic int8 quantization of an exported graph, with outlier channels taken care of first.
+"""int8 quantization of an exported graph (dynamic or static), with outlier channels taken care of first.
 
 Why: ``onnxruntime.quantization.quantize_dynamic`` gives every MatMul int8 weights (one scale
 per output channel) and quantizes its input at run time with *one* scale for the whole
@@ -29,14 +29,59 @@ Outlier channels are found without data, on random token ids: they are a propert
 weights (on the default encoder the random ids find the same channels as corpus text).
 The rewrites apply to ONNX Runtime's fused BERT pattern (``MatMul -> BiasGelu -> MatMul``);
 a graph without it is quantized as it is.
+
+Static int8 (:func:`quantize_int8_static`, ``export --quantize int8-static``). Dynamic quantization finds
+each MatMul input's scale at run time: a min/max pass over the activation on every call, then the
+quantization with that scale. Static quantization fixes those scales ahead of time from calibration text,
+so a call only scales and rounds with constants. That removes a pass over every quantized activation per
+call, work that weighs most where the int8 products are slowest: AVX2 CPUs without VNNI. The choices follow
+``onnxruntime.quantization.quantize_static``'s docstring ("Choosing parameters for CPU inference"):
+
+* Format QDQ (QuantizeLinear/DequantizeLinear pairs around float ops), which ONNX Runtime recommends for CPU
+  since 1.11: at load time it fuses ``DQ(x), DQ(W) -> MatMul`` into ``MatMulIntegerToFloat`` (uint8 x int8
+  in, float out). MatMul outputs are left unquantized (``OpTypesToExcludeOutputQuantization``), so no op has
+  to requantize (QOperator's ``QLinearMatMul`` would, followed by a DequantizeLinear).
+* Activations QUInt8 (asymmetric), weights QInt8 per output channel, ``reduce_range`` (7-bit weights): the
+  u8 x s8 products x86 kernels implement, and what the docstring gives for x86 without VNNI, whose u8 x s8
+  multiply-add can saturate (the export's defaults, shared with dynamic int8; ``--full-range`` for VNNI hosts).
+* Calibration MinMax: the range an activation reaches over the calibration sentences. It is what dynamic
+  quantization does per batch (the method the int8 export was validated with), and the reason to prefer
+  Percentile or Entropy (a few outlier values stretching the range) is what the outlier rewrites above
+  already remove, exactly, from the feed-forward blocks. MinMax also reduces each tensor inside the graph
+  (ReduceMin/ReduceMax), whereas ONNX Runtime's Percentile and Entropy calibrators keep every activation of
+  every batch for their histograms and need all batches of one shape: the runtime's batches vary in length
+  (padded to their longest window), and padding them all to ``max_length`` would calibrate on other inputs.
+* Only MatMuls with a weight matrix are quantized: the linear layers and the heads. Softmax, GELU and layer
+  norms stay float, and so do the attention products of two activations (scores and mixing), whose ranges
+  change with every sentence. ONNX Runtime's fused ``Attention`` op has no static int8 form (only dynamic:
+  ``QAttention``), so a static graph is built with attention unfused and its query, key and value projections
+  become MatMuls like the others (:func:`mtbioner.runtime.export.export_onnx`).
+* The embedding tables are stored in int8 as dynamic int8 stores them: ONNX Runtime gathers int8 rows and
+  dequantizes only those, with the table's fixed scale (no run-time pass). Left fp32, the word embeddings
+  alone kept an all-MiniLM-L6-v2 static export at 59 MB instead of 23. Dictionary match-tag tables stay fp32.
+* The outlier rewrites are applied first here too (``outliers``): a static scale is one scale per tensor just
+  as a dynamic one is, and a channel 10x larger than the rest costs static int8 the same levels
+  (``tests/test_quantization.py`` measures it on planted outliers).
+
+The calibration batches are encoded by the runtime's own code (:func:`calibration_feeds`), so they carry
+the inputs a tagging call gives the graph: the same windows, padding, case classes and dictionary match tags.
+Calibration text must never come from a test split (the export reads a corpus's train split only).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ..constants import INFERENCE_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from ..model.encoding import Surroundings
+    from ..model.model_config import TaggerConfig
 
 #: A channel is an outlier when its largest magnitude exceeds this many times the median
 #: channel's (on the default encoder the outliers are 7-15x; ordinary channels stay under 3x).
@@ -112,6 +157,163 @@ def quantize_int8(
         if graph_path != source:
             graph_path.unlink(missing_ok=True)
     return report
+
+
+def quantize_int8_static(
+    source: Path,
+    target: Path,
+    feeds: Sequence[dict[str, np.ndarray]],
+    *,
+    per_channel: bool = True,
+    reduce_range: bool = True,
+    outliers: bool = True,
+    scratch: Path | None = None,
+) -> OutlierReport:
+    """Write a statically int8-quantized (QDQ) copy of the fp32 graph ``source`` to ``target``.
+
+    Quantized: the MatMuls with a weight matrix (:func:`static_matmuls`) and the embedding tables
+    (:func:`embedding_gathers`); the outlier rewrites' fp32 side paths are left out.
+
+    Args:
+        feeds: Calibration batches, graph input name -> array (:func:`calibration_feeds`).
+        per_channel, reduce_range: As for :func:`quantize_int8`.
+        outliers: Apply the outlier rewrites (module docstring) before calibrating.
+        scratch: Folder for the prepared fp32 graph (default: next to ``target``).
+
+    Raises:
+        ValueError: No calibration batch.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    if not feeds:
+        raise ValueError("static int8 needs at least one calibration batch")
+    model = onnx.load(str(source))
+    report, keep_fp32 = rewrite_outliers(model) if outliers else (OutlierReport(), [])
+    # The QDQ quantizer leaves alone every tensor whose type it cannot tell, and ONNX's shape inference does not
+    # know ONNX Runtime's fused ops (BiasGelu, SkipLayerNormalization): the FFN output MatMuls would keep fp32
+    # inputs (int8 weights only). Symbolic shape inference (onnxruntime.tools, with sympy, which torch brings)
+    # types them.
+    model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    prepared = (scratch or target.parent) / "static-prepared.onnx"
+    onnx.save(model, str(prepared))
+    try:
+        quantize_static(
+            str(prepared),
+            str(target),
+            CalibrationFeeds(feeds),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gather"],
+            nodes_to_quantize=static_matmuls(model, exclude=keep_fp32) + embedding_gathers(model),
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            # float MatMul outputs: ONNX Runtime then runs MatMulIntegerToFloat, with nothing to requantize
+            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return report
+
+
+def static_matmuls(model, exclude: Sequence[str] = ()) -> list[str]:
+    """Names of the MatMuls static int8 quantizes: those with a weight matrix (an initializer), less ``exclude``.
+
+    A product of two activations (attention scores and mixing) stays fp32: its ranges follow each sentence.
+    """
+    weights = {init.name for init in model.graph.initializer}
+    skip = set(exclude)
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and node.input[1] in weights and node.name and node.name not in skip
+    ]
+
+
+def embedding_gathers(model) -> list[str]:
+    """Names of the Gathers that read rows of an embedding table (a 2-D float initializer), less the dictionary
+    match-tag tables (a few rows, which int8 would not shrink and would only blur)."""
+    from onnx import TensorProto
+
+    tables = {
+        init.name for init in model.graph.initializer if len(init.dims) == 2 and init.data_type == TensorProto.FLOAT
+    }
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "Gather" and node.input[0] in tables and "dictionary_ids" not in node.input and node.name
+    ]
+
+
+class CalibrationFeeds:
+    """The calibration batches as ONNX Runtime's ``CalibrationDataReader`` hands them out (``get_next``).
+
+    ``onnxruntime.quantization.CalibrationDataReader`` recognises any class with ``get_next`` as its own
+    (``isinstance`` holds), so this one needs no onnxruntime import to be defined.
+    """
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
+        self.feeds = list(feeds)
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next batch, or ``None`` after the last."""
+        if self._next >= len(self.feeds):
+            return None
+        self._next += 1
+        return self.feeds[self._next - 1]
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+
+class _RecordingSession:
+    """Stands in for an ONNX Runtime session: keeps every feed and answers zero emissions of the right shape."""
+
+    def __init__(self, classes: dict[str, int]) -> None:
+        self.classes = classes
+        self.feeds: list[dict[str, np.ndarray]] = []
+
+    def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.feeds.append(feed)
+        rows, width = feed["input_ids"].shape
+        return [np.zeros((rows, width, self.classes[name]), dtype=np.float32) for name in outputs]
+
+
+def calibration_feeds(
+    config: TaggerConfig,
+    tokenizer,
+    words: Sequence[Sequence[str]],
+    surroundings: Sequence[Surroundings] | None = None,
+    dictionary=None,
+    batch_size: int = INFERENCE_BATCH_SIZE,
+) -> list[dict[str, np.ndarray]]:
+    """The graph inputs that tagging ``words`` with an exported model feeds to ONNX Runtime, batch by batch.
+
+    Why: calibration must see the inputs the graph sees at run time. Rather than encode the sentences again,
+    this runs the runtime's own path (:func:`~mtbioner.runtime.inference.sentence_emissions` through
+    :meth:`~mtbioner.runtime.onnx_backend.OnnxTagger.run`, which ``Tagger`` and ``evaluate`` use) on a session
+    that records each feed: the same windows sorted into batches by length, padding, input names and dtypes,
+    case classes, dictionary match tags and document context.
+
+    Args:
+        config, tokenizer, dictionary: What the exported folder's ``OnnxTagger`` loads (its config, tokenizer
+            files and ``dictionary.json``).
+        words: Sentences as words (a corpus's, or :meth:`~mtbioner.runtime.tagging.Tagger.split`'s of a text).
+        surroundings: The words around each sentence, for models that read document context.
+        batch_size: Windows per batch, as the runtime's default.
+    """
+    from .inference import sentence_emissions
+    from .onnx_backend import OnnxTagger
+
+    session = _RecordingSession({name: len(head.labels) for name, head in config.corpora.items()})
+    outputs = {"outputs": {name: name for name in config.corpora}}
+    recorder = OnnxTagger(session, config, tokenizer, outputs, dictionary)
+    sentence_emissions(recorder, words, batch_size=batch_size, surroundings=surroundings)
+    return session.feeds
 
 
 def rewrite_outliers(model) -> tuple[OutlierReport, list[str]]:
