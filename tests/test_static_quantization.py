@@ -89,7 +89,10 @@ def test_static_export_is_a_qdq_graph_that_onnx_runtime_runs_in_int8(static_dir:
     assert Path(calibration["source"]).name == "toy_gene" and calibration["split"] == "train"
     assert calibration["sentences"] == calibration["requested"] == 16 and calibration["batches"] >= 1
     assert (calibration["method"], calibration["format"], calibration["activations"]) == ("MinMax", "QDQ", "QUInt8")
-    assert "onnx (int8-static, ONNX Runtime)" in describe_model(static_dir)
+    described = describe_model(static_dir)
+    assert "onnx (int8-static, ONNX Runtime, attention unfused, calibrated on 16 sentences of toy_gene (train))" in (
+        described
+    ), described
 
 
 def test_the_embedding_tables_are_int8_as_in_the_dynamic_export(static_dir: Path) -> None:

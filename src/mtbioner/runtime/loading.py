@@ -62,10 +62,17 @@ def _encoder_name(encoder: str) -> str:
 
 
 def _fusions_note(onnx_info: dict) -> str:
-    """How an export was fused, when not the default (every fusion)."""
+    """How an export was fused, when not the default (every fusion), and what a static one calibrated on."""
+    calibration = onnx_info.get("calibration")
+    calibrated = ""
+    if calibration:
+        calibrated = f", calibrated on {calibration['sentences']} sentences of {Path(calibration['source']).name}"
+        calibrated += f" ({calibration['split']})" if calibration.get("split") else ""
     if onnx_info.get("optimized", True) is False:
-        return ", no fusions"
-    return ", light fusions" if onnx_info.get("fusions") == "light" else ""
+        return ", no fusions" + calibrated
+    if onnx_info.get("fused_attention") is False and onnx_info.get("quantize") == "int8-static":
+        return ", attention unfused" + calibrated
+    return (", light fusions" if onnx_info.get("fusions") == "light" else "") + calibrated
 
 
 def _describe_answer(config) -> str:
