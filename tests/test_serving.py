@@ -370,13 +370,23 @@ def test_bad_options_fail_alone_among_concurrent_requests(tagger: Tagger) -> Non
 
 
 class Recorder:
-    """A stand-in tagger: every word of a text is one sentence; each call's sentences are recorded."""
+    """A stand-in tagger: every word of a text is one sentence; each call's sentences are recorded with the
+    name of the thread that made it (``mtbioner-tagger``: the main lane, ``mtbioner-express``: the express lane)."""
 
     corpora = ["toy"]
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.calls: list[list[str]] = []
+        self.log: list[tuple[str, list[str]]] = []  # one append per call: atomic, whichever lane's thread calls
         self.delay = delay
+
+    @property
+    def calls(self) -> list[list[str]]:
+        """Every call's sentences, in the order the calls ended."""
+        return [call for _, call in self.log]
+
+    def lane(self, prefix: str) -> list[list[str]]:
+        """The calls made on threads whose names start with ``prefix``: one lane's, in order."""
+        return [call for thread, call in self.log if thread.startswith(prefix)]
 
     def check_options(self, texts, types, corpora, min_score) -> list[str]:
         return ["toy"]
@@ -387,7 +397,7 @@ class Recorder:
 
     def sentence_entities(self, units, heads) -> list[list[str]]:
         time.sleep(self.delay)
-        self.calls.append([sentence for _, sentence in units])
+        self.log.append((threading.current_thread().name, [sentence for _, sentence in units]))
         return [[sentence] for _, sentence in units]
 
     @staticmethod
@@ -421,8 +431,10 @@ def test_batcher_groups_by_options_and_respects_the_caps() -> None:
         slice_sentences=2,
     )
     assert results == [[["a", "b"], ["c"]], [["d"]], [["e", "f", "g"]], [["h"]], [["i"]]]
-    assert recorder.calls[0] == ["d", "i"]  # short requests first, those with the first one's options
-    assert recorder.calls[1] == ["e", "f", "h", "a"]  # then everyone: at most two each, four in all
+    # requests of one slice or less: the express lane, whole, those with the oldest one's options together
+    assert recorder.lane("mtbioner-express") == [["d", "i"], ["h"]]
+    # larger ones: the main lane, at most two each per call, four in all, round-robin
+    assert recorder.lane("mtbioner-tagger") == [["a", "b", "e", "f"], ["g", "c"]]
     assert all(len(call) <= 4 for call in recorder.calls)
     assert sorted(w for call in recorder.calls for w in call) == list("abcdefghi")  # each sentence once
 
@@ -443,9 +455,12 @@ def test_a_small_request_is_not_starved_by_a_large_one() -> None:
     small_call = next(i for i, call in enumerate(recorder.calls) if "hello" in call)
     assert small_call < 25  # ~10 calls in 0.1 s; without slicing it would come after all 50
     assert recorder.calls[small_call] == ["hello"] and len(recorder.calls) == 51  # a call of its own
+    assert recorder.lane("mtbioner-express") == [["hello"]]  # on the express lane, beside the large one's calls
 
 
 def test_a_stream_of_small_requests_does_not_starve_a_large_one() -> None:
+    """Small requests have a lane of their own: the main lane's calls are the large request's slices, one after
+    another, however many small ones arrive (tests/test_express_lane.py times the same on a longer stream)."""
     recorder = Recorder(delay=0.005)
     large = " ".join(f"w{i}" for i in range(40))
 
@@ -454,10 +469,10 @@ def test_a_stream_of_small_requests_does_not_starve_a_large_one() -> None:
         return await batcher.tag([f"s{k}"])
 
     requests = [lambda b: b.tag([large])] + [lambda b, k=k: small(b, k) for k in range(60)]
-    _batcher_run(recorder, *requests, window_s=0.0, max_batch_sentences=64, slice_sentences=4)
-    last_large = max(i for i, call in enumerate(recorder.calls) if any(w.startswith("w") for w in call))
-    for before, after in zip(recorder.calls[:last_large], recorder.calls[1 : last_large + 1], strict=True):
-        assert any(w.startswith("w") for w in before + after)  # never two small-only calls in a row
+    results = _batcher_run(recorder, *requests, window_s=0.0, max_batch_sentences=64, slice_sentences=4)
+    assert recorder.lane("mtbioner-tagger") == [[f"w{i}" for i in range(j, j + 4)] for j in range(0, 40, 4)]
+    assert all(w.startswith("s") for call in recorder.lane("mtbioner-express") for w in call)
+    assert results[1:] == [[[f"s{k}"]] for k in range(60)]
 
 
 def test_work_limits_raise_413_and_503_errors() -> None:

@@ -1,15 +1,34 @@
 """Fair micro-batching for the server: many clients' sentences in one model call, no client starved.
 
-The model runs on one worker thread, one call at a time. Every request is cut into its sentences
-(the tagger tags sentences independently, so any grouping gives the same entities), and each model
-call takes at most ``slice_sentences`` sentences from each waiting request, round-robin, up to
-``max_batch_sentences`` in all. Jobs with one slice or less left (a chatbot's utterances) get calls
-of their own, every other call at least, so a one-line utterance that arrives while a 40,000-sentence
-request is being tagged waits for the call in flight and its own small call, not for the whole request.
+Every request is cut into its sentences (the tagger tags sentences independently, so any grouping gives
+the same entities) and joins one of two lanes, each a queue served by its own loop and its own model thread:
+
+* the *express lane* takes requests whose sentences fit in one slice (at most ``slice_sentences``: a
+  chatbot's utterance). Each call tags whatever such requests are waiting with the first one's options,
+  whole, oldest first, up to ``max_batch_sentences``.
+* the *main lane* takes every larger request. Each call takes at most ``slice_sentences`` sentences from each
+  waiting request, round-robin, up to ``max_batch_sentences`` in all, so a large request cannot hold the
+  lane for the whole of its work and a medium one finishes within a few calls.
+
+Why two lanes: with one model thread an utterance had to wait for the call in flight, which in a burst
+holds ``max_batch_sentences`` sentences (100-230 ms on one core for a quantized BERT), and the p99 of
+utterances was several times the few milliseconds of their own work. With its own thread an utterance's
+call runs *while* the main lane's call is in flight: the OS shares the cores between the two threads for
+the few milliseconds the utterance takes (ONNX Runtime and the tokenizer release the GIL while they work),
+so a short request waits for the express call in flight, if any, and its own, never for a large request.
+The main lane loses those milliseconds of CPU (and of the GIL, for tagging's Python parts); neither lane can
+starve the other, since each has a thread of its own and the OS shares the cores between them. Within a
+lane, round-robin (main) and oldest-first (express) leave no request behind.
+
+Both threads call the same ``Tagger``. Steady-state tagging only reads shared state (ONNX Runtime's
+``InferenceSession.run`` is thread-safe, the tokenizer's settings are fixed, torch runs in inference mode,
+the tokenizer's word cache has its lock), but the first call builds some lazily (a dictionary model's
+trie, a transformers tokenizer's one-time reset of its padding and truncation), which two threads must
+not do at once: so calls run one at a time until the first has succeeded.
 
 Backpressure: a request with more sentences than ``max_request_sentences`` is refused (413), and
-when the queued sentences would pass ``max_queue_sentences`` the new request gets 503 with a
-``Retry-After`` estimated from the measured rate, instead of waiting without bound.
+when the queued sentences of both lanes would pass ``max_queue_sentences`` the new request gets 503 with a
+``Retry-After`` estimated from the main lane's measured rate, instead of waiting without bound.
 """
 
 from __future__ import annotations
@@ -18,7 +37,7 @@ import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +51,8 @@ if TYPE_CHECKING:
     from ..runtime.tagging import Entity, Tagger
 
 logger = logging.getLogger("mtbioner.serve")
+
+SHUTTING_DOWN = "server shutting down"
 
 
 class Overloaded(MtbionerError):
@@ -47,35 +68,59 @@ class TooMuchWork(MtbionerError):
 
 
 @dataclass(eq=False)
+class _Lane:
+    """A queue of jobs, the loop that serves it and the one thread its model calls run on."""
+
+    name: str  # "main" or "express": in thread names and logs
+    jobs: deque[_Job] = field(default_factory=deque)
+    wakeup: asyncio.Event | None = None
+    pool: ThreadPoolExecutor | None = None
+    task: asyncio.Task | None = None
+
+
+@dataclass(eq=False)
 class _Job:
     texts: list[str]
     options: tuple  # (types, corpora, min_score, flat, merge_types): requests share a call only when these agree
     future: asyncio.Future
     pending: deque[tuple[int, TextSentence]]
     found: list[list[Entity]] = field(default_factory=list)
+    lane: _Lane | None = None
+
+
+_Call = list[tuple[_Job, list[tuple[int, "TextSentence"]]]]
 
 
 @dataclass
 class BatchStats:
-    """Counters that show whether batching and sharing happen (``GET /health`` reports them)."""
+    """Counters that show whether batching and sharing happen (``GET /health`` reports them).
+
+    ``calls``, ``sentences`` and ``largest_call`` count the model calls of both lanes, ``express_calls``
+    those of the express lane alone.
+    """
 
     requests: int = 0
     calls: int = 0
+    express_calls: int = 0
     texts: int = 0
     sentences: int = 0
     largest_call: int = 0
     refused: int = 0
-    sentences_per_s: float = 0.0  # moving average of the model's rate, for Retry-After
+    # moving average of the main lane's rate, for Retry-After: the main lane drains what fills the queue, and
+    # the express lane's one-utterance calls, mostly per-call overhead, would make the estimate far too long
+    sentences_per_s: float = 0.0
 
 
 class MicroBatcher:
-    """Gathers the sentences of concurrent requests into shared ``Tagger`` calls on one worker thread.
+    """Gathers the sentences of concurrent requests into shared ``Tagger`` calls: short requests on an express
+    lane, larger ones on a main lane, each lane on its own worker thread (see the module's description).
 
     Args:
         tagger: The model.
-        window_s: How long the first waiting request holds a call open for others to join (when idle).
+        window_s: How long the first waiting request holds a call open for others to join (when its lane is idle).
         max_batch_sentences: Most sentences in one model call.
-        slice_sentences: Most sentences one request contributes to one call (the fairness quantum).
+        slice_sentences: Most sentences one request contributes to one main-lane call (the fairness
+            quantum); a request with no more than this many goes to the express lane.
         max_request_sentences: Most sentences one request may hold (more: :class:`TooMuchWork`).
         max_queue_sentences: Most sentences waiting in all (a request past it: :class:`Overloaded`).
     """
@@ -96,18 +141,18 @@ class MicroBatcher:
         self.max_request_sentences = max_request_sentences
         self.max_queue_sentences = max_queue_sentences
         self.stats = BatchStats()
-        self._jobs: deque[_Job] = deque()
-        self._queued = 0
-        self._short_turn = False  # the last call served short jobs only
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._main = _Lane("main")
+        self._express = _Lane("express")
+        self._queued = 0  # sentences of both lanes not yet handed to the model
+        self._warm = False  # a model call has succeeded: lazily built state exists, calls may overlap
+        self._first_call: asyncio.Lock | None = None
+        self._closed = False
         self._splitter: ThreadPoolExecutor | None = None
 
     @property
     def waiting(self) -> int:
-        """Requests with sentences still to tag."""
-        return len(self._jobs)
+        """Requests with sentences still to tag, in both lanes."""
+        return len(self._main.jobs) + len(self._express.jobs)
 
     @property
     def queued_sentences(self) -> int:
@@ -117,25 +162,35 @@ class MicroBatcher:
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
-        self._wakeup = asyncio.Event()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbioner-tagger")
+        self._first_call = asyncio.Lock()
         self._splitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbioner-splitter")
-        self._task = asyncio.create_task(self._run(), name="mtbioner-batcher")
+        for lane, take in ((self._main, self._take_slices), (self._express, self._take_short)):
+            lane.wakeup = asyncio.Event()
+            prefix = "mtbioner-tagger" if lane is self._main else "mtbioner-express"  # the main lane's old name
+            lane.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=prefix)
+            lane.task = asyncio.create_task(self._run(lane, take), name=f"mtbioner-batcher-{lane.name}")
 
     async def close(self) -> None:
+        """Stop both lanes, fail every waiting request with ``RuntimeError("server shutting down")``, and return
+        once the model threads have finished the calls in flight, so that no thread outlives the batcher."""
         import asyncio
 
-        if self._task is not None:
-            self._task.cancel()
+        self._closed = True
+        lanes = (self._main, self._express)
+        tasks = [lane.task for lane in lanes if lane.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for job in self._jobs:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("server shutting down"))
-        self._jobs.clear()
-        for pool in (self._pool, self._splitter):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+                await task
+        for lane in lanes:
+            self._fail(list(lane.jobs), RuntimeError(SHUTTING_DOWN))
+        pools = [pool for pool in (self._main.pool, self._express.pool, self._splitter) if pool is not None]
+        for pool in pools:
+            # texts being split finish, and their requests get the shutdown error rather than a cancellation
+            pool.shutdown(wait=False, cancel_futures=pool is not self._splitter)
+        if pools:  # a call in flight cannot be interrupted: wait for it off the event loop
+            await asyncio.to_thread(_join, pools)
 
     async def tag(
         self,
@@ -152,29 +207,36 @@ class MicroBatcher:
             RequestError: Bad options (unknown type or head, min_score out of range).
             TooMuchWork: More sentences than one request may hold.
             Overloaded: The queue is full; retry after ``retry_after`` seconds.
+            RuntimeError: The batcher is not running, or closed while the texts were split.
         """
         import asyncio
 
-        if self._task is None or self._wakeup is None or self._task.done():
+        if not self._running():
             raise RuntimeError("the batcher is not running (is the app's lifespan running?)")
         self.tagger.check_options(list(texts), types, corpora, min_score)
         loop = asyncio.get_running_loop()
-        # splitting a megabyte takes a while: off the event loop, and off the model's thread
+        # splitting a megabyte takes a while: off the event loop, and off the model's threads
         sentences = await loop.run_in_executor(self._splitter, _split_all, self.tagger, list(texts))
+        if self._closed:  # no lane would ever serve it
+            raise RuntimeError(SHUTTING_DOWN)
         self._admit(len(sentences))
-        options = (_freeze(types), _freeze(corpora), float(min_score), bool(flat), bool(merge_types))
-        job = _Job(list(texts), options, loop.create_future(), deque(sentences), [[] for _ in texts])
         if not sentences:
             return [[] for _ in texts]
-        self._jobs.append(job)
+        lane = self._express if len(sentences) <= self.slice_sentences else self._main
+        options = (_freeze(types), _freeze(corpora), float(min_score), bool(flat), bool(merge_types))
+        job = _Job(list(texts), options, loop.create_future(), deque(sentences), [[] for _ in texts], lane)
+        lane.jobs.append(job)
         self._queued += len(sentences)
-        self._wakeup.set()
+        assert lane.wakeup is not None
+        lane.wakeup.set()
         try:
             return await job.future
         finally:
-            if job in self._jobs:  # the client gave up: drop its remaining work
-                self._jobs.remove(job)
-                self._queued -= len(job.pending)
+            self._drop(job)  # done, failed or abandoned by its client: its remaining work goes too
+
+    def _running(self) -> bool:
+        lanes = (self._main, self._express)
+        return not self._closed and all(lane.task is not None and not lane.task.done() for lane in lanes)
 
     def _admit(self, count: int) -> None:
         if count > self.max_request_sentences:
@@ -189,76 +251,95 @@ class MicroBatcher:
             retry = max(1, math.ceil((self._queued + count - self.max_queue_sentences) / rate))
             raise Overloaded(f"{self._queued} sentences are queued; try again in {retry} s", retry)
 
-    async def _run(self) -> None:
+    def _drop(self, job: _Job) -> None:
+        """Take a job off its lane with the sentences it has not handed to the model (a no-op the second time)."""
+        if job.lane is not None and job in job.lane.jobs:
+            job.lane.jobs.remove(job)
+            self._queued -= len(job.pending)
+            job.pending.clear()
+
+    def _fail(self, jobs: Sequence[_Job], exc: BaseException) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(exc)
+            self._drop(job)
+
+    async def _run(self, lane: _Lane, take: Callable[[deque[_Job]], _Call]) -> None:
         import asyncio
 
-        assert self._wakeup is not None
+        assert lane.wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._jobs:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                if self.window_s > 0 and self._queued < self.max_batch_sentences:
+            if not any(job.pending for job in lane.jobs):  # (a job without is one whose client just gave up)
+                lane.wakeup.clear()
+                await lane.wakeup.wait()
+                waiting = sum(len(job.pending) for job in lane.jobs)
+                if self.window_s > 0 and waiting < self.max_batch_sentences:
                     await asyncio.sleep(self.window_s)  # let concurrent arrivals join the first call
                 continue
-            call = self._take()
+            call = take(lane.jobs)
             started = loop.time()
             try:
-                await self._execute(call)
+                await self._execute(lane, call)
             except Exception as exc:  # a bug here must fail these requests, not stall every later one
-                logger.exception("batch failed")
-                for job, _ in call:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                    with contextlib.suppress(ValueError):
-                        self._jobs.remove(job)
-            self._measure(sum(len(part) for _, part in call), loop.time() - started)
+                logger.exception("batch failed (%s lane)", lane.name)
+                self._fail([job for job, _ in call], exc)
+            if lane is self._main:
+                self._measure(sum(len(part) for _, part in call), loop.time() - started)
 
-    def _take(self) -> list[tuple[_Job, list[tuple[int, TextSentence]]]]:
-        """Up to ``slice_sentences`` from each waiting job whose options match the first's, round-robin.
+    def _take_slices(self, jobs: deque[_Job]) -> _Call:
+        """Main lane: up to ``slice_sentences`` from each waiting job whose options match the first's, round-robin.
 
-        Short jobs (one slice or less left: a chatbot's utterances) get calls of their own, so one waits for
-        the call in flight and its own small call, not for a large request's slice too. Such calls alternate
-        with calls for everyone, so a stream of short requests cannot starve a large one either.
+        A job's last slice waits for its turn like the others: the jobs here are large, and each gets a slice in
+        every call that has room for it, so no job waits for more than a round of calls, however large the
+        others are. (One short job used to get calls of its own every other call; those jobs now have a lane.)
         """
-        jobs = [job for job in self._jobs if job.pending]
-        short = [job for job in jobs if len(job.pending) <= self.slice_sentences]
-        short_turn = bool(short) and len(short) < len(jobs) and not self._short_turn
-        self._short_turn = short_turn
-        pool = short if short_turn else jobs
-        first = pool[0]
-        call, room = [], self.max_batch_sentences
-        for job in pool:
+        call = self._take(jobs, self.slice_sentences, whole=False)
+        jobs.rotate(-1)  # the next call starts with the next job
+        return call
+
+    def _take_short(self, jobs: deque[_Job]) -> _Call:
+        """Express lane: the waiting jobs whose options match the oldest one's, whole, oldest first.
+
+        The oldest job is in every call, so a job waits only for the calls of those before it; one that does not
+        fit in a call's room waits for the next call rather than being tagged in two.
+        """
+        return self._take(jobs, self.max_batch_sentences, whole=True)
+
+    def _take(self, jobs: deque[_Job], quantum: int, whole: bool) -> _Call:
+        """At most ``quantum`` sentences from each job with the first waiting job's options, ``max_batch_sentences``
+        in all, in queue order; with ``whole``, only jobs whose sentences all fit (but the first job always)."""
+        first = next(job for job in jobs if job.pending)
+        call: _Call = []
+        room = self.max_batch_sentences
+        for job in jobs:
             if room <= 0:
                 break
-            if job.options != first.options:
+            if job.options != first.options or not job.pending:
                 continue
-            part = [job.pending.popleft() for _ in range(min(self.slice_sentences, room, len(job.pending)))]
+            count = min(quantum, len(job.pending))
+            if count > room and whole and call:
+                continue
+            part = [job.pending.popleft() for _ in range(min(count, room))]
             call.append((job, part))
             room -= len(part)
             self._queued -= len(part)
-        self._jobs.rotate(-1)  # the next call starts with the next job
         return call
 
-    async def _execute(self, call: list[tuple[_Job, list[tuple[int, TextSentence]]]]) -> None:
-        import asyncio
-
+    async def _execute(self, lane: _Lane, call: _Call) -> None:
         live = [(job, part) for job, part in call if not job.future.done()]
         if not live:
             return
         units = [(job.texts[index], sentence) for job, part in live for index, sentence in part]
         heads = _heads(self.tagger, live[0][0].options[1])
-        loop = asyncio.get_running_loop()
         try:
-            found = await loop.run_in_executor(self._pool, self.tagger.sentence_entities, units, heads)
+            found = await self._model(lane, units, heads)
         except Exception as exc:  # handed to each request, which maps it to a status code
-            for job, _ in live:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-                with contextlib.suppress(ValueError):
-                    self._jobs.remove(job)
+            self._fail([job for job, _ in live], exc)
             return
         self.stats.calls += 1
+        if lane is self._express:
+            self.stats.express_calls += 1
         self.stats.sentences += len(units)
         self.stats.largest_call = max(self.stats.largest_call, len(units))
         results = iter(found)
@@ -266,7 +347,7 @@ class MicroBatcher:
             for index, _ in part:
                 job.found[index].extend(next(results))
             if not job.pending and not job.future.done():
-                self._jobs.remove(job)
+                self._drop(job)
                 types, _, min_score, flat, merge = job.options
                 finished = [
                     self.tagger.finish(text, f, types, min_score, flat, merge)
@@ -276,11 +357,29 @@ class MicroBatcher:
                 self.stats.requests += 1
                 self.stats.texts += len(job.texts)
 
+    async def _model(self, lane: _Lane, units: list, heads: list[str]) -> list[list[Entity]]:
+        """``tagger.sentence_entities`` on the lane's thread; alone until one call has succeeded (see the module)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._warm:
+            return await loop.run_in_executor(lane.pool, self.tagger.sentence_entities, units, heads)
+        assert self._first_call is not None
+        async with self._first_call:
+            found = await loop.run_in_executor(lane.pool, self.tagger.sentence_entities, units, heads)
+            self._warm = True
+            return found
+
     def _measure(self, sentences: int, seconds: float) -> None:
         if sentences and seconds > 0:
             rate = sentences / seconds
             old = self.stats.sentences_per_s
             self.stats.sentences_per_s = round(rate if not old else 0.8 * old + 0.2 * rate, 1)
+
+
+def _join(pools: list[ThreadPoolExecutor]) -> None:
+    for pool in pools:
+        pool.shutdown(wait=True)
 
 
 def _split_all(tagger: Tagger, texts: list[str]) -> list[tuple[int, Any]]:

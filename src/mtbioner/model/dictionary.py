@@ -225,11 +225,12 @@ class Dictionary:
         return [[names[i] for i in ids if i] for ids in self.match(words)]
 
     def _compiled(self) -> _Matcher:
-        if self._matcher is None:
-            self._matcher = _Matcher(self.case_sensitive, len(self.types))
+        if self._matcher is None:  # built whole, then published: a second thread never sees half of it
+            matcher = _Matcher(self.case_sensitive, len(self.types))
             for channel, type_ in enumerate(self.types):
                 for term in self.terms[type_]:
-                    self._matcher.add(self._key(term), channel, None)
+                    matcher.add(self._key(term), channel, None)
+            self._matcher = matcher
         return self._matcher
 
     def _key(self, term: str) -> tuple[str, ...]:

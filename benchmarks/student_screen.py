@@ -1,0 +1,170 @@
+"""Which distillation ideas keep a student's accuracy (issue 42): screened on devel, with a leave-out teacher.
+
+The teacher is ``lo-a`` of ``benchmarks/cross_corpus.py``: trained on the train splits of BC5CDR, JNLPBA (CRF),
+BioNLP09, Ex-PTM, linnaeus and AnatEM, never on their devel splits, nor on any split of BC2GM, NCBI-disease,
+BioNLP11EPI and BioNLP13GE. Students distil on the train splits of its six corpora only (``--splits train``), so
+both measures are clean:
+
+* **in-domain**: devel F1 of each of the six heads (exact, ``distill``'s own devel scoring after the last epoch),
+  and their mean;
+* **left-out**: the merged answer under the package's chosen policy (``results/cross_corpus/screen.json``) on the
+  devel splits of the four left-out corpora, exact and lenient: the cells of the policy screen, mean over them.
+
+Rule, fixed before any student was distilled: against the base recipe (3 of the teacher's 6 layers, KL + gold,
+3 epochs, bf16), an idea is **kept** when it raises the in-domain mean by at least 0.3 F1 and lowers neither the
+in-domain nor the left-out lenient mean by more than 0.5. Ideas are tried one at a time on the base; the kept
+ones are then combined (``--variant``). Ideas that make the student smaller or faster (narrower feed-forward
+layers, 2 layers) are not kept or dropped here: their F1 cost is recorded for the speed run that decides.
+
+    python benchmarks/student_screen.py --data-dir ../shared/data --teacher runs/lo-a --work runs/student-screen \\
+        base hidden attention epochs6
+    python benchmarks/student_screen.py ... --variant hidden+attention='--hidden-weight 1 --attention-weight 1'
+
+Every step is the real CLI and is skipped when its output exists (distillation resumes). Writes
+``results/student_screen.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from _machine import describe, machine, publish
+from cross_corpus import LEAVE_OUT, load_cells, tag
+from cross_corpus import evaluate as evaluate_cells
+
+from mtbioner.runtime.answer import AnswerPolicy
+
+REPO = Path(__file__).resolve().parent.parent
+BASE = ["--layers", "3", "--epochs", "3", "--bf16"]
+VARIANTS = {  # each on top of BASE (later flags win)
+    "base": [],
+    "hidden": ["--hidden-weight", "1"],
+    "attention": ["--attention-weight", "1"],
+    "epochs6": ["--epochs", "6"],
+    "ffn768": ["--intermediate-size", "768"],
+    "layers2": ["--layers", "2"],
+}
+GAIN, LOSS = 0.3, 0.5
+
+
+def distill(name: str, flags: list[str], args: argparse.Namespace, corpora: list[str]) -> str:
+    """Distil one student (resuming an unfinished one); returns the command of record."""
+    out = args.work / name
+    command = ["distill", str(args.teacher), *corpora, "--data-dir", str(args.data_dir), "--splits", "train"]
+    command += [*BASE, *flags, "--output", str(out)]
+    command += ["--limit", str(args.limit)] if args.limit else []
+    info = out / "distillation.json"
+    if not (info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("finished")):
+        resume = ["distill", "--output", str(out), "--resume"] if (out / "checkpoint").exists() else command
+        with (args.work / "screen.log").open("a", encoding="utf-8") as log:
+            log.write(f"$ mtbioner {shlex.join(resume)}\n")
+            log.flush()
+            run = [sys.executable, "-m", "mtbioner", *resume, "--no-progress"]
+            subprocess.run(run, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return "mtbioner " + shlex.join(command)
+
+
+def left_out(folder: Path, args: argparse.Namespace, policy: AnswerPolicy) -> dict:
+    """The merged answer of the model in ``folder`` on the left-out devel splits (tagged once, cached)."""
+    spaces = argparse.Namespace(models=folder.parent, cache=args.work / "cache", data_dir=args.data_dir)
+    spaces.splits = ["devel"]
+    models = {folder.name: {"left_out": LEAVE_OUT["lo-a"]["left_out"]}}
+    tag(spaces, models)
+    return evaluate_cells(load_cells(spaces, "devel", models), policy)
+
+
+def row(name: str, folder: Path, devel: dict, args: argparse.Namespace, policy: AnswerPolicy) -> dict:
+    cells = left_out(folder, args, policy)
+    f1 = {corpus: round(scores["f1"], 2) for corpus, scores in devel.items()}
+    return {
+        "name": name,
+        "in_domain": f1,
+        "in_domain_mean": round(sum(f1.values()) / len(f1), 2),
+        "left_out": {f"{r['corpus']} {r['type']}": round(r["lenient"]["f1"], 2) for r in cells["rows"]},
+        "left_out_mean": cells["mean"],
+    }
+
+
+def judge(rows: list[dict]) -> None:
+    """The rule of the module docstring, against the ``base`` row, in place."""
+    base = next((r for r in rows if r["name"] == "base"), None)
+    if base is None:
+        return
+    for r in rows:
+        if r["name"] in ("teacher", "base"):
+            continue
+        gain = r["in_domain_mean"] - base["in_domain_mean"]
+        lenient = r["left_out_mean"]["lenient"] - base["left_out_mean"]["lenient"]
+        r["vs_base"] = {"in_domain": round(gain, 2), "left_out_lenient": round(lenient, 2)}
+        r["kept"] = gain >= GAIN and min(gain, lenient) >= -LOSS
+
+
+def markdown(report: dict) -> str:
+    rows = report["rows"]
+    corpora = list(rows[0]["in_domain"])
+    cells = list(rows[0]["left_out"])
+    lines = [
+        "# Distillation ideas, screened on devel with a leave-out teacher (issue 42)",
+        "",
+        f"Teacher `{report['teacher']}`; rule and method: the docstring of `benchmarks/student_screen.py`. "
+        f"In-domain: devel F1 per head (exact); left-out: merged answer, lenient F1 per cell (devel). "
+        f"Machine: {describe(report['machine'])}.",
+        "",
+        "| model | " + " | ".join(corpora) + " | in-domain mean | " + " | ".join(cells)
+        + " | left-out lenient / exact | vs base (in-domain, left-out) | kept |",
+        "|---|" + "---:|" * (len(corpora) + 1 + len(cells) + 2) + "---|",
+    ]  # fmt: skip
+    for r in rows:
+        vs = r.get("vs_base")
+        lines.append(
+            f"| {r['name']} | " + " | ".join(f"{r['in_domain'][c]:.2f}" for c in corpora)
+            + f" | {r['in_domain_mean']:.2f} | " + " | ".join(f"{r['left_out'][c]:.2f}" for c in cells)
+            + f" | {r['left_out_mean']['lenient']:.2f} / {r['left_out_mean']['exact']:.2f} | "
+            + (f"{vs['in_domain']:+.2f}, {vs['left_out_lenient']:+.2f}" if vs else "–")
+            + " | " + ("–" if "kept" not in r else "**yes**" if r["kept"] else "no") + " |"
+        )  # fmt: skip
+    lines += ["", "Commands:", "", *(f"- {name}: `{c}`" for name, c in report["commands"].items()), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="*", default=["base", "hidden", "attention"])
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME='FLAGS'", help="a combination")
+    parser.add_argument("--teacher", type=Path, default=REPO.parent / "runs" / "lo-a")
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--limit", type=int, help="smoke runs: first N sentences of each split")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    variants = {name: VARIANTS[name] for name in args.variants}
+    for item in args.variant:
+        name, _, flags = item.partition("=")
+        variants[name] = shlex.split(flags)
+    args.work.mkdir(parents=True, exist_ok=True)
+    policy = AnswerPolicy.from_dict(
+        json.loads((REPO / "benchmarks" / "results" / "cross_corpus" / "screen.json").read_text())["chosen"]
+    )
+    corpora = LEAVE_OUT["lo-a"]["train"]
+    commands, rows = {}, []
+    for name, flags in variants.items():
+        commands[name] = distill(name, flags, args, corpora)
+        log = [json.loads(line) for line in (args.work / name / "log.jsonl").read_text().splitlines()]
+        rows.append(row(name, args.work / name, log[-1]["devel"], args, policy))
+        if len(rows) == 1:  # the teacher's devel scores, as distill measured them before training
+            info = json.loads((args.work / name / "distillation.json").read_text(encoding="utf-8"))
+            rows.insert(0, row("teacher", args.teacher, info["teacher_devel"], args, policy))
+    judge(rows)
+    report = {"teacher": str(args.teacher), "machine": machine(), "rows": rows, "commands": commands,
+              "rule": {"gain": GAIN, "loss": LOSS}, "limit": args.limit}  # fmt: skip
+    publish(args.out, "student_screen", report, markdown(report))
+
+
+if __name__ == "__main__":
+    main()
