@@ -225,6 +225,12 @@ def train(
     if len(set(names)) != len(names):
         raise MtbionerError(f"two corpora share a name: {names}; corpus names (folder names) must be unique")
     corpora, leakage = without_scored_text(corpora, config.held_out)
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", config.mixed_precision) != config.mixed_precision:
+        # accelerate keeps one precision per process and refuses another; a process that trains again (a study,
+        # the tests) with another precision starts its state afresh (the distributed part, PartialState, stays)
+        AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
