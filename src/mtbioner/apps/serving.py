@@ -11,10 +11,14 @@
   that everything works without internet access.
 
 Inference never runs on the event loop: a :class:`~mtbioner.apps.batching.MicroBatcher` cuts
-requests into sentences and tags the sentences of concurrent requests together on a worker
-thread, a few sentences of each request per call, so that one forward pass serves many
-clients and a short utterance is never stuck behind a large request. Oversized requests get
-413, malformed ones 422, and a full queue 503 with ``Retry-After``, each as JSON.
+requests into sentences and tags the sentences of concurrent requests together on model threads:
+short requests (an utterance) on an express lane of their own, larger ones round-robin a few
+sentences each per call, so that one forward pass serves many clients and a short utterance never
+waits behind a large request. Oversized requests get 413, malformed ones 422, and a full queue 503
+with ``Retry-After``, each as JSON.
+
+A server process lives for days: :func:`prepare_process` sets its threads and has its ONNX Runtime
+sessions give a large request's memory back to the system (issue 43's soak).
 
 With ``--workers N`` uvicorn's own supervisor (uvicorn >= 0.30) runs the worker processes and starts a new one
 when one dies; a request inside the dead worker sees its connection closed, and its retry is answered by another.
@@ -57,8 +61,8 @@ class ServeSettings:
         batch_window_ms: How long the first waiting request holds the batch open for others.
             Requests that arrive while the model is busy are batched whatever the window.
         max_batch_sentences: Most sentences tagged in one model call.
-        slice_sentences: Most sentences one request puts into one model call: what a short request
-            waits behind at most while a large one is being tagged.
+        slice_sentences: Requests of at most this many sentences take the express lane (their own
+            model thread); larger ones put at most this many sentences into each main-lane call.
         max_request_sentences: Most sentences one request may hold (more: 413).
         max_queue_sentences: Most sentences waiting in all; a request past it gets 503 + Retry-After.
         batch_size: Windows per forward pass inside one call.
@@ -542,13 +546,29 @@ def set_threads(threads: int | None, workers: int, model: str | Path | None = No
     set_backend_threads(threads or default_threads(workers), model)
 
 
+def prepare_process(threads: int | None, workers: int, model: str | Path | None = None) -> None:
+    """Set this server process up for its model, before loading it: threads (``set_threads``) and memory.
+
+    A server process lives for days and sees a few large requests among many small ones. Its ONNX Runtime
+    sessions therefore run without the memory arena and hand a large run's memory back to the system
+    (:func:`~mtbioner.runtime.onnx_backend.set_release_memory`, which holds the measurements): with the
+    defaults, each worker's resident memory stepped up after large requests and bursts and stayed there
+    (issue 43). Called in the one process of ``mtbioner serve`` and in each ``--workers`` process
+    (:func:`app_from_environment`), which uvicorn spawns afresh, so that nothing rests on inherited state.
+    """
+    from ..runtime.onnx_backend import set_release_memory
+
+    set_threads(threads, workers, model)
+    set_release_memory(True)
+
+
 def app_from_environment() -> "FastAPI":
     """App factory for uvicorn's worker processes (``--workers N``): model and settings from the environment."""
     from ..quiet import quiet_libraries
 
     quiet_libraries()
     spec = json.loads(os.environ[SETTINGS_ENV])
-    set_threads(spec["threads"], spec["workers"], spec["model"])
+    prepare_process(spec["threads"], spec["workers"], spec["model"])
     return create_app(spec["model"], ServeSettings(**spec["settings"]))
 
 
@@ -556,4 +576,4 @@ LOCAL = "127.0.0.1"
 DEFAULTS = ServeSettings()
 
 
-__all__ = ["BatchStats", "MicroBatcher", "ServeSettings", "create_app", "model_info", "running"]
+__all__ = ["BatchStats", "MicroBatcher", "ServeSettings", "create_app", "model_info", "prepare_process", "running"]

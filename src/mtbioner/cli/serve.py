@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..apps.serving import DEFAULTS, LOCAL, SETTINGS_ENV, ServeSettings, check_port, create_app, set_threads
+from ..apps.serving import DEFAULTS, LOCAL, SETTINGS_ENV, ServeSettings, check_port, create_app, prepare_process
 from ..errors import MtbionerError
 from ..quiet import quiet_libraries
 from ..runtime.shipped import resolve_model
@@ -52,7 +52,10 @@ def serve(
         int, typer.Option(help="Most sentences tagged in one model call.")
     ] = DEFAULTS.max_batch_sentences,
     slice_sentences: Annotated[
-        int, typer.Option(help="Most sentences one request puts into one model call (what others wait behind).")
+        int,
+        typer.Option(
+            help="Requests of at most this many sentences take the express lane; larger ones give this many per call.",
+        ),
     ] = DEFAULTS.slice_sentences,
     max_request_sentences: Annotated[
         int, typer.Option(help="Most sentences one request may hold (more: 413).")
@@ -105,7 +108,7 @@ def serve(
         "access_log": False,  # AccessLog writes the one line per request
     }
     if workers == 1:
-        set_threads(threads, 1, folder)
+        prepare_process(threads, 1, folder)
         app = create_app(folder, settings)
         typer.echo(f"serving {folder} on http://{host}:{port}/ (API docs: /docs)", err=True)
         uvicorn.run(app, **common)

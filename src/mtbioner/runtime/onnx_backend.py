@@ -11,8 +11,11 @@ stays in :mod:`mtbioner.model.decoding`.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,8 @@ def graph_inputs(config) -> tuple[str, ...]:
 
 
 _NUM_THREADS: int | None = None  # set_num_threads: the process-wide default, like torch.set_num_threads
+_RELEASE_MEMORY = False  # set_release_memory: the server turns it on for its process
+RELEASE_AFTER_TOKENS = 256  # a graph run of at least this many padded sub-tokens (batch x length) gives memory back
 
 
 def set_num_threads(threads: int | None) -> None:
@@ -59,8 +64,62 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
-def open_session(path: Path, threads: int | None = None):
-    """An ONNX Runtime CPU session: one intra-op thread per usable core, sequential, all graph optimizations."""
+def set_release_memory(release: bool) -> None:
+    """Whether the sessions this process opens from now on give their memory back after large runs.
+
+    The server turns it on (:func:`mtbioner.apps.serving.prepare_process`): its workers live for days and see a
+    few large requests among many small ones. With ONNX Runtime's CPU memory arena (the default) a worker keeps
+    the most a large run ever needed, and glibc keeps what is freed in its heaps, so resident memory stepped up
+    after each large request or burst and stayed there (soak: 152 -> 345 MB in 30 minutes, issue 43). Without
+    the arena, every tensor is ``malloc``'d and freed, and :func:`release_heap` after each large run hands the
+    freed pages back to the system.
+
+    Measured in one process driving the shipped int8 model as a ``--workers 2`` worker does (a tagger thread, a
+    splitter thread, 1 intra-op thread; utterances, abstracts 4 sentences a call, 64-sentence calls of abstracts'
+    sentences, bursts of questions, the corpus' longest sentences; 8 cycles, ~3 minutes), RSS after load /
+    after the first cycle / at the end: arena on (default) 159 / 337 / 347 MB; arena off 159 / 239 / 255 MB
+    (swinging 191-319); arena on + ``malloc_trim`` 160 / 328 / 338 MB (the arena keeps it); ``arena_extend_strategy``
+    kSameAsRequested (a shared ``OrtArenaCfg`` allocator) 159 / 610 / 617 MB; ``enable_mem_pattern=False`` 160 /
+    338 / 348 MB; arena shrinkage after every run 160 / 227 / 242 MB; ``MALLOC_ARENA_MAX=2`` 158 / 331 / 341 MB;
+    arena off + ``malloc_trim`` after large calls 160 / 162 / 159 MB (the remedy taken). Its cost, 64 abstract
+    sentences tagged back to back in two processes, 20 paired rounds with the host otherwise idle: 43.2 against
+    44.3 sentences/s (wall x1.03, CPU x1.02), the price of page faults (0.16 s system time a call). Host: Intel
+    Xeon (Sapphire Rapids, 2 cores); scripts and raw results were kept outside the repository (one-off study).
+    """
+    global _RELEASE_MEMORY
+    _RELEASE_MEMORY = release
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)  # the symbols the process already has, glibc's among them when linked against it
+    except OSError:  # pragma: no cover - a static interpreter without dlopen
+        return None
+    return getattr(libc, "malloc_trim", None)
+
+
+def release_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim(0)``); a no-op elsewhere.
+
+    Returns whether it could: ``False`` where the C library is not glibc.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def open_session(path: Path, threads: int | None = None, release_memory: bool | None = None):
+    """An ONNX Runtime CPU session: one intra-op thread per usable core, sequential, all graph optimizations.
+
+    ``release_memory`` (default: :func:`set_release_memory`'s choice) opens it without ONNX Runtime's memory arena,
+    so that what a large run allocated can go back to the system (see :func:`set_release_memory`).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -69,6 +128,7 @@ def open_session(path: Path, threads: int | None = None):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = not (_RELEASE_MEMORY if release_memory is None else release_memory)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -77,16 +137,26 @@ class OnnxTagger:
 
     It offers what :mod:`mtbioner.runtime.inference` needs (``config``, ``tokenizer``,
     ``decoders()``, ``run``), so ``Tagger``, ``evaluate`` and the server use it unchanged.
+    With ``release_memory`` (a session opened without ONNX Runtime's arena), every run of at least
+    ``RELEASE_AFTER_TOKENS`` padded sub-tokens ends with :func:`release_heap`; small runs, the many short
+    requests of a server, skip it.
     """
 
     def __init__(
-        self, session, config: TaggerConfig, tokenizer, onnx_info: dict, dictionary: Dictionary | None = None
+        self,
+        session,
+        config: TaggerConfig,
+        tokenizer,
+        onnx_info: dict,
+        dictionary: Dictionary | None = None,
+        release_memory: bool = False,
     ) -> None:
         self.session = session
         self.config = config
         self.tokenizer = tokenizer
         self.onnx_info = onnx_info
         self.dictionary = dictionary
+        self.release_memory = release_memory
         self._outputs: dict[str, str] = dict(onnx_info["outputs"])
 
     @classmethod
@@ -99,8 +169,9 @@ class OnnxTagger:
         """
         folder = Path(path)
         config, info = read_onnx_config(folder)
+        release_memory = _RELEASE_MEMORY
         try:
-            session = open_session(folder / ONNX_NAME, threads)
+            session = open_session(folder / ONNX_NAME, threads, release_memory)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise ModelFormatError(f"{folder / ONNX_NAME}: ONNX Runtime cannot load it: {exc}") from exc
         names = {o.name for o in session.get_outputs()}
@@ -109,7 +180,7 @@ class OnnxTagger:
             raise ModelFormatError(f"{folder / ONNX_NAME}: graph lacks outputs {missing} named in {CONFIG_NAME}")
         tokenizer = load_tokenizer(folder)
         dictionary = Dictionary.load(folder) if config.dictionary_features else None
-        return cls(session, config, tokenizer, info, dictionary)
+        return cls(session, config, tokenizer, info, dictionary, release_memory)
 
     @property
     def corpora(self) -> list[str]:
@@ -140,6 +211,8 @@ class OnnxTagger:
                 raise ValueError("this model reads dictionary evidence: pass dictionary_ids")
             feed[DICTIONARY_INPUT] = np.ascontiguousarray(dictionary_ids, dtype=np.int64)
         values = self.session.run([self._outputs[name] for name in corpora], feed)
+        if self.release_memory and input_ids.size >= RELEASE_AFTER_TOKENS:
+            release_heap()
         return dict(zip(corpora, values, strict=True))
 
     def decoders(self) -> dict[str, Decoder]:

@@ -1,0 +1,138 @@
+"""Server memory (issue 43): the server's ONNX sessions run without the arena and give large runs' memory back.
+
+Whether memory then stays flat is measured by ``benchmarks/soak.py`` (resident memory is too noisy for a unit
+test); these tests pin down the mechanism: which sessions lose the arena, when the heap is trimmed, and that
+trimming is a no-op where the C library is not glibc.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtbioner.apps import serving
+from mtbioner.runtime import onnx_backend
+from mtbioner.runtime.onnx_backend import RELEASE_AFTER_TOKENS, OnnxTagger, open_session, release_heap
+from mtbioner.runtime.shipped import resolve_model
+
+
+@pytest.fixture(autouse=True)
+def restore_process_settings() -> Iterator[None]:
+    """``prepare_process`` sets process-wide defaults: put them back so that other tests open ordinary sessions."""
+    yield
+    onnx_backend.set_release_memory(False)
+    onnx_backend.set_num_threads(None)
+
+
+@pytest.fixture(scope="module")
+def model_file() -> Path:
+    return resolve_model(None) / onnx_backend.ONNX_NAME
+
+
+def test_sessions_keep_the_arena_unless_the_process_serves(model_file: Path) -> None:
+    """Only a server process gives up ONNX Runtime's arena: ``mtbioner tag`` and evaluation keep its speed."""
+    assert open_session(model_file, 1).get_session_options().enable_cpu_mem_arena
+    serving.prepare_process(1, 1, model_file.parent)
+    options = open_session(model_file).get_session_options()
+    assert not options.enable_cpu_mem_arena
+    assert options.intra_op_num_threads == 1  # prepare_process still sets the threads
+    assert open_session(model_file, 1, release_memory=False).get_session_options().enable_cpu_mem_arena
+
+
+def test_a_served_model_releases_memory_and_a_library_one_does_not(model_file: Path) -> None:
+    folder = model_file.parent
+    assert not OnnxTagger.from_pretrained(folder, threads=1).release_memory
+    serving.prepare_process(1, 1, folder)
+    served = OnnxTagger.from_pretrained(folder)
+    assert served.release_memory
+    assert not served.session.get_session_options().enable_cpu_mem_arena
+
+
+def test_each_worker_process_sets_up_its_memory(monkeypatch: pytest.MonkeyPatch, model_file: Path) -> None:
+    """``--workers N``: the app factory, run in each spawned worker, prepares the process before loading the model."""
+    seen = {}
+
+    def fake_create_app(model, settings):
+        seen["release"] = onnx_backend._RELEASE_MEMORY
+        return "app"
+
+    monkeypatch.setattr(serving, "create_app", fake_create_app)
+    spec = {"model": str(model_file.parent), "workers": 2, "threads": 1, "settings": {}}
+    monkeypatch.setenv(serving.SETTINGS_ENV, json.dumps(spec))
+    assert serving.app_from_environment() == "app"
+    assert seen == {"release": True}
+
+
+def test_the_single_process_server_sets_up_its_memory(monkeypatch: pytest.MonkeyPatch, model_file: Path) -> None:
+    """``mtbioner serve`` without ``--workers`` prepares its own process before it loads the model."""
+    import uvicorn
+
+    serve_cli = importlib.import_module("mtbioner.cli.serve")  # the module: the package exports its command
+    seen = {}
+
+    def fake_create_app(model, settings):
+        seen["release"] = onnx_backend._RELEASE_MEMORY
+        return "app"
+
+    monkeypatch.setattr(serve_cli, "create_app", fake_create_app)
+    monkeypatch.setattr(serve_cli, "check_port", lambda host, port: None)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.setdefault("served", app))
+    serve_cli.serve(str(model_file.parent), port=0, threads=1)
+    assert seen == {"release": True, "served": "app"}
+
+
+class _Session:
+    """Stands in for an ONNX Runtime session: emissions of the right shape, nothing computed."""
+
+    def run(self, names: list[str], feed: dict) -> list[np.ndarray]:
+        batch, length = feed["input_ids"].shape
+        return [np.zeros((batch, length, 3), dtype=np.float32) for _ in names]
+
+
+def _tagger(release_memory: bool) -> OnnxTagger:
+    config = type("Config", (), {"case_features": False, "dictionary_features": False})()
+    return OnnxTagger(_Session(), config, None, {"outputs": {"toy": "emissions"}}, release_memory=release_memory)
+
+
+def _run(tagger: OnnxTagger, batch: int, length: int) -> None:
+    ids = np.ones((batch, length), dtype=np.int64)
+    tagger.run(ids, ids, ["toy"])
+
+
+def test_the_heap_is_trimmed_after_a_large_run_not_a_small_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims = []
+    monkeypatch.setattr(onnx_backend, "release_heap", lambda: trims.append(1) or True)
+    served = _tagger(release_memory=True)
+    _run(served, 1, 12)  # a chatbot's utterance
+    _run(served, 4, RELEASE_AFTER_TOKENS // 4 - 1)  # just under the threshold
+    assert trims == []
+    _run(served, 32, 128)  # a forward batch of a large request
+    assert trims == [1]
+    _run(served, 4, RELEASE_AFTER_TOKENS // 4)
+    assert trims == [1, 1]
+    _run(_tagger(release_memory=False), 32, 128)  # with the arena, trimming would free nothing
+    assert trims == [1, 1]
+
+
+def test_release_heap_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_backend._malloc_trim.cache_clear()
+    try:
+        monkeypatch.setattr(onnx_backend.sys, "platform", "darwin")
+        assert release_heap() is False
+        onnx_backend._malloc_trim.cache_clear()
+        monkeypatch.setattr(onnx_backend.sys, "platform", "linux")
+        monkeypatch.setattr(onnx_backend.ctypes, "CDLL", lambda name: object())  # a libc without malloc_trim (musl)
+        assert release_heap() is False
+    finally:
+        onnx_backend._malloc_trim.cache_clear()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_release_heap_trims_under_glibc() -> None:
+    assert release_heap() is True
