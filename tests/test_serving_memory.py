@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import json
 import platform
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +23,16 @@ from mtbioner.runtime import onnx_backend
 from mtbioner.runtime.onnx_backend import RELEASE_AFTER_TOKENS, OnnxTagger, open_session, release_heap
 from mtbioner.runtime.shipped import resolve_model
 
+CONFIGURE_HEAP = onnx_backend.configure_heap
+
 
 @pytest.fixture(autouse=True)
-def restore_process_settings() -> Iterator[None]:
-    """``prepare_process`` sets process-wide defaults: put them back so that other tests open ordinary sessions."""
+def restore_process_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``prepare_process`` sets process-wide defaults: put them back so that other tests open ordinary sessions.
+
+    glibc's heap settings cannot be put back, so the test process never makes them (see the subprocess test).
+    """
+    monkeypatch.setattr(onnx_backend, "configure_heap", lambda arenas: True)
     yield
     onnx_backend.set_release_memory(False)
     onnx_backend.set_num_threads(None)
@@ -108,6 +116,7 @@ def _run(tagger: OnnxTagger, batch: int, length: int) -> None:
 def test_the_heap_is_trimmed_after_a_large_run_not_a_small_one(monkeypatch: pytest.MonkeyPatch) -> None:
     trims = []
     monkeypatch.setattr(onnx_backend, "release_heap", lambda: trims.append(1) or True)
+    monkeypatch.setattr(onnx_backend, "RELEASE_INTERVAL_S", 0.0)
     served = _tagger(release_memory=True)
     _run(served, 1, 12)  # a chatbot's utterance
     _run(served, 4, RELEASE_AFTER_TOKENS // 4 - 1)  # just under the threshold
@@ -121,18 +130,56 @@ def test_the_heap_is_trimmed_after_a_large_run_not_a_small_one(monkeypatch: pyte
 
 
 def test_release_heap_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
-    onnx_backend._malloc_trim.cache_clear()
+    onnx_backend._glibc.cache_clear()
     try:
         monkeypatch.setattr(onnx_backend.sys, "platform", "darwin")
         assert release_heap() is False
-        onnx_backend._malloc_trim.cache_clear()
+        onnx_backend._glibc.cache_clear()
         monkeypatch.setattr(onnx_backend.sys, "platform", "linux")
         monkeypatch.setattr(onnx_backend.ctypes, "CDLL", lambda name: object())  # a libc without malloc_trim (musl)
         assert release_heap() is False
     finally:
-        onnx_backend._malloc_trim.cache_clear()
+        onnx_backend._glibc.cache_clear()
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_release_heap_trims_under_glibc() -> None:
     assert release_heap() is True
+
+
+def test_a_server_process_sets_up_glibcs_heap(monkeypatch: pytest.MonkeyPatch, model_file: Path) -> None:
+    limits = []
+    monkeypatch.setattr(onnx_backend, "configure_heap", lambda arenas: limits.append(arenas) or True)
+    serving.prepare_process(1, 1, model_file.parent)
+    assert limits == [serving.SERVER_HEAP_ARENAS]
+
+
+def test_configure_heap_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_backend._glibc.cache_clear()
+    try:
+        monkeypatch.setattr(onnx_backend.sys, "platform", "darwin")
+        assert CONFIGURE_HEAP(2) is False
+    finally:
+        onnx_backend._glibc.cache_clear()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="these mallopt settings are glibc's")
+def test_configure_heap_under_glibc() -> None:
+    """In a process of its own: the settings hold for the rest of a process's life."""
+    code = "from mtbioner.runtime.onnx_backend import configure_heap; print(configure_heap(2))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True"
+
+
+def test_the_heap_is_trimmed_at_most_once_an_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each trim makes the next run map its memory afresh: under steady load, trims are spaced out."""
+    trims, clock = [], [100.0]
+    monkeypatch.setattr(onnx_backend, "release_heap", lambda: trims.append(clock[0]) or True)
+    monkeypatch.setattr(onnx_backend.time, "monotonic", lambda: clock[0])
+    served = _tagger(release_memory=True)
+    _run(served, 32, 128)
+    clock[0] += onnx_backend.RELEASE_INTERVAL_S / 2
+    _run(served, 32, 128)  # too soon after the last
+    clock[0] += onnx_backend.RELEASE_INTERVAL_S / 2
+    _run(served, 32, 128)
+    assert trims == [100.0, 100.0 + onnx_backend.RELEASE_INTERVAL_S]

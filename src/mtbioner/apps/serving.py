@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mtbioner.serve")
 
+SERVER_HEAP_ARENAS = 2  # glibc malloc arenas of a server process (prepare_process)
 SETTINGS_ENV = "MTBIONER_SERVE"  # how ``--workers N`` hands the model and settings to each worker process
 
 
@@ -553,13 +554,17 @@ def prepare_process(threads: int | None, workers: int, model: str | Path | None 
     sessions therefore run without the memory arena and hand a large run's memory back to the system
     (:func:`~mtbioner.runtime.onnx_backend.set_release_memory`, which holds the measurements): with the
     defaults, each worker's resident memory stepped up after large requests and bursts and stayed there
-    (issue 43). Called in the one process of ``mtbioner serve`` and in each ``--workers`` process
-    (:func:`app_from_environment`), which uvicorn spawns afresh, so that nothing rests on inherited state.
+    (issue 43); and glibc's heap is set up so that memory goes back only then, without page faults in between,
+    in at most ``SERVER_HEAP_ARENAS`` arenas (:func:`~mtbioner.runtime.onnx_backend.configure_heap`). Called in
+    the one process of
+    ``mtbioner serve`` and in each ``--workers`` process (:func:`app_from_environment`), which uvicorn spawns
+    afresh, so that nothing rests on inherited state.
     """
-    from ..runtime.onnx_backend import set_release_memory
+    from ..runtime.onnx_backend import configure_heap, set_release_memory
 
     set_threads(threads, workers, model)
     set_release_memory(True)
+    configure_heap(SERVER_HEAP_ARENAS)
 
 
 def app_from_environment() -> "FastAPI":
