@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 
 from mtbioner.apps import serving
-from mtbioner.runtime import onnx_backend
-from mtbioner.runtime.onnx_backend import RELEASE_AFTER_TOKENS, OnnxTagger, open_session, release_heap
+from mtbioner.runtime import heap, onnx_backend
+from mtbioner.runtime.heap import HeapReleaser, release_heap
+from mtbioner.runtime.onnx_backend import RELEASE_AFTER_TOKENS, OnnxTagger, open_session
 from mtbioner.runtime.shipped import resolve_model
 
-CONFIGURE_HEAP = onnx_backend.configure_heap
+CONFIGURE_HEAP = heap.configure_heap
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def restore_process_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     glibc's heap settings cannot be put back, so the test process never makes them (see the subprocess test).
     """
-    monkeypatch.setattr(onnx_backend, "configure_heap", lambda arenas: True)
+    monkeypatch.setattr(heap, "configure_heap", lambda arenas: True)
     yield
     onnx_backend.set_release_memory(False)
     onnx_backend.set_num_threads(None)
@@ -115,8 +116,8 @@ def _run(tagger: OnnxTagger, batch: int, length: int) -> None:
 
 def test_the_heap_is_trimmed_after_a_large_run_not_a_small_one(monkeypatch: pytest.MonkeyPatch) -> None:
     trims = []
-    monkeypatch.setattr(onnx_backend, "release_heap", lambda: trims.append(1) or True)
-    monkeypatch.setattr(onnx_backend, "RELEASE_INTERVAL_S", 0.0)
+    monkeypatch.setattr(heap, "release_heap", lambda: trims.append(1) or True)
+    monkeypatch.setattr(heap, "RELEASE_INTERVAL_S", 0.0)
     served = _tagger(release_memory=True)
     _run(served, 1, 12)  # a chatbot's utterance
     _run(served, 4, RELEASE_AFTER_TOKENS // 4 - 1)  # just under the threshold
@@ -130,16 +131,16 @@ def test_the_heap_is_trimmed_after_a_large_run_not_a_small_one(monkeypatch: pyte
 
 
 def test_release_heap_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
-    onnx_backend._glibc.cache_clear()
+    heap._glibc.cache_clear()
     try:
-        monkeypatch.setattr(onnx_backend.sys, "platform", "darwin")
+        monkeypatch.setattr(heap.sys, "platform", "darwin")
         assert release_heap() is False
-        onnx_backend._glibc.cache_clear()
-        monkeypatch.setattr(onnx_backend.sys, "platform", "linux")
-        monkeypatch.setattr(onnx_backend.ctypes, "CDLL", lambda name: object())  # a libc without malloc_trim (musl)
+        heap._glibc.cache_clear()
+        monkeypatch.setattr(heap.sys, "platform", "linux")
+        monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: object())  # a libc without malloc_trim (musl)
         assert release_heap() is False
     finally:
-        onnx_backend._glibc.cache_clear()
+        heap._glibc.cache_clear()
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
@@ -149,37 +150,71 @@ def test_release_heap_trims_under_glibc() -> None:
 
 def test_a_server_process_sets_up_glibcs_heap(monkeypatch: pytest.MonkeyPatch, model_file: Path) -> None:
     limits = []
-    monkeypatch.setattr(onnx_backend, "configure_heap", lambda arenas: limits.append(arenas) or True)
+    monkeypatch.setattr(heap, "configure_heap", lambda arenas: limits.append(arenas) or True)
     serving.prepare_process(1, 1, model_file.parent)
     assert limits == [serving.SERVER_HEAP_ARENAS]
 
 
 def test_configure_heap_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
-    onnx_backend._glibc.cache_clear()
+    heap._glibc.cache_clear()
     try:
-        monkeypatch.setattr(onnx_backend.sys, "platform", "darwin")
+        monkeypatch.setattr(heap.sys, "platform", "darwin")
         assert CONFIGURE_HEAP(2) is False
     finally:
-        onnx_backend._glibc.cache_clear()
+        heap._glibc.cache_clear()
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="these mallopt settings are glibc's")
 def test_configure_heap_under_glibc() -> None:
     """In a process of its own: the settings hold for the rest of a process's life."""
-    code = "from mtbioner.runtime.onnx_backend import configure_heap; print(configure_heap(2))"
+    code = "from mtbioner.runtime.heap import configure_heap; print(configure_heap(2))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "True"
 
 
-def test_the_heap_is_trimmed_at_most_once_an_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each trim makes the next run map its memory afresh: under steady load, trims are spaced out."""
+class _Timer:
+    """Stands in for ``threading.Timer``: records what it would run, and when."""
+
+    made: list[_Timer] = []
+
+    def __init__(self, wait: float, function) -> None:
+        self.wait, self.function, self.daemon, self.started = wait, function, False, False
+        _Timer.made.append(self)
+
+    def start(self) -> None:
+        self.started = True
+
+
+def test_releases_are_spaced_out_and_the_last_one_follows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At once when the last release is old; else once the interval is up, one pending at a time."""
     trims, clock = [], [100.0]
-    monkeypatch.setattr(onnx_backend, "release_heap", lambda: trims.append(clock[0]) or True)
-    monkeypatch.setattr(onnx_backend.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(heap, "release_heap", lambda: trims.append(clock[0]) or True)
+    _Timer.made = []
+    release = HeapReleaser(interval=5.0, clock=lambda: clock[0], timer=_Timer)
+    release()
+    assert trims == [100.0] and _Timer.made == []
+    clock[0] = 102.0
+    release()  # too soon: a timer for the rest of the interval
+    clock[0] = 103.0
+    release()  # one is pending already
+    assert trims == [100.0] and len(_Timer.made) == 1
+    timer = _Timer.made[0]
+    assert (timer.wait, timer.daemon, timer.started) == (3.0, True, True)
+    clock[0] = 105.0
+    timer.function()  # the timer fires: the worker gives back what the last large runs left
+    assert trims == [100.0, 105.0]
+    clock[0] = 107.0
+    release()  # the interval counts from that release
+    assert trims == [100.0, 105.0] and len(_Timer.made) == 2
+
+
+def test_a_served_tagger_releases_through_a_timer_after_its_last_large_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims = []
+    monkeypatch.setattr(heap, "release_heap", lambda: trims.append(1) or True)
     served = _tagger(release_memory=True)
     _run(served, 32, 128)
-    clock[0] += onnx_backend.RELEASE_INTERVAL_S / 2
-    _run(served, 32, 128)  # too soon after the last
-    clock[0] += onnx_backend.RELEASE_INTERVAL_S / 2
+    assert trims == [1]
+    served._releaser.timer = _Timer
+    _Timer.made = []
     _run(served, 32, 128)
-    assert trims == [100.0, 100.0 + onnx_backend.RELEASE_INTERVAL_S]
+    assert trims == [1] and len(_Timer.made) == 1

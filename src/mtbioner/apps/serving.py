@@ -555,12 +555,13 @@ def prepare_process(threads: int | None, workers: int, model: str | Path | None 
     (:func:`~mtbioner.runtime.onnx_backend.set_release_memory`, which holds the measurements): with the
     defaults, each worker's resident memory stepped up after large requests and bursts and stayed there
     (issue 43); and glibc's heap is set up so that memory goes back only then, without page faults in between,
-    in at most ``SERVER_HEAP_ARENAS`` arenas (:func:`~mtbioner.runtime.onnx_backend.configure_heap`). Called in
+    in at most ``SERVER_HEAP_ARENAS`` arenas (:func:`~mtbioner.runtime.heap.configure_heap`). Called in
     the one process of
     ``mtbioner serve`` and in each ``--workers`` process (:func:`app_from_environment`), which uvicorn spawns
     afresh, so that nothing rests on inherited state.
     """
-    from ..runtime.onnx_backend import configure_heap, set_release_memory
+    from ..runtime.heap import configure_heap
+    from ..runtime.onnx_backend import set_release_memory
 
     set_threads(threads, workers, model)
     set_release_memory(True)

@@ -11,13 +11,8 @@ stays in :mod:`mtbioner.model.decoding`.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import math
 import os
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +22,7 @@ from ..model.decoding import Decoder
 from ..model.dictionary import Dictionary
 from ..model.fast_tokenizer import load_tokenizer
 from ..model.model_config import CONFIG_NAME, FORMAT_VERSION, TaggerConfig, read_config_json
+from .heap import HeapReleaser
 
 ONNX_NAME = "model.onnx"
 INPUTS = ("input_ids", "attention_mask")
@@ -44,7 +40,6 @@ def graph_inputs(config) -> tuple[str, ...]:
 _NUM_THREADS: int | None = None  # set_num_threads: the process-wide default, like torch.set_num_threads
 _RELEASE_MEMORY = False  # set_release_memory: the server turns it on for its process
 RELEASE_AFTER_TOKENS = 256  # a graph run of at least this many padded sub-tokens (batch x length) gives memory back
-RELEASE_INTERVAL_S = 5.0  # ... at most once in this many seconds: the next run maps what a trim gave back afresh
 
 
 def set_num_threads(threads: int | None) -> None:
@@ -74,7 +69,7 @@ def set_release_memory(release: bool) -> None:
     few large requests among many small ones. With ONNX Runtime's CPU memory arena (the default) a worker keeps
     the most a large run ever needed, and glibc keeps what is freed in its heaps, so resident memory stepped up
     after each large request or burst and stayed there (soak: 152 -> 345 MB in 30 minutes, issue 43). Without
-    the arena, every tensor is ``malloc``'d and freed, and :func:`release_heap` after each large run hands the
+    the arena, every tensor is ``malloc``'d and freed, and :mod:`mtbioner.runtime.heap` after large runs hands the
     freed pages back to the system.
 
     Measured in one process driving the shipped int8 model as a ``--workers 2`` worker does (a tagger thread, a
@@ -84,72 +79,13 @@ def set_release_memory(release: bool) -> None:
     (swinging 191-319); arena on + ``malloc_trim`` 160 / 328 / 338 MB (the arena keeps it); ``arena_extend_strategy``
     kSameAsRequested (a shared ``OrtArenaCfg`` allocator) 159 / 610 / 617 MB; ``enable_mem_pattern=False`` 160 /
     338 / 348 MB; arena shrinkage after every run 160 / 227 / 242 MB; ``MALLOC_ARENA_MAX=2`` 158 / 331 / 341 MB;
-    arena off + ``malloc_trim`` after large calls 160 / 162 / 159 MB (the remedy taken). Its cost is page
-    faults, which :func:`configure_heap` removes (measured there): with it, 64 abstract sentences tagged back to
-    back, two processes, 20 paired rounds, idle host: 102.7 against 104.4 sentences/s (x1.01). Host: Intel Xeon
-    (Sapphire Rapids, 2 cores); scripts and raw results were kept outside the repository (one-off study).
+    arena off + ``malloc_trim`` after large calls 160 / 162 / 159 MB (the remedy taken). Its cost is page faults,
+    which :func:`~mtbioner.runtime.heap.configure_heap` removes (measured there): with it, 64 abstract sentences
+    tagged back to back, two processes, 20 paired rounds, idle host: 102.7 against 104.4 sentences/s (x1.01). Host:
+    Intel Xeon (Sapphire Rapids, 2 cores); scripts and raw results were kept outside the repository (one-off study).
     """
     global _RELEASE_MEMORY
     _RELEASE_MEMORY = release
-
-
-@functools.cache
-def _glibc(name: str) -> Callable[..., int] | None:
-    """A function of glibc's malloc (``malloc_trim``, ``mallopt``), or ``None`` where the C library has none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)  # the symbols the process already has, glibc's among them when linked against it
-    except OSError:  # pragma: no cover - a static interpreter without dlopen
-        return None
-    return getattr(libc, name, None)
-
-
-def release_heap() -> bool:
-    """Give the C heap's free pages back to the system (glibc ``malloc_trim(0)``); a no-op elsewhere.
-
-    Returns whether it could: ``False`` where the C library is not glibc.
-    """
-    trim = _glibc("malloc_trim")
-    if trim is None:
-        return False
-    trim(0)
-    return True
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters (malloc.h)
-SERVER_MMAP_THRESHOLD = 32 << 20  # blocks below it come from the heap (a batch's largest tensor is ~25 MB)
-SERVER_TRIM_THRESHOLD = 1 << 30  # free memory at the heap's top that glibc would give back unasked: never
-
-
-def configure_heap(arenas: int) -> bool:
-    """glibc's heap for a long-lived server: memory goes back to the system only at :func:`release_heap`.
-
-    Three settings (``mallopt``, as the ``MALLOC_*`` environment variables would, for this process from now on):
-
-    * at most ``arenas`` arenas. glibc gives threads that allocate at the same time arenas of their own (up to 8
-      per core), and each keeps its own fragments: a server's event loop, its lanes' model threads and its
-      splitter each held some. Replaying the soak's bursts in one process (16 requests of 64 texts, a queue of
-      8,000 sentences, utterances beside them; RSS after ``malloc_trim``): 177 -> 185 MB over 4 bursts, creeping,
-      with glibc's default; 162 -> 164 MB, flat after the first, with 2.
-    * blocks under 32 MiB from the heap, and no trimming unasked. Without ONNX Runtime's arena, glibc otherwise
-      maps a run's large tensors afresh and unmaps them (or trims the heap) after it: 48,000 page faults per
-      64-sentence call, 12-14 % slower than with the arena (64 abstract sentences back to back, 20 paired rounds,
-      idle host: 92 against 104 sentences/s). With these settings: 0 faults, the arena's speed (101.8 against
-      101.2 sentences/s); memory then goes back only at :func:`release_heap`, which
-      :class:`OnnxTagger` calls after large runs at most once every ``RELEASE_INTERVAL_S``.
-
-    Returns whether it could (``False`` without glibc).
-    """
-    mallopt = _glibc("mallopt")
-    if mallopt is None:
-        return False
-    settings = (
-        (M_ARENA_MAX, arenas),
-        (M_MMAP_THRESHOLD, SERVER_MMAP_THRESHOLD),
-        (M_TRIM_THRESHOLD, SERVER_TRIM_THRESHOLD),
-    )
-    return all([mallopt(parameter, value) == 1 for parameter, value in settings])
 
 
 def open_session(path: Path, threads: int | None = None, release_memory: bool | None = None):
@@ -176,9 +112,8 @@ class OnnxTagger:
     It offers what :mod:`mtbioner.runtime.inference` needs (``config``, ``tokenizer``,
     ``decoders()``, ``run``), so ``Tagger``, ``evaluate`` and the server use it unchanged.
     With ``release_memory`` (a session opened without ONNX Runtime's arena), every run of at least
-    ``RELEASE_AFTER_TOKENS`` padded sub-tokens ends with :func:`release_heap` (at most once every
-    ``RELEASE_INTERVAL_S``); small runs, the many short
-    requests of a server, skip it.
+    ``RELEASE_AFTER_TOKENS`` padded sub-tokens hands the heap back through a
+    :class:`~mtbioner.runtime.heap.HeapReleaser`; small runs, the many short requests of a server, skip it.
     """
 
     def __init__(
@@ -196,7 +131,7 @@ class OnnxTagger:
         self.onnx_info = onnx_info
         self.dictionary = dictionary
         self.release_memory = release_memory
-        self._released = -math.inf  # when this tagger last gave memory back (time.monotonic)
+        self._releaser = HeapReleaser() if release_memory else None
         self._outputs: dict[str, str] = dict(onnx_info["outputs"])
 
     @classmethod
@@ -251,11 +186,8 @@ class OnnxTagger:
                 raise ValueError("this model reads dictionary evidence: pass dictionary_ids")
             feed[DICTIONARY_INPUT] = np.ascontiguousarray(dictionary_ids, dtype=np.int64)
         values = self.session.run([self._outputs[name] for name in corpora], feed)
-        if self.release_memory and input_ids.size >= RELEASE_AFTER_TOKENS:
-            now = time.monotonic()
-            if now - self._released >= RELEASE_INTERVAL_S:  # two lanes racing here trim twice: harmless
-                self._released = now
-                release_heap()
+        if self._releaser is not None and input_ids.size >= RELEASE_AFTER_TOKENS:
+            self._releaser()
         return dict(zip(corpora, values, strict=True))
 
     def decoders(self) -> dict[str, Decoder]:
