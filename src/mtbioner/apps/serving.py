@@ -550,13 +550,12 @@ def set_threads(threads: int | None, workers: int, model: str | Path | None = No
 def prepare_process(threads: int | None, workers: int, model: str | Path | None = None) -> None:
     """Set this server process up for its model, before loading it: threads (``set_threads``) and memory.
 
-    A server process lives for days and sees a few large requests among many small ones. Its ONNX Runtime
-    sessions therefore run without the memory arena and hand a large run's memory back to the system
-    (:func:`~mtbioner.runtime.onnx_backend.set_release_memory`, which holds the measurements): with the
-    defaults, each worker's resident memory stepped up after large requests and bursts and stayed there
-    (issue 43); and glibc's heap is set up so that memory goes back only then, without page faults in between,
-    in at most ``SERVER_HEAP_ARENAS`` arenas (:func:`~mtbioner.runtime.heap.configure_heap`). Called in
-    the one process of
+    A server process lives for days and sees a few large requests among many small ones. Its ONNX Runtime sessions
+    therefore run without the memory arena and hand a large run's memory back to the system
+    (:func:`~mtbioner.runtime.onnx_backend.set_release_memory`, which holds the measurements): with the defaults,
+    each worker's resident memory stepped up after large requests and bursts and stayed there (issue 43); and
+    glibc's heap is set up so that memory goes back only then, without page faults in between, in at most
+    ``SERVER_HEAP_ARENAS`` arenas (:func:`~mtbioner.runtime.heap.configure_heap`). Called in the one process of
     ``mtbioner serve`` and in each ``--workers`` process (:func:`app_from_environment`), which uvicorn spawns
     afresh, so that nothing rests on inherited state.
     """

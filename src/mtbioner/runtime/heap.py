@@ -103,14 +103,15 @@ class HeapReleaser:
 
     def __call__(self) -> None:
         with self._lock:
-            wait = self._last + self.interval - self.clock()
+            now = self.clock()
+            wait = self._last + self.interval - now
             if wait > 0:
                 if self._pending is None:
                     self._pending = self.timer(wait, self._release_later)
                     self._pending.daemon = True
                     self._pending.start()
                 return
-            self._last = self.clock()
+            self._last = now
         release_heap()
 
     def _release_later(self) -> None:

@@ -130,7 +130,6 @@ class OnnxTagger:
         self.tokenizer = tokenizer
         self.onnx_info = onnx_info
         self.dictionary = dictionary
-        self.release_memory = release_memory
         self._releaser = HeapReleaser() if release_memory else None
         self._outputs: dict[str, str] = dict(onnx_info["outputs"])
 
@@ -156,6 +155,11 @@ class OnnxTagger:
         tokenizer = load_tokenizer(folder)
         dictionary = Dictionary.load(folder) if config.dictionary_features else None
         return cls(session, config, tokenizer, info, dictionary, release_memory)
+
+    @property
+    def release_memory(self) -> bool:
+        """Whether large runs give their memory back (a session opened without ONNX Runtime's arena)."""
+        return self._releaser is not None
 
     @property
     def corpora(self) -> list[str]:
