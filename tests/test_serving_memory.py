@@ -218,3 +218,31 @@ def test_a_served_tagger_releases_through_a_timer_after_its_last_large_run(monke
     _Timer.made = []
     _run(served, 32, 128)
     assert trims == [1] and len(_Timer.made) == 1
+
+
+def test_no_request_stays_in_memory_once_answered() -> None:
+    # Each lane used to hold its last call, and so its last request's texts and entities, until its next call:
+    # tens of MB in a worker after a large request (the soak's creep).
+    import asyncio
+    import gc
+
+    from mtbioner.apps.batching import MicroBatcher, _Job
+    from tests.test_serving import Recorder
+
+    def jobs_alive() -> int:
+        gc.collect()
+        return sum(type(o) is _Job for o in gc.get_objects())
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(Recorder(), window_s=0.0, slice_sentences=2)  # type: ignore[arg-type]
+        await batcher.start()
+        try:
+            alive = []
+            for text in (" ".join(f"w{i}" for i in range(9)), "short"):  # the main lane, then the express lane
+                assert await batcher.tag([text])
+                alive.append(jobs_alive())
+            return alive
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(scenario()) == [0, 0]

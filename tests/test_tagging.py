@@ -282,6 +282,20 @@ def test_one_encoder_pass_per_batch_feeds_every_head(tokenizer, linear: Tagger, 
     assert backend.calls == math.ceil(len(encode(tokenizer, [*words, example], 16)) / 3)
 
 
+def test_no_progress_bar_is_made_unless_asked(linear: Tagger, monkeypatch) -> None:
+    # Even a disabled tqdm makes a multiprocessing lock and a monitor thread in every server worker.
+    import mtbioner.runtime.inference as inference
+
+    made = []
+    real_tqdm = inference.tqdm
+    monkeypatch.setattr(inference, "tqdm", lambda *a, **k: made.append(k) or real_tqdm(*a, **k))
+    words = [["The", "kras", "gene", "."]]
+    sentence_emissions(linear.backend, words, linear.corpora)
+    assert made == []
+    sentence_emissions(linear.backend, words, linear.corpora, progress=True)
+    assert len(made) == 1
+
+
 # --- Offsets and scores on any text (properties, with real tiny models) ---------------------------
 
 # Words, marks, emoji sequences, case-changing letters, invisible characters, lone surrogates

@@ -81,7 +81,9 @@ def sentence_emissions(
     run = getattr(model, "run", None)
     pad_id = model.tokenizer.pad_token_id or 0
     batches = length_grouped_batches([len(w) for w in windows], batch_size)
-    bar = tqdm(total=len(windows), desc="tagging", unit="win", disable=not progress, leave=False)
+    # No bar at all unless asked: even a disabled tqdm makes a multiprocessing lock (a semaphore that a killed server
+    # worker leaks) and a monitor thread.
+    bar = tqdm(total=len(windows), desc="tagging", unit="win", leave=False) if progress else None
     numpy_backend = callable(run)  # ONNX Runtime takes numpy; a torch model takes tensors (torch_run)
     for indices in batches:
         batch = collate([windows[i] for i in indices], pad_id, tensors=not numpy_backend)
@@ -101,8 +103,10 @@ def sentence_emissions(
         targets += np.repeat(starts[[w.sentence for w in batch.windows]], owned)
         for name in corpora:
             scores[name][targets] = logits[name][rows, positions]
-        bar.update(len(indices))
-    bar.close()
+        if bar is not None:
+            bar.update(len(indices))
+    if bar is not None:
+        bar.close()
     return out
 
 
