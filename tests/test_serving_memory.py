@@ -119,6 +119,7 @@ def test_the_heap_is_trimmed_after_a_large_run_not_a_small_one(monkeypatch: pyte
     monkeypatch.setattr(heap, "release_heap", lambda: trims.append(1) or True)
     monkeypatch.setattr(heap, "RELEASE_INTERVAL_S", 0.0)
     served = _tagger(release_memory=True)
+    served._releaser.timer = _Timer  # the trailing releases: not run here
     _run(served, 1, 12)  # a chatbot's utterance
     _run(served, 4, RELEASE_AFTER_TOKENS // 4 - 1)  # just under the threshold
     assert trims == []
@@ -185,38 +186,49 @@ class _Timer:
         self.started = True
 
 
-def test_releases_are_spaced_out_and_the_last_one_follows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """At once when the last release is old; else once the interval is up, one pending at a time."""
+def test_releases_are_spaced_out_and_one_follows_the_last_large_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At once when the last release is old; and once more an interval after the last large run (one timer)."""
     trims, clock = [], [100.0]
     monkeypatch.setattr(heap, "release_heap", lambda: trims.append(clock[0]) or True)
     _Timer.made = []
     release = HeapReleaser(interval=5.0, clock=lambda: clock[0], timer=_Timer)
     release()
-    assert trims == [100.0] and _Timer.made == []
-    clock[0] = 102.0
-    release()  # too soon: a timer for the rest of the interval
-    clock[0] = 103.0
-    release()  # one is pending already
     assert trims == [100.0] and len(_Timer.made) == 1
     timer = _Timer.made[0]
-    assert (timer.wait, timer.daemon, timer.started) == (3.0, True, True)
+    assert (timer.wait, timer.daemon, timer.started) == (5.0, True, True)
+    clock[0] = 102.0
+    release()  # too soon: the timer will see to it
+    clock[0] = 103.0
+    release()
+    assert trims == [100.0] and len(_Timer.made) == 1
     clock[0] = 105.0
-    timer.function()  # the timer fires: the worker gives back what the last large runs left
-    assert trims == [100.0, 105.0]
-    clock[0] = 107.0
-    release()  # the interval counts from that release
-    assert trims == [100.0, 105.0] and len(_Timer.made) == 2
+    timer.function()  # fires: the last large run was 2 s ago, so it waits the rest of an interval after it
+    assert trims == [100.0] and len(_Timer.made) == 2 and _Timer.made[1].wait == 3.0
+    clock[0] = 108.0
+    _Timer.made[1].function()  # an interval after the last large run: what it (and its answer) left goes back
+    assert trims == [100.0, 108.0]
+    clock[0] = 110.0
+    release()  # the interval counts from that release: no trim yet, a timer for an interval from now
+    assert trims == [100.0, 108.0] and len(_Timer.made) == 3 and _Timer.made[2].wait == 5.0
+    clock[0] = 115.0
+    _Timer.made[2].function()
+    assert trims == [100.0, 108.0, 115.0]
+    clock[0] = 130.0
+    release()  # idle for long: at once, and the trailing release is set again
+    assert trims == [100.0, 108.0, 115.0, 130.0] and len(_Timer.made) == 4
 
 
-def test_a_served_tagger_releases_through_a_timer_after_its_last_large_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_served_tagger_releases_after_a_large_run_and_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
     trims = []
     monkeypatch.setattr(heap, "release_heap", lambda: trims.append(1) or True)
     served = _tagger(release_memory=True)
-    _run(served, 32, 128)
-    assert trims == [1]
     served._releaser.timer = _Timer
     _Timer.made = []
     _run(served, 32, 128)
+    assert trims == [1] and len(_Timer.made) == 1  # at once, and a trailing release set
+    _run(served, 32, 128)
+    assert trims == [1] and len(_Timer.made) == 1  # too soon; the timer already pending covers it
+    _run(served, 1, 8)  # a small run: nothing
     assert trims == [1] and len(_Timer.made) == 1
 
 

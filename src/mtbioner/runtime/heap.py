@@ -81,9 +81,12 @@ def configure_heap(arenas: int) -> bool:
 
 
 class HeapReleaser:
-    """Calls :func:`release_heap` after a large run: at once when the last release is ``interval`` seconds old,
-    else once the interval is up (a timer), so that a busy worker trims at most once an interval and an idle one
-    returns to its baseline within an interval of its last large run.
+    """Calls :func:`release_heap` after large runs: at once when the last release is ``interval`` seconds old, and
+    once more ``interval`` seconds after the last large run (a timer).
+
+    A busy worker so trims at most once an interval, and an idle one gives back what its last request left,
+    including what was freed after its last run (the answer of a 5,000-sentence request is built and sent then).
+    Without the trailing release that memory stayed with the worker until its next large request.
 
     ``clock`` and ``timer`` are ``time.monotonic`` and ``threading.Timer``; tests pass their own.
     """
@@ -97,25 +100,33 @@ class HeapReleaser:
         self.interval = RELEASE_INTERVAL_S if interval is None else interval
         self.clock = clock
         self.timer = timer
-        self._last = -math.inf
+        self._last = -math.inf  # the last release
+        self._latest = -math.inf  # the last large run
         self._pending: threading.Timer | None = None
         self._lock = threading.Lock()  # the server's two lanes call it from their own threads
 
     def __call__(self) -> None:
         with self._lock:
-            now = self.clock()
-            wait = self._last + self.interval - now
-            if wait > 0:
-                if self._pending is None:
-                    self._pending = self.timer(wait, self._release_later)
-                    self._pending.daemon = True
-                    self._pending.start()
+            now = self._latest = self.clock()
+            if self._pending is None:
+                self._schedule(self.interval)
+            if now - self._last < self.interval:
                 return
             self._last = now
         release_heap()
 
+    def _schedule(self, wait: float) -> None:
+        self._pending = self.timer(wait, self._release_later)
+        self._pending.daemon = True
+        self._pending.start()
+
     def _release_later(self) -> None:
         with self._lock:
             self._pending = None
-            self._last = self.clock()
+            now = self.clock()
+            wait = self._latest + self.interval - now
+            if wait > 0:  # large runs since the timer was set: wait for an interval after the last of them
+                self._schedule(wait)
+                return
+            self._last = now
         release_heap()
