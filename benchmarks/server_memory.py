@@ -1,0 +1,168 @@
+"""One server worker's memory under the soak's requests, replayed in one process: the server's set-up and the defaults.
+
+The soak (``benchmarks/soak.py``) judges memory as issue 43 asks, over 30 minutes with two workers and faults. This
+replays one worker's share in minutes, so that a memory setting or fix can be compared in one run on one host. Each
+set-up runs in a fresh process (heap settings are process-wide) that builds the app (``create_app``, the shipped model
+unless ``--model``) and sends it, in-process through FastAPI's ``TestClient``, the soak's own request bodies
+(``soak.make_inputs``): by turns its large request (64 texts, ~0.9 MB, ~5,200 sentences) and one of its burst
+requests (64 texts of questions, ~1,300 sentences), each followed by ``--settle`` s of utterances (one every 50 ms;
+the heap releaser's interval is 5 s). Resident memory is read after loading and after each settle. Set-ups:
+
+  defaults  ``set_threads`` only: ONNX Runtime's CPU arena, glibc's own heap settings (the library's, ``mtbioner tag``)
+  server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: no arena, the heap released
+            after large runs and once more after the last (``HeapReleaser``), two glibc arenas (``configure_heap``)
+
+What matters is the last rounds against the first (a worker whose memory steps up at each large request creeps; one
+that keeps its level after the first is flat) and the level itself. Speed: the sentences/s of the large requests,
+set-ups one after the other (compare them only within one run, on a quiet host).
+
+    python benchmarks/server_memory.py [--data-dir ../shared/data] [--rounds 6] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import describe, machine, publish  # noqa: E402
+
+SETUPS = ("defaults", "server")
+JSON = {"content-type": "application/json"}
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def inputs(data_dir: Path) -> tuple[dict, dict]:
+    """The soak's request bodies and sizes, with its defaults (2 workers, queue of 1.5 large requests)."""
+    import soak
+
+    defaults = argparse.Namespace(data_dir=data_dir, queue_limit=None, burst_factor=1.25, workers=2, burst_requests=16)
+    return soak.make_inputs(defaults)
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One set-up, in this (fresh) process: load, rounds of a large or burst request and utterances."""
+    from fastapi.testclient import TestClient
+
+    from mtbioner.apps.serving import ServeSettings, create_app, prepare_process, set_threads
+    from mtbioner.runtime.shipped import resolve_model
+
+    folder = resolve_model(args.model)
+    (prepare_process if args.setup == "server" else set_threads)(None, 2, folder)
+    bodies, sizes = inputs(args.data_dir)
+    utterances = bodies["utterance"]
+    rounds, rates = [], []
+    with TestClient(create_app(folder, ServeSettings(max_queue_sentences=sizes["queue_limit"]))) as client:
+        client.post("/v1/tag", content=utterances[0], headers=JSON).raise_for_status()
+        loaded = rss_mb()
+        for number in range(args.rounds):
+            kind = "large" if number % 2 == 0 else "burst"
+            started = time.perf_counter()
+            client.post("/v1/tag", content=bodies[kind][0], headers=JSON).raise_for_status()
+            if kind == "large":
+                rates.append(sizes["large"]["sentences"] / (time.perf_counter() - started))
+            settle = time.perf_counter() + args.settle
+            count = 0
+            while time.perf_counter() < settle:
+                client.post("/v1/tag", content=utterances[count % len(utterances)], headers=JSON).raise_for_status()
+                count += 1
+                time.sleep(0.05)
+            rounds.append({"after": kind, "rss_mb": rss_mb()})
+            print(f"{args.setup} round {number + 1} ({kind}): {rounds[-1]['rss_mb']} MB", file=sys.stderr, flush=True)
+    trace = [r["rss_mb"] for r in rounds]
+    return {
+        "setup": args.setup,
+        "loaded_mb": loaded,
+        "rounds": rounds,
+        "first_mb": trace[0],
+        "last_mb": trace[-1],
+        "range_mb": [min(trace), max(trace)],
+        "spread_pct": round(100 * (max(trace) / min(trace) - 1), 1),
+        "large_sentences_per_s": round(sum(rates) / len(rates), 1),
+    }
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# One server worker's memory under the soak's requests, replayed in one process",
+        "",
+        "Method: the docstring of `benchmarks/server_memory.py`; the soak itself is in `benchmarks/results/soak`.",
+        "",
+        f"- machine: {describe(meta['machine'])}",
+        f"- model: {meta['model']}; {meta['rounds']} rounds (large and burst by turns, each followed by"
+        f" {meta['settle']} s of utterances); load average before: {meta['load_before']}",
+        "",
+        "| set-up | RSS after loading MB | after round 1 | after the last | range after round 1 | spread |"
+        " large request, sentences/s |",
+        "|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for row in rows:
+        low, high = row["range_mb"]
+        lines.append(
+            f"| {row['setup']} | {row['loaded_mb']} | {row['first_mb']} | {row['last_mb']} | {low}–{high} |"
+            f" {row['spread_pct']} % | {row['large_sentences_per_s']} |"
+        )
+    lines += ["", "After each round (MB):", ""]
+    for row in rows:
+        lines.append(f"- {row['setup']}: " + ", ".join(f"{r['after']} {r['rss_mb']}" for r in row["rounds"]))
+    lines += ["", "Reproduce:", "", "```", meta["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--model", help="model folder or shipped name (default: the shipped default)")
+    parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--settle", type=float, default=7.0, help="s of utterances after each large or burst")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "server_memory")
+    parser.add_argument("--setup", choices=SETUPS, help=argparse.SUPPRESS)  # the child process's set-up
+    args = parser.parse_args(argv)
+    unknown = set(args.setups.split(",")) - set(SETUPS)
+    if unknown:
+        parser.error(f"--setups: unknown {', '.join(sorted(unknown))} (known: {', '.join(SETUPS)})")
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.setup:
+        print(json.dumps(child(args)))
+        return 0
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    rows = []
+    for setup in args.setups.split(","):
+        done = subprocess.run([sys.executable, __file__, *argv, "--setup", setup], stdout=subprocess.PIPE, text=True)
+        if done.returncode:
+            print(f"error: the {setup} set-up failed (exit {done.returncode}); its log is above", file=sys.stderr)
+            return 1
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    meta = {
+        "machine": machine(),
+        "model": args.model or "the shipped default",
+        "load_before": load_before,
+        "rounds": args.rounds,
+        "settle": args.settle,
+        "command": " ".join(["python benchmarks/server_memory.py", *argv]),
+    }
+    publish(args.out, "server_memory", {"meta": meta, "rows": rows}, markdown(rows, meta))
+    print(markdown(rows, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
