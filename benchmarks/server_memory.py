@@ -6,7 +6,9 @@ set-up runs in a fresh process (heap settings are process-wide) that builds the 
 unless ``--model``) and sends it, in-process through FastAPI's ``TestClient``, the soak's own request bodies
 (``soak.make_inputs``): by turns its large request (64 texts, ~0.9 MB, ~5,200 sentences) and one of its burst
 requests (64 texts of questions, ~1,300 sentences), each followed by ``--settle`` s of utterances (one every 50 ms;
-the heap releaser's interval is 5 s). Resident memory is read after loading and after each settle. Set-ups:
+the heap releaser's interval is 5 s). With ``--concurrent``, the soak's mix at once instead: utterances (and an
+abstract every 2 s) all the while, and each burst as ``--burst-requests`` requests at once against a queue of 1.5
+large requests (200 or 503). Resident memory is read after loading and after each settle. Set-ups:
 
   defaults  ``set_threads`` only: ONNX Runtime's CPU arena, glibc's own heap settings (the library's, ``mtbioner tag``)
   server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: no arena, the heap released
@@ -26,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +53,31 @@ def inputs(data_dir: Path) -> tuple[dict, dict]:
     return soak.make_inputs(defaults)
 
 
+def chat(client, bodies: dict, stop: threading.Event, paragraphs: bool) -> None:
+    """An utterance every 50 ms until ``stop``; with ``paragraphs``, every 40th is an abstract (the soak's 0.5/s)."""
+    count = 0
+    while not stop.is_set():
+        kind = "paragraph" if paragraphs and count % 40 == 39 else "utterance"
+        client.post("/v1/tag", content=bodies[kind][count % len(bodies[kind])], headers=JSON).raise_for_status()
+        count += 1
+        time.sleep(0.05)
+
+
+def send(client, body: bytes, copies: int) -> list[int]:
+    """``copies`` requests of ``body`` at once (one thread each); their status codes."""
+    statuses: list[int] = []
+
+    def one() -> None:
+        statuses.append(client.post("/v1/tag", content=body, headers=JSON).status_code)
+
+    senders = [threading.Thread(target=one) for _ in range(copies)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    return sorted(statuses)
+
+
 def child(args: argparse.Namespace) -> dict:
     """One set-up, in this (fresh) process: load, rounds of a large or burst request and utterances."""
     from fastapi.testclient import TestClient
@@ -60,25 +88,34 @@ def child(args: argparse.Namespace) -> dict:
     folder = resolve_model(args.model)
     (prepare_process if args.setup == "server" else set_threads)(None, 2, folder)
     bodies, sizes = inputs(args.data_dir)
-    utterances = bodies["utterance"]
     rounds, rates = [], []
     with TestClient(create_app(folder, ServeSettings(max_queue_sentences=sizes["queue_limit"]))) as client:
-        client.post("/v1/tag", content=utterances[0], headers=JSON).raise_for_status()
+        client.post("/v1/tag", content=bodies["utterance"][0], headers=JSON).raise_for_status()
         loaded = rss_mb()
+        stop = threading.Event()
+        talker = threading.Thread(target=chat, args=(client, bodies, stop, args.concurrent), daemon=True)
+        if args.concurrent:
+            talker.start()
         for number in range(args.rounds):
             kind = "large" if number % 2 == 0 else "burst"
+            copies = args.burst_requests if kind == "burst" and args.concurrent else 1
             started = time.perf_counter()
-            client.post("/v1/tag", content=bodies[kind][0], headers=JSON).raise_for_status()
+            statuses = send(client, bodies[kind][0], copies)
+            if set(statuses) - {200, 503} or 200 not in statuses:
+                raise RuntimeError(f"round {number + 1} ({kind}): statuses {statuses}")
             if kind == "large":
                 rates.append(sizes["large"]["sentences"] / (time.perf_counter() - started))
-            settle = time.perf_counter() + args.settle
-            count = 0
-            while time.perf_counter() < settle:
-                client.post("/v1/tag", content=utterances[count % len(utterances)], headers=JSON).raise_for_status()
-                count += 1
-                time.sleep(0.05)
-            rounds.append({"after": kind, "rss_mb": rss_mb()})
+            if args.concurrent:
+                time.sleep(args.settle)
+            else:
+                settle = threading.Event()
+                threading.Timer(args.settle, settle.set).start()
+                chat(client, bodies, settle, paragraphs=False)
+            rounds.append({"after": kind, "rss_mb": rss_mb(), "refused": statuses.count(503)})
             print(f"{args.setup} round {number + 1} ({kind}): {rounds[-1]['rss_mb']} MB", file=sys.stderr, flush=True)
+        stop.set()
+        if args.concurrent:
+            talker.join()
     trace = [r["rss_mb"] for r in rounds]
     return {
         "setup": args.setup,
@@ -100,7 +137,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"- machine: {describe(meta['machine'])}",
         f"- model: {meta['model']}; {meta['rounds']} rounds (large and burst by turns, each followed by"
-        f" {meta['settle']} s of utterances); load average before: {meta['load_before']}",
+        f" {meta['settle']} s of utterances{'; the mix at once (--concurrent)' if meta['concurrent'] else ''});"
+        f" load average before: {meta['load_before']}",
         "",
         "| set-up | RSS after loading MB | after round 1 | after the last | range after round 1 | spread |"
         " large request, sentences/s |",
@@ -126,6 +164,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--settle", type=float, default=7.0, help="s of utterances after each large or burst")
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="the soak's mix at once: utterances and abstracts throughout, bursts of --burst-requests requests",
+    )
+    parser.add_argument("--burst-requests", type=int, default=16, help="with --concurrent")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "server_memory")
     parser.add_argument("--setup", choices=SETUPS, help=argparse.SUPPRESS)  # the child process's set-up
     args = parser.parse_args(argv)
@@ -157,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load_before,
         "rounds": args.rounds,
         "settle": args.settle,
+        "concurrent": args.concurrent,
         "command": " ".join(["python benchmarks/server_memory.py", *argv]),
     }
     publish(args.out, "server_memory", {"meta": meta, "rows": rows}, markdown(rows, meta))
