@@ -268,7 +268,6 @@ class MicroBatcher:
         import asyncio
 
         assert lane.wakeup is not None
-        loop = asyncio.get_running_loop()
         while True:
             if not any(job.pending for job in lane.jobs):  # (a job without is one whose client just gave up)
                 lane.wakeup.clear()
@@ -277,10 +276,10 @@ class MicroBatcher:
                 if self.window_s > 0 and waiting < self.max_batch_sentences:
                     await asyncio.sleep(self.window_s)  # let concurrent arrivals join the first call
                 continue
-            await self._call(lane, take(lane.jobs), loop.time())
+            await self._call(lane, take(lane.jobs))
 
-    async def _call(self, lane: _Lane, call: _Call, started: float) -> None:
-        """One model call of ``lane``, timed from ``started``.
+    async def _call(self, lane: _Lane, call: _Call) -> None:
+        """One model call of ``lane`` (the main lane's are timed for the measured rate).
 
         A method of its own so that nothing of the call outlives it: the lane then waits for work holding no
         reference to its last request. It used to keep that request (texts, entities, answer) alive until the next
@@ -288,13 +287,15 @@ class MicroBatcher:
         """
         import asyncio
 
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await self._execute(lane, call)
         except Exception as exc:  # a bug here must fail these requests, not stall every later one
             logger.exception("batch failed (%s lane)", lane.name)
             self._fail([job for job, _ in call], exc)
         if lane is self._main:
-            self._measure(sum(len(part) for _, part in call), asyncio.get_running_loop().time() - started)
+            self._measure(sum(len(part) for _, part in call), loop.time() - started)
 
     def _take_slices(self, jobs: deque[_Job]) -> _Call:
         """Main lane: up to ``slice_sentences`` from each waiting job whose options match the first's, round-robin.

@@ -65,7 +65,8 @@ def configure_heap(arenas: int) -> bool:
       64-sentence call, 12-14 % slower than with the arena (64 abstract sentences back to back, 20 paired rounds,
       idle host: 92 against 104 sentences/s). With these settings: 0 faults, the arena's speed (101.8 against
       101.2 sentences/s); memory then goes back only at :func:`release_heap`, which
-      :class:`HeapReleaser` calls after large runs, at most once every ``RELEASE_INTERVAL_S``.
+      :class:`HeapReleaser` calls after large runs (at most once every ``RELEASE_INTERVAL_S``, and once more
+      that long after the last).
 
     Returns whether it could (``False`` without glibc).
     """
