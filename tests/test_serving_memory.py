@@ -258,3 +258,56 @@ def test_no_request_stays_in_memory_once_answered() -> None:
             await batcher.close()
 
     assert asyncio.run(scenario()) == [0, 0]
+
+
+def test_a_queued_request_holds_offsets_not_words() -> None:
+    # A full queue of 8,000 questions held 14 MB of words (TextSentence and Token objects) in every worker for as
+    # long as the queue stayed full; it now holds three integers a sentence and reads the words at their turn.
+    import asyncio
+    import gc
+    import threading
+
+    from mtbioner.apps.batching import MicroBatcher
+    from mtbioner.data.text import TextSentence
+    from mtbioner.runtime.tagging import Tagger
+    from tests.test_serving import Recorder
+
+    class RealSentences(Recorder):
+        """Sentences as the real tagger cuts them; the first call waits at a gate."""
+
+        sentence_spans = staticmethod(Tagger.sentence_spans)
+        sentence = staticmethod(Tagger.sentence)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate, self.started = threading.Event(), threading.Event()
+
+        def sentence_entities(self, units, heads):
+            self.started.set()
+            assert self.gate.wait(30), "the test never opened the gate"
+            assert all(isinstance(sentence, TextSentence) for _, sentence in units)
+            return [[] for _ in units]
+
+    def sentences_alive() -> int:
+        gc.collect()
+        return sum(type(o) is TextSentence for o in gc.get_objects())
+
+    async def scenario() -> tuple[int, int]:
+        tagger = RealSentences()
+        batcher = MicroBatcher(tagger, window_s=0.0, max_batch_sentences=8, slice_sentences=8)  # type: ignore[arg-type]
+        await batcher.start()
+        try:
+            request = asyncio.ensure_future(batcher.tag(["Is MYC a gene? " * 500]))
+            assert await asyncio.to_thread(tagger.started.wait, 30), "no call started"
+            queued = batcher._queued
+            alive = sentences_alive()  # the 8 of the call in flight, not the 492 waiting
+            tagger.gate.set()
+            assert await request == [[]]
+            return queued, alive
+        finally:
+            tagger.gate.set()
+            await batcher.close()
+
+    queued, alive = asyncio.run(scenario())
+    assert queued == 492
+    assert alive <= 8

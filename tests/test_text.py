@@ -6,11 +6,19 @@ import doctest
 import sys
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import mtbioner.data.text
-from mtbioner.data.text import Token, annotations_to_sentences, retokenize, split_sentences, tokenize_words
+from mtbioner.data.text import (
+    Token,
+    annotations_to_sentences,
+    retokenize,
+    sentence_from,
+    split_sentences,
+    tokenize_words,
+)
+from mtbioner.runtime.tagging import Tagger
 
 # Characters that stress the offset logic: combining marks, ZWJ/ZWSP/BOM/soft hyphen, emoji
 # with skin tone and variation selector, CRLF, tabs, exotic spaces and line separators.
@@ -56,6 +64,22 @@ def test_split_sentences_partitions_the_words(text: str) -> None:
     for sentence in sentences:
         assert sentence.tokens
         assert (sentence.start, sentence.end) == (sentence.tokens[0].start, sentence.tokens[-1].end)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXTS)
+@example("IL-2\ud800 rose. It fell \udfff again.")
+def test_a_sentence_read_again_from_its_offsets_is_the_same(text: str) -> None:
+    """The server queues sentences as offsets and reads their words again (surrogates too, as ``split`` does)."""
+    for sentence in split_sentences(text):
+        assert sentence_from(text[sentence.start : sentence.end], sentence.start) == sentence
+    spans = Tagger.sentence_spans(text)
+    assert [Tagger.sentence(text, start, end) for start, end in spans] == Tagger.split(text)
+
+
+def test_sentence_from_refuses_a_piece_without_words() -> None:
+    with pytest.raises(ValueError, match="no words in the sentence at 7"):
+        sentence_from(" \n ", 7)
 
 
 @settings(max_examples=300, deadline=None)

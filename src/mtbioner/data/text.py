@@ -263,6 +263,25 @@ def annotations_to_sentences(
     return result, warnings
 
 
+def sentence_from(piece: str, start: int) -> TextSentence:
+    """The sentence whose characters are ``piece``, found at ``start`` of its document: its words read again.
+
+    For a queue of sentences (the server's): it keeps each sentence's two offsets, not its words, and reads them
+    again when the sentence's turn comes. Words cost ~200 bytes each as Python objects (8,000 queued questions:
+    14 MB, issue 43); reading them again costs ~1 microsecond a word. ``piece`` is one of
+    :func:`split_sentences`'s sentences, ``text[sentence.start:sentence.end]``, so it gives the same words.
+
+    >>> text = "TNF-α rose. It fell."
+    >>> second = split_sentences(text)[1]
+    >>> sentence_from(text[second.start : second.end], second.start) == second
+    True
+    """
+    tokens = tokenize_words(piece, start)
+    if not tokens:
+        raise ValueError(f"no words in the sentence at {start}: {piece!r}")
+    return _sentence(tokens)
+
+
 def _sentence(tokens: list[Token]) -> TextSentence:
     return TextSentence(tokens[0].start, tokens[-1].end, tuple(tokens))
 

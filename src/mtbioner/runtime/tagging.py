@@ -18,7 +18,7 @@ from pathlib import Path
 from ..constants import INFERENCE_BATCH_SIZE
 from ..data.entity import Entity
 from ..data.schemes import tags_to_spans
-from ..data.text import TextSentence, split_sentences, text_surroundings
+from ..data.text import TextSentence, sentence_from, split_sentences, text_surroundings
 from ..errors import RequestError
 from . import type_merging
 from .answer import answer, flatten, model_policy, model_type_heads
@@ -204,6 +204,17 @@ class Tagger:
         Each is tagged on its own, with the words around it in ``text`` when the model reads document context.
         """
         return split_sentences(_SURROGATE.sub("\ufffd", text))
+
+    @classmethod
+    def sentence_spans(cls, text: str) -> list[tuple[int, int]]:
+        """Where :meth:`split`'s sentences start and end in ``text``: all a queue keeps of them (:meth:`sentence`)."""
+        return [(sentence.start, sentence.end) for sentence in cls.split(text)]
+
+    @staticmethod
+    def sentence(text: str, start: int, end: int) -> TextSentence:
+        """The sentence of :meth:`split` from ``start`` to ``end`` of ``text``, its words read again (the server's
+        queue holds offsets, not words: :func:`~mtbioner.data.text.sentence_from`)."""
+        return sentence_from(_SURROGATE.sub("\ufffd", text[start:end]), start)
 
     def sentence_entities(
         self, sentences: Sequence[tuple[str, TextSentence]], heads: Sequence[str], progress: bool = False
