@@ -416,6 +416,36 @@ def test_cli_distils_and_resumes_with_recorded_inputs(
     assert code == 2 and "nothing to resume" in text
 
 
+def test_a_student_never_learns_from_a_held_out_corpus(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # A student of a leave-out model is scored on the corpora its teacher left out: like its teacher, it must not
+    # learn from their devel and test sentences. Here toy_gene's train split holds one of toy_chem's devel sentences.
+    data = tmp_path / "data"
+    shutil.copytree(toy_dir, data)
+    blocks = (data / "toy_chem" / "devel.tsv").read_text(encoding="utf-8").split("\n\n")
+    shared = next(block for block in blocks if not block.startswith("-DOCSTART-"))
+    with (data / "toy_gene" / "train.tsv").open("a", encoding="utf-8") as train_split:
+        train_split.write("\n" + shared.replace("CHEM", "GENE") + "\n")
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_dir, teacher)
+    record = json.loads((teacher / "training.json").read_text(encoding="utf-8"))
+    record["config"]["held_out"] = [str((data / "toy_chem").resolve())]  # as `train --held-out toy_chem` records
+    (teacher / "training.json").write_text(json.dumps(record), encoding="utf-8")
+    common = ["toy_gene", "--data-dir", data, "--layers", "1", "--epochs", "1", "--no-progress"]
+    for name, extra in (("explicit", ["--held-out", "toy_chem"]), ("inherited", [])):
+        out = tmp_path / name
+        code, text = _cli(monkeypatch, capsys, teacher, *common, *extra, "--output", out)
+        assert code == 0, text
+        inputs = json.loads((out / "distillation.json").read_text())["inputs"]
+        assert inputs["held_out"] == [str((data / "toy_chem").resolve())], name
+        assert inputs["leakage"]["toy_gene"]["train"]["found_in"] == {"toy_gene/test": 2, "toy_chem/devel": 1}, name
+    code, text = _cli(monkeypatch, capsys, teacher_dir, *common, "--output", tmp_path / "plain")
+    assert code == 0, text  # a teacher that held nothing out: only the corpus' own test split is kept out
+    inputs = json.loads((tmp_path / "plain" / "distillation.json").read_text())["inputs"]
+    assert inputs["held_out"] == [] and inputs["leakage"]["toy_gene"]["train"]["found_in"] == {"toy_gene/test": 2}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -424,6 +454,8 @@ def test_cli_distils_and_resumes_with_recorded_inputs(
         (["{teacher}", "toy_gene", "--layers", "0,2"], "out of range"),
         (["{teacher}", "toy_gene", "--splits", "train,test"], "never reads a corpus' test split"),
         (["{teacher}", "no_such_corpus"], "corpus 'no_such_corpus' not found"),
+        (["{teacher}", "toy_gene", "--held-out", "toy_gene"], "is also trained on"),
+        (["{teacher}", "toy_gene", "--held-out", "no_such_corpus"], "corpus 'no_such_corpus' not found"),
         (["--resume"], "nothing to resume"),
         ([], "name the teacher model folder"),
     ],

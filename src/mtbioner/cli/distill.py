@@ -44,6 +44,17 @@ def distill(
         str, typer.Option(help="Corpus splits to distil on: train and/or devel (never test).")
     ] = "train",
     data_dir: DataDir = None,
+    held_out: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--held-out",
+            metavar="CORPUS",
+            help="A corpus the student will be scored on without learning from it (repeatable): no sentence of its "
+            "devel or test split is distilled on. Default: the teacher's own (training.json), so a student of a "
+            "leave-out model stays clean on the corpora its teacher left out.",
+            show_default=False,
+        ),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(help="Read only the first N sentences/texts of each split and file.")
     ] = None,
@@ -90,7 +101,7 @@ def distill(
     Example: mtbioner distill m BC2GM BC5CDR abstracts.txt --data-dir ../shared/data --layers 3 --output m3
     """
     setup()
-    from ..data.corpus import split_names
+    from ..data.corpus import resolve_corpus, split_names
     from ..learn.distillation import DistillConfig, read_info, read_sources
     from ..learn.distillation import distill as run_distillation
     from ..learn.students import parse_layers
@@ -106,6 +117,7 @@ def distill(
         config = DistillConfig(**info["config"])
         inputs = info["inputs"]
         source_list, data_dir = inputs["sources"], inputs["data_dir"] and Path(inputs["data_dir"])
+        held = list(inputs.get("held_out", []))
     else:
         if teacher is None:
             raise MtbionerError("name the teacher model folder, e.g. mtbioner distill m BC5CDR --output m3")
@@ -132,8 +144,10 @@ def distill(
         # paths are recorded absolute, so that --resume re-reads the same text from any folder
         source_list = [str(Path(s).resolve()) if Path(s).exists() else s for s in source_list]
         data_dir = data_dir and data_dir.resolve()
-    corpora, texts, counts = read_sources(source_list, data_dir, config.splits, config.limit)
-    inputs = {"sources": source_list, "data_dir": data_dir and str(data_dir), "text_counts": counts}
+        held = [str(resolve_corpus(c, data_dir).resolve()) for c in held_out or []] or _teacher_held_out(teacher)
+    corpora, texts, counts, leakage = read_sources(source_list, data_dir, config.splits, config.limit, held)
+    inputs = {"sources": source_list, "data_dir": data_dir and str(data_dir), "text_counts": counts,
+              "held_out": held, "leakage": leakage}  # fmt: skip
     run_distillation(teacher, corpora, texts, output, config, resume=resume, progress=progress, inputs=inputs)
     typer.echo(f"saved student to {output}")
 
@@ -155,6 +169,14 @@ def _check_teacher(teacher: Path, layers, intermediate_size: int | None) -> None
     if isinstance(depth, int):
         choose_layers(depth, layers)
     check_intermediate_size(intermediate_size, config.encoder_config.get("intermediate_size"))
+
+
+def _teacher_held_out(teacher: Path) -> list[str]:
+    """The corpora the teacher was trained to be scored on without training on them (its ``--held-out``)."""
+    from ..learn.distillation import teacher_folder
+    from ..learn.training import read_training_info
+
+    return list(read_training_info(teacher_folder(teacher)).get("config", {}).get("held_out", []))
 
 
 def _teacher_corpora(teacher: Path) -> list[str]:

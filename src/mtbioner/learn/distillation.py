@@ -57,7 +57,6 @@ from tqdm.auto import tqdm
 
 from ..constants import __version__
 from ..data.corpus import Corpus
-from ..data.leakage import remove_leaks, scored_texts
 from ..data.text import text_surroundings
 from ..errors import CorpusFormatError, ModelFormatError, MtbionerError
 from ..fileio import write_json
@@ -71,6 +70,7 @@ from .training import (
     parameter_groups,
     read_resume_state,
     schedule_batches,
+    without_scored_text,
     write_resume_state,
 )
 
@@ -201,13 +201,23 @@ class Source:
 
 
 def read_sources(
-    sources: Sequence[str], data_dir: str | Path | None, splits: Sequence[str], limit: int | None
-) -> tuple[list[Corpus], list[str], dict[str, int]]:
-    """Corpora (the ``splits`` and devel, without sentences of any of their test splits) and raw texts
+    sources: Sequence[str],
+    data_dir: str | Path | None,
+    splits: Sequence[str],
+    limit: int | None,
+    held_out: Sequence[str | Path] = (),
+) -> tuple[list[Corpus], list[str], dict[str, int], dict]:
+    """Corpora (the ``splits`` and devel, without sentences of a split the student is scored on) and raw texts
     (``.txt``, ``.jsonl``, ``.pubtator`` files).
 
+    Scored splits are, as in training (:func:`~mtbioner.learn.training.without_scored_text`), the test splits of
+    the corpora distilled on and the devel and test splits of the ``held_out`` corpora (folders): a student of a
+    leave-out model is scored on the corpora its teacher left out, so it must not learn from their sentences
+    either (some BioNLP09 sentences are in BC2GM's and JNLPBA's test sets).
+
     Returns:
-        The corpora, the raw texts (exact duplicates dropped) and how many texts each file gave.
+        The corpora, the raw texts (exact duplicates dropped), how many texts each file gave, and what was
+        removed (per corpus and split, as :func:`~mtbioner.data.leakage.remove_leaks` counts it).
     """
     from ..data.corpus import read_corpus, resolve_corpus
     from .pretraining import TEXT_SUFFIXES, file_texts
@@ -237,9 +247,9 @@ def read_sources(
                     raise
                 corpus = read_corpus(path, splits=list(splits), limit=limit)  # no devel: not scored
             corpora.append(corpus)
-    # like training, never learn from a sentence of a scored split (the corpora's test splits)
-    corpora, _ = remove_leaks(corpora, scored_texts({c.name: c.path for c in corpora}))
-    return corpora, texts, counts
+    # like training, never learn from a sentence of a scored split
+    corpora, leakage = without_scored_text(corpora, [str(path) for path in held_out])
+    return corpora, texts, counts, leakage
 
 
 def build_sources(
