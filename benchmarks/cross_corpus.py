@@ -94,7 +94,7 @@ def tag(args: argparse.Namespace, models: dict | None = None) -> None:
                 out = _cache_file(args.cache, model, corpus_name, split)
                 if out.is_file():
                     continue
-                corpus = read_corpus(resolve_corpus(corpus_name, args.data_dir), splits=[split])
+                corpus = read_corpus(resolve_corpus(corpus_name, args.data_dir), splits=[split], limit=_limit(args))
                 documents = corpus_documents(corpus, split, MERGED_TYPES, group(corpus_name))
                 started = time.perf_counter()
                 raw = raw_entities(tagger, documents)
@@ -102,6 +102,11 @@ def tag(args: argparse.Namespace, models: dict | None = None) -> None:
                 data = {"seconds": round(seconds, 1), "entities": [[_as_dict(e) for e in doc] for doc in raw]}
                 out.write_text(json.dumps(data), encoding="utf-8")
                 print(f"{model} {corpus_name}/{split}: {len(documents)} documents in {seconds:.0f} s")
+
+
+def _limit(args: argparse.Namespace) -> int | None:
+    """First N sentences of each split (smoke runs of the scripts that score students this way)."""
+    return getattr(args, "limit", None)
 
 
 def _as_dict(e: Entity) -> list:
@@ -121,7 +126,7 @@ def load_cells(args: argparse.Namespace, split: str, models: dict | None = None)
         head_types = {name: _types(head["labels"]) for name, head in config["corpora"].items()}
         heads = type_heads(head_types)
         for corpus_name in spec["left_out"]:
-            corpus = read_corpus(resolve_corpus(corpus_name, args.data_dir), splits=[split])
+            corpus = read_corpus(resolve_corpus(corpus_name, args.data_dir), splits=[split], limit=_limit(args))
             documents = corpus_documents(corpus, split, MERGED_TYPES, group(corpus_name))
             cached = json.loads(_cache_file(args.cache, model, corpus_name, split).read_text(encoding="utf-8"))
             raw = [[_from_dict(r) for r in doc] for doc in cached["entities"]]

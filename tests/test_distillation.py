@@ -446,6 +446,24 @@ def test_a_student_never_learns_from_a_held_out_corpus(
     assert inputs["held_out"] == [] and inputs["leakage"]["toy_gene"]["train"]["found_in"] == {"toy_gene/test": 2}
 
 
+def test_corpora_recorded_relative_to_elsewhere_are_found_by_name(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # `train` records its corpora as given ("../shared/data/BC5CDR" from the project root); run elsewhere, a
+    # student of that teacher finds them by head name under --data-dir.
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_dir, teacher)
+    record = json.loads((teacher / "training.json").read_text(encoding="utf-8"))
+    record["corpora"] = {name: f"../elsewhere/{name}" for name in ("toy_gene", "toy_chem")}
+    (teacher / "training.json").write_text(json.dumps(record), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "s"
+    args = [teacher, "--data-dir", toy_dir, "--layers", "1", "--epochs", "1", "--limit", "5", "--output", out]
+    code, text = _cli(monkeypatch, capsys, *args, "--no-progress")
+    assert code == 0, text
+    assert json.loads((out / "distillation.json").read_text())["inputs"]["sources"] == ["toy_gene", "toy_chem"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -181,14 +181,15 @@ def _teacher_held_out(teacher: Path) -> list[str]:
 
 def _teacher_corpora(teacher: Path) -> list[str]:
     """The corpus folders recorded in the teacher's training.json, else its heads' names (the shipped
-    models name each head after its corpus, found under --data-dir)."""
+    models name each head after its corpus, found under --data-dir). A recorded folder that is not there from
+    here (``train`` records them as given, relative to where it ran) is named by its head instead."""
     from ..learn.distillation import teacher_folder
     from ..learn.training import read_training_info
 
     folder = teacher_folder(teacher)
-    recorded = list(read_training_info(folder).get("corpora", {}).values())
+    recorded = read_training_info(folder).get("corpora", {})
     if recorded:
-        return recorded
+        return [path if Path(path).is_dir() else name for name, path in recorded.items()]
     config_file = folder / "config.json"
     heads = list(json.loads(config_file.read_text(encoding="utf-8")).get("corpora", {}))
     if not heads:
