@@ -64,6 +64,7 @@ def per_minute(soak: Soak, labels: dict[int, str]) -> list[dict]:
                 "workers": {
                     w: {
                         "rss_mb": round(float(np.median(v["rss"])), 1),
+                        "rss_floor_mb": round(float(min(v["rss"])), 1),
                         "fds": max(v["fds"]),
                         "threads": max(v["threads"]),
                     }
@@ -86,6 +87,20 @@ def inside(outcome: tuple, windows: list[tuple[float, float]]) -> bool:
     return any(outcome[1] <= end and outcome[1] + outcome[2] >= start for start, end in windows)
 
 
+def floors(minutes: list[dict], label: str, reference: int, last: list[int]) -> dict:
+    """Context beside the verdict: the minute's smallest sample, what a worker keeps between its busy moments (the
+    median also counts the memory a burst or large request holds while it is being worked on)."""
+    at = next(m["workers"][label]["rss_floor_mb"] for m in minutes if m["minute"] == reference)
+    late = [m["workers"][label]["rss_floor_mb"] for m in minutes if m["minute"] in last]
+    worst = max(abs(v / at - 1) for v in late)
+    return {
+        "reference_mb": at,
+        "last_min_mb": min(late),
+        "last_max_mb": max(late),
+        "worst_change_pct": round(100 * worst, 2),
+    }
+
+
 def verdict(soak: Soak, minutes: list[dict], labels: dict[int, str]) -> dict:
     """Issue 43's "done when", each measured: met or not, with the figures."""
     total = len(minutes)
@@ -101,6 +116,7 @@ def verdict(soak: Soak, minutes: list[dict], labels: dict[int, str]) -> dict:
             worst = max(abs(v / at[0] - 1) for v in late)
             memory[label] = {"reference_mb": at[0], "last_min_mb": min(late), "last_max_mb": max(late)}
             memory[label]["worst_change_pct"] = round(100 * worst, 2)
+            memory[label]["floors"] = floors(minutes, label, reference, last)
         elif at:
             replaced.append(label)
     windows = kill_windows(soak.kills)
@@ -264,6 +280,16 @@ def to_markdown(report: dict) -> str:
         + (
             f"; replaced after the reference minute: {', '.join(judged['memory_not_comparable'])}"
             if judged["memory_not_comparable"]
+            else ""
+        )
+        + (
+            ". Context, not the verdict: the minute's smallest sample, "
+            + "; ".join(
+                f"{w} {f['reference_mb']} -> {f['last_min_mb']}–{f['last_max_mb']} ({f['worst_change_pct']} %)"
+                for w, m in judged["memory"].items()
+                for f in [m["floors"]]
+            )
+            if judged["memory"]
             else ""
         ),
         "",
