@@ -205,7 +205,9 @@ def answer_lines(report: dict) -> list[str]:
             "",
         ]
     if report.get("cross_corpus"):
-        lines += ["## Text it never saw", "", report["cross_corpus"].split("\n", 2)[2].strip(), ""]
+        table = report["cross_corpus"].split("\n", 2)[2].strip()  # links there are relative to the table's folder
+        table = table.replace("([screen.md](screen.md))", "(`benchmarks/results/cross_corpus/screen.md`)")
+        lines += ["## Text it never saw", "", table, ""]
     return lines
 
 
