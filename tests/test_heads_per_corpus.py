@@ -84,3 +84,13 @@ def test_a_study_sets_heads_per_corpus_and_reads_them_back(tmp_path: Path) -> No
     assert args[args.index("--head") :][:4] == ["--head", "linear", "--head", "Y=crf"]
     used = command_options("mtbioner " + " ".join(args), TRAIN_OPTIONS, FLAGS)
     assert used["head"] == "linear" and used["heads"] == {"Y": "crf"}
+
+
+def test_a_study_sets_loss_weights_per_corpus_and_bf16(tmp_path: Path) -> None:
+    file = tmp_path / "study.yaml"
+    file.write_text("runs:\n  a: {corpora: [X, Y], loss_weights: {X: 2.0, Y: 0.5}, bf16: true}\n", encoding="utf-8")
+    args = train_command(load_study(file), load_study(file).runs[0])
+    assert args[args.index("--loss-weight") :][:4] == ["--loss-weight", "X=2.0", "--loss-weight", "Y=0.5"]
+    assert "--bf16" in args
+    used = command_options("mtbioner " + " ".join(args), TRAIN_OPTIONS, FLAGS)
+    assert used["loss_weights"] == {"X": 2.0, "Y": 0.5}

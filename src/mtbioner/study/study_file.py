@@ -32,11 +32,13 @@ TRAIN_OPTIONS = {
     "sampling_temperature": "--sampling-temperature",
     "context": "--context",
     "ema": "--ema",
+    "loss_weights": "--loss-weight",  # {corpus: lambda}: one ``--loss-weight NAME=FLOAT`` each
 }
 FLAGS = {
     "freeze_encoder": "--freeze-encoder",
     "case_features": "--case-features",
     "dictionary_features": "--dictionary-features",
+    "bf16": "--bf16",  # recorded as mixed_precision "bf16": a speed setting, not checked against a model
 }
 # Keys of a run that are not training options.
 RUN_KEYS = ("corpora", "evaluate", "description", "evaluate_split", "model")
