@@ -168,3 +168,22 @@ def test_excluding_every_head_of_a_type_keeps_them_all() -> None:
     policy = AnswerPolicy(exclude={"Gene": ("JNLPBA", "BC2GM")})
     assert spans(answer(text, raw, two, policy)) == [("BRCA1", "Gene"), ("p53", "Gene")]  # no other gene head
     assert spans(answer(text, raw, HEADS, policy)) == []  # BioNLP09 can give genes: only its answers count
+
+
+def test_occurrences_match_the_word_bounded_regular_expression() -> None:
+    """The str.find scan finds what ``(?<![^\\W_])needle(?![^\\W_])`` finds, on texts with letters, digits,
+    underscores, Greek and superscripts, and needles that overlap themselves."""
+    import random
+    import re
+
+    from mtbioner.runtime.answer import _occurrences
+
+    alphabet = ["a", "A", "1", "_", " ", "-", "(", "α", "²", "aa", "IL-2", "β"]
+    rng = random.Random(7)
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        needle = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 3)))
+        pattern = re.compile(r"(?<![^\W_])" + re.escape(needle) + r"(?![^\W_])")
+        expected = [] if not needle.strip() else [m.span() for m in pattern.finditer(text)]
+        assert _occurrences(text, needle) == expected, (text, needle)
+    assert _occurrences("IL-2 and IL-22, (IL-2)", "IL-2") == [(0, 4), (17, 21)]

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mtbioner.serve")
 
-SERVER_HEAP_ARENAS = 2  # glibc malloc arenas of a server process (prepare_process)
+SERVER_HEAP_ARENAS = 1  # glibc malloc arenas of a server process (prepare_process; heap.configure_heap says why)
 SETTINGS_ENV = "MTBIONER_SERVE"  # how ``--workers N`` hands the model and settings to each worker process
 
 

@@ -55,11 +55,16 @@ def configure_heap(arenas: int) -> bool:
 
     Three settings (``mallopt``, as the ``MALLOC_*`` environment variables would, for this process from now on):
 
-    * at most ``arenas`` arenas. glibc gives threads that allocate at the same time arenas of their own (up to 8
-      per core), and each keeps its own fragments: a server's event loop, its lanes' model threads and its
-      splitter each held some. Replaying the soak's bursts in one process (16 requests of 64 texts, a queue of
-      8,000 sentences, utterances beside them; RSS after ``malloc_trim``): 177 -> 185 MB over 4 bursts, creeping,
-      with glibc's default; 162 -> 164 MB, flat after the first, with 2.
+    * at most ``arenas`` arenas; the server asks for one. glibc gives threads arenas of their own (up to 8 per
+      core), and each keeps its own fragments: a server's event loop, its lanes' model threads and its splitter
+      each held some. Replaying the soak's bursts in one process (16 requests of 64 texts, a queue of 8,000
+      sentences, utterances beside them; RSS after ``malloc_trim``): 177 -> 185 MB over 4 bursts, creeping, with
+      glibc's default; 162 -> 164 MB, flat after the first, with 2. But ``malloc_trim`` gives back the free top
+      of the main arena only; a thread arena's top, where a large run's memory ends up once freed, stays resident
+      (and with no trimming unasked, free() never shrinks it either). In the eighth soak a replacement worker
+      whose model thread had its own arena jumped 177 -> 224 MB at its first large request and stayed there,
+      Python's objects and glibc's memory in use flat, 74 MB free in glibc, 59 MB of it resident in one 64 MB
+      thread heap. With one arena every free page can go back.
     * blocks under 32 MiB from the heap, and no trimming unasked. Without ONNX Runtime's arena, glibc otherwise
       maps a run's large tensors afresh and unmaps them (or trims the heap) after it: 48,000 page faults per
       64-sentence call, 12-14 % slower than with the arena (64 abstract sentences back to back, 20 paired rounds,
