@@ -5,8 +5,8 @@
 # report reads. Only the paths differ: a copy of the study file points data_dir, models and results into $W and
 # the encoder to the carried all-MiniLM-L6-v2.
 #
-# What travels (git-ignored .carry, named in the device tool's `carry`; ~35 MB, the tree with the shipped model
-# ~26 MB, under the 64 MiB limit together):
+# What travels (git-ignored .carry, named in the device tool's `carry`; 37.5 MB with the four corpora, the tree with
+# the shipped model 28.7 MB: 66.1 MB together, just under the 64 MiB limit, 2026-12-06):
 #   .carry/data.tar.xz  the four corpora (CORPORA="..." at prepare: others, e.g. the ten of experiments/ten.yaml)
 #   .carry/minilm/      the packaged encoder's *.json and vocab.txt, plus model16.safetensors: weights in fp16 and
 #                       only the word-embedding rows the corpora's words use (plus ids < 1000, the special tokens);
