@@ -14,6 +14,9 @@ large requests (200 or 503). Resident memory is read after loading and after eac
   server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: no arena, the heap released
             after large runs and once more after the last (``HeapReleaser``), two glibc arenas (``configure_heap``)
 
+``--batch-sizes`` runs each set-up with each of these windows per forward pass (default: the server's own,
+``SERVER_BATCH_SIZE``); a row names its batch size.
+
 What matters is the last rounds against the first (a worker whose memory steps up at each large request creeps; one
 that keeps its level after the first is flat) and the level itself. Speed: the sentences/s of the large requests,
 set-ups one after the other (compare them only within one run, on a quiet host).
@@ -34,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe, machine, publish  # noqa: E402
+
+from mtbioner.apps.serving import SERVER_BATCH_SIZE  # noqa: E402
 
 SETUPS = ("defaults", "server")
 JSON = {"content-type": "application/json"}
@@ -89,7 +94,8 @@ def child(args: argparse.Namespace) -> dict:
     (prepare_process if args.setup == "server" else set_threads)(None, 2, folder)
     bodies, sizes = inputs(args.data_dir)
     rounds, rates = [], []
-    with TestClient(create_app(folder, ServeSettings(max_queue_sentences=sizes["queue_limit"]))) as client:
+    settings = ServeSettings(max_queue_sentences=sizes["queue_limit"], batch_size=args.batch_size)
+    with TestClient(create_app(folder, settings)) as client:
         client.post("/v1/tag", content=bodies["utterance"][0], headers=JSON).raise_for_status()
         loaded = rss_mb()
         stop = threading.Event()
@@ -112,13 +118,15 @@ def child(args: argparse.Namespace) -> dict:
                 threading.Timer(args.settle, settle.set).start()
                 chat(client, bodies, settle, paragraphs=False)
             rounds.append({"after": kind, "rss_mb": rss_mb(), "refused": statuses.count(503)})
-            print(f"{args.setup} round {number + 1} ({kind}): {rounds[-1]['rss_mb']} MB", file=sys.stderr, flush=True)
+            name = f"{args.setup}, batch {args.batch_size}"
+            print(f"{name} round {number + 1} ({kind}): {rounds[-1]['rss_mb']} MB", file=sys.stderr, flush=True)
         stop.set()
         if args.concurrent:
             talker.join()
     trace = [r["rss_mb"] for r in rounds]
     return {
         "setup": args.setup,
+        "batch_size": args.batch_size,
         "loaded_mb": loaded,
         "rounds": rounds,
         "first_mb": trace[0],
@@ -140,19 +148,21 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f" {meta['settle']} s of utterances{'; the mix at once (--concurrent)' if meta['concurrent'] else ''});"
         f" load average before: {meta['load_before']}",
         "",
-        "| set-up | RSS after loading MB | after round 1 | after the last | range after round 1 | spread |"
+        "| set-up | batch | RSS after loading MB | after round 1 | after the last | range after round 1 | spread |"
         " large request, sentences/s |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in rows:
         low, high = row["range_mb"]
         lines.append(
-            f"| {row['setup']} | {row['loaded_mb']} | {row['first_mb']} | {row['last_mb']} | {low}–{high} |"
+            f"| {row['setup']} | {row['batch_size']} | {row['loaded_mb']} | {row['first_mb']} | {row['last_mb']} |"
+            f" {low}–{high} |"
             f" {row['spread_pct']} % | {row['large_sentences_per_s']} |"
         )
     lines += ["", "After each round (MB):", ""]
     for row in rows:
-        lines.append(f"- {row['setup']}: " + ", ".join(f"{r['after']} {r['rss_mb']}" for r in row["rounds"]))
+        trace = ", ".join(f"{r['after']} {r['rss_mb']}" for r in row["rounds"])
+        lines.append(f"- {row['setup']}, batch {row['batch_size']}: {trace}")
     lines += ["", "Reproduce:", "", "```", meta["command"], "```", ""]
     return "\n".join(lines)
 
@@ -162,6 +172,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--model", help="model folder or shipped name (default: the shipped default)")
     parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
+    parser.add_argument("--batch-sizes", default=str(SERVER_BATCH_SIZE), help="comma-separated windows per pass")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--settle", type=float, default=7.0, help="s of utterances after each large or burst")
     parser.add_argument(
@@ -172,10 +183,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst-requests", type=int, default=16, help="with --concurrent")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "server_memory")
     parser.add_argument("--setup", choices=SETUPS, help=argparse.SUPPRESS)  # the child process's set-up
+    parser.add_argument("--batch-size", type=int, default=SERVER_BATCH_SIZE, help=argparse.SUPPRESS)  # and batch
     args = parser.parse_args(argv)
     unknown = set(args.setups.split(",")) - set(SETUPS)
     if unknown:
         parser.error(f"--setups: unknown {', '.join(sorted(unknown))} (known: {', '.join(SETUPS)})")
+    try:
+        args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--batch-sizes: comma-separated whole numbers, not {args.batch_sizes!r}")
+    if min(args.batch_sizes) < 1:
+        parser.error("--batch-sizes: each at least 1")
     if args.rounds < 1:
         parser.error("--rounds: at least 1")
     return args
@@ -190,11 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = [round(v, 2) for v in os.getloadavg()]
     rows = []
     for setup in args.setups.split(","):
-        done = subprocess.run([sys.executable, __file__, *argv, "--setup", setup], stdout=subprocess.PIPE, text=True)
-        if done.returncode:
-            print(f"error: the {setup} set-up failed (exit {done.returncode}); its log is above", file=sys.stderr)
-            return 1
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        for size in args.batch_sizes:
+            command = [sys.executable, __file__, *argv, "--setup", setup, "--batch-size", str(size)]
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+            if done.returncode:
+                print(f"error: the {setup} set-up failed (exit {done.returncode}); its log is above", file=sys.stderr)
+                return 1
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     meta = {
         "machine": machine(),
         "model": args.model or "the shipped default",

@@ -307,6 +307,17 @@ def test_settings_are_checked() -> None:
 # --------------------------------------------------------------------------- concurrency and batching
 
 
+def test_a_served_folder_runs_the_servers_batch_size(toy_model: Path) -> None:
+    """Small batches in the server (SERVER_BATCH_SIZE says why), any other on request; the library keeps 32."""
+    from mtbioner.apps.serving import SERVER_BATCH_SIZE
+    from mtbioner.constants import INFERENCE_BATCH_SIZE
+
+    assert SERVER_BATCH_SIZE < INFERENCE_BATCH_SIZE
+    assert create_app(toy_model).state.tagger.batch_size == SERVER_BATCH_SIZE
+    assert create_app(toy_model, ServeSettings(batch_size=3)).state.tagger.batch_size == 3
+    assert Tagger.load(toy_model).batch_size == INFERENCE_BATCH_SIZE
+
+
 def test_fifty_concurrent_requests_all_answered_correctly(tagger: Tagger) -> None:
     import httpx
 

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..constants import INFERENCE_BATCH_SIZE, __version__
+from ..constants import __version__
 from ..errors import MtbionerError
 from .batching import BatchStats, MicroBatcher, Overloaded, TooMuchWork
 
@@ -49,6 +49,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mtbioner.serve")
 
 SERVER_HEAP_ARENAS = 1  # glibc malloc arenas of a server process (prepare_process; heap.configure_heap says why)
+SERVER_BATCH_SIZE = 8
+"""Windows per forward pass in the server (``mtbioner tag`` keeps 32). A server call holds at most 64 sentences of
+mixed lengths, so a batch of 32 pads half of them to a long one's length, and without ONNX Runtime's arena every
+tensor is a fresh allocation. The shipped int8 model, one thread, the soak's large texts in 64-sentence calls (1,962
+sentences, server set-up, quiet host): batch 32 / 16 / 8 / 4 tagged 130 / 196 / 250 / 284 sentences/s with a peak of
+201-213 / 98-107 / 51-53 / 16-23 MB above the loaded model; its burst questions 706-737 / 873-926 / 920-1,025 /
+965-978. 8 keeps nearly all of the speed at a quarter of 32's peak (``benchmarks/server_memory.py --batch-sizes``)."""
 SETTINGS_ENV = "MTBIONER_SERVE"  # how ``--workers N`` hands the model and settings to each worker process
 
 
@@ -66,7 +73,7 @@ class ServeSettings:
             model thread); larger ones put at most this many sentences into each main-lane call.
         max_request_sentences: Most sentences one request may hold (more: 413).
         max_queue_sentences: Most sentences waiting in all; a request past it gets 503 + Retry-After.
-        batch_size: Windows per forward pass inside one call.
+        batch_size: Windows per forward pass inside one call (a model folder's; a given ``Tagger`` keeps its own).
         link: Entity linking: ``hpo``, a knowledge-base TSV or a saved index (none by default).
     """
 
@@ -77,7 +84,7 @@ class ServeSettings:
     slice_sentences: int = 4
     max_request_sentences: int = 50_000
     max_queue_sentences: int = 100_000
-    batch_size: int = INFERENCE_BATCH_SIZE
+    batch_size: int = SERVER_BATCH_SIZE
     link: str | None = None
 
     def __post_init__(self) -> None:
