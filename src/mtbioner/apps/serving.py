@@ -50,12 +50,14 @@ logger = logging.getLogger("mtbioner.serve")
 
 SERVER_HEAP_ARENAS = 1  # glibc malloc arenas of a server process (prepare_process; heap.configure_heap says why)
 SERVER_BATCH_SIZE = 8
-"""Windows per forward pass in the server (``mtbioner tag`` keeps 32). A server call holds at most 64 sentences of
-mixed lengths, so a batch of 32 pads half of them to a long one's length, and without ONNX Runtime's arena every
-tensor is a fresh allocation. The shipped int8 model, one thread, the soak's large texts in 64-sentence calls (1,962
-sentences, server set-up, quiet host): batch 32 / 16 / 8 / 4 tagged 130 / 196 / 250 / 284 sentences/s with a peak of
-201-213 / 98-107 / 51-53 / 16-23 MB above the loaded model; its burst questions 706-737 / 873-926 / 920-1,025 /
-965-978. 8 keeps nearly all of the speed at a quarter of 32's peak (``benchmarks/server_memory.py --batch-sizes``)."""
+"""Windows per forward pass in the server (``mtbioner tag`` keeps 32). A server call holds up to 64 sentences of
+mixed lengths (a burst's questions, slices of large requests), so a batch of 32 pads half of them to a long one's
+length, and without ONNX Runtime's arena every tensor is a fresh allocation. ``benchmarks/server_batch.py`` (the
+shipped int8 model, one thread, 64-sentence calls, Intel Xeon with AMX, 2026-12-06): batch 32 / 16 / 8 / 4 tagged
+the soak's abstracts at 124 / 191 / 245 / 275 sentences/s with a peak of 198 / 100 / 52 / 16 MB above the loaded
+model, its questions at 744 / 909 / 945 / 959. 8 is what the tenth soak ran (bursts 10.5 s against 13.5 s); 4 was
+faster still on that host and is the next candidate. A lone large request is tagged in slices of
+``slice_sentences`` whatever this is."""
 SETTINGS_ENV = "MTBIONER_SERVE"  # how ``--workers N`` hands the model and settings to each worker process
 
 
