@@ -63,7 +63,9 @@ def serve(
     max_queue_sentences: Annotated[
         int, typer.Option(help="Most sentences queued in all (past it: 503 with Retry-After).")
     ] = DEFAULTS.max_queue_sentences,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = DEFAULTS.batch_size,
+    batch_size: Annotated[
+        int, typer.Option(help="Windows per forward pass (smaller than tag's 32: a server call mixes lengths).")
+    ] = DEFAULTS.batch_size,
     link: Annotated[
         str | None, typer.Option(help="Link entities to concepts: hpo, a KB file (id<TAB>name<TAB>type...), an index.")
     ] = None,
