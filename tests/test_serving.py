@@ -112,7 +112,7 @@ def test_toy_model_finds_entities(tagger: Tagger) -> None:
 
 def test_one_text(client, tagger: Tagger) -> None:
     response = client.post("/v1/tag", json={"text": SENTENCE})
-    assert response.status_code == 200
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     body = response.json()
     assert list(body) == ["entities"] and body["entities"]
     same(body["entities"], tagger(SENTENCE))
@@ -708,3 +708,17 @@ def test_set_threads_sets_torch_threads_for_a_torch_model(tmp_path: Path) -> Non
         from mtbioner.runtime import onnx_backend
 
         onnx_backend.set_num_threads(None)
+
+
+def test_each_texts_answer_is_written_as_starlettes_json_response_writes_it() -> None:
+    from starlette.responses import JSONResponse
+
+    from mtbioner.apps.serving import _text_json
+    from mtbioner.data.entity import Entity
+
+    alpha = Entity(0, 4, "2Rα", "GENE", ("JNLPBA", "BC2GM"), 0.98765, (("JNLPBA", "protein"),))
+    nested = Entity(0, 9, "IL-2Rα chain", "GENE", ("BC2GM",), 0.5, nested=(alpha,))
+    for entities in ([alpha, nested], []):
+        expected = JSONResponse({"entities": [e.to_dict() for e in entities]}).body
+        assert _text_json(entities).encode("utf-8") == expected
+    assert "2Rα" in _text_json([alpha])  # UTF-8, not \\u escapes

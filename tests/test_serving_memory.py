@@ -350,3 +350,37 @@ def test_a_queued_request_holds_offsets_not_words() -> None:
     queued, alive = asyncio.run(scenario())
     assert queued == 492
     assert alive <= 8
+
+
+def test_each_text_is_answered_as_soon_as_its_sentences_are_tagged() -> None:
+    # Every head's spans of a whole large request, held until its last sentence was tagged, were what stepped a
+    # worker's memory up at its first large request (~28 MB of small objects the Python allocator kept).
+    import asyncio
+
+    from mtbioner.apps.batching import MicroBatcher
+    from tests.test_serving import Recorder
+
+    class Finishing(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.finished: list[tuple[str, int]] = []  # (text, calls made by then)
+
+        def finish(self, text, found, types=None, min_score=0.0, flat=False, merge_types=True):
+            self.finished.append((text, len(self.log)))
+            return [f"{text}:{len(found)}"]
+
+    async def scenario(tagger: Finishing, render=None) -> list:
+        batcher = MicroBatcher(tagger, window_s=0.0, max_batch_sentences=2, slice_sentences=2)  # type: ignore[arg-type]
+        await batcher.start()
+        try:
+            return await batcher.tag(["a b", "", "c d e", "f"], render=render)
+        finally:
+            await batcher.close()
+
+    tagger = Finishing()
+    assert asyncio.run(scenario(tagger)) == [["a b:2"], [":0"], ["c d e:3"], ["f:1"]]
+    assert tagger.calls == [["a", "b"], ["c", "d"], ["e", "f"]]
+    assert tagger.finished == [("a b", 1), ("", 1), ("c d e", 3), ("f", 3)]
+    # the server's answer is written text by text: only that is kept of a finished text
+    rendered = asyncio.run(scenario(Finishing(), render=lambda found: f"<{found[0]}>"))
+    assert rendered == ["<a b:2>", "<:0>", "<c d e:3>", "<f:1>"]

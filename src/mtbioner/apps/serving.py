@@ -44,6 +44,7 @@ from .batching import BatchStats, MicroBatcher, Overloaded, TooMuchWork
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from ..data.entity import Entity
     from ..runtime.tagging import Tagger
 
 logger = logging.getLogger("mtbioner.serve")
@@ -329,7 +330,7 @@ def model_info(tagger: "Tagger", settings: ServeSettings) -> dict:
 def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = None) -> "FastAPI":
     """A FastAPI app serving ``model`` (a :class:`Tagger` or a model folder) with these limits."""
     from fastapi import HTTPException
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from fastapi_offline import FastAPIOffline
 
@@ -393,9 +394,16 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
         if reason is not None:  # full (or stopping): refuse at once, not after the work of splitting the texts
             batcher.stats.refused += 1
             raise HTTPException(503, reason, headers={"Retry-After": str(retry_after)})
+        linking = tagger.linker is not None and request.link
         try:
             found = await batcher.tag(
-                texts, request.types, request.corpora, request.min_score, request.flat, request.merge_types
+                texts,
+                request.types,
+                request.corpora,
+                request.min_score,
+                request.flat,
+                request.merge_types,
+                render=None if linking else _text_json,
             )
         except Overloaded as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
@@ -407,12 +415,14 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
             if app.state.serving:
                 raise
             raise not_serving() from None  # the batcher closed while this request waited
-        dicts = [[e.to_dict() for e in ents] for ents in found]
-        if tagger.linker is not None and request.link:
-            import asyncio
+        if not linking:
+            body = found[0] if request.text is not None else '{"results":[' + ",".join(found) + "]}"
+            return Response(body.encode("utf-8"), media_type="application/json")
+        import asyncio
 
-            loop = asyncio.get_running_loop()
-            dicts = await loop.run_in_executor(None, tagger.link, dicts, request.link_threshold)
+        dicts = [[e.to_dict() for e in ents] for ents in found]
+        loop = asyncio.get_running_loop()
+        dicts = await loop.run_in_executor(None, tagger.link, dicts, request.link_threshold)
         results = [{"entities": ents} for ents in dicts]
         return JSONResponse(results[0] if request.text is not None else {"results": results})
 
@@ -537,6 +547,18 @@ def check_port(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as exc:
             raise MtbionerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _text_json(entities: "list[Entity]") -> str:
+    """One text's part of the answer, written as Starlette's ``JSONResponse`` writes JSON.
+
+    :meth:`MicroBatcher.tag` calls it as soon as the text's entities are known, so that only text is kept of them:
+    a large request's answer, held as entities until its last text was tagged and then as one tree of dicts, took
+    ~10 MB of small objects, which the Python allocator kept after the request (issue 43,
+    ``MicroBatcher._finish_texts``).
+    """
+    entry = {"entities": [e.to_dict() for e in entities]}
+    return json.dumps(entry, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def default_threads(workers: int = 1) -> int:
