@@ -22,12 +22,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _fresh import batch_sizes, run_fresh  # noqa: E402
 from _machine import describe, machine, publish  # noqa: E402
 
 
@@ -110,15 +110,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "server_batch")
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)  # the child process's
     args = parser.parse_args(argv)
-    try:
-        args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError:
-        parser.error(f"--batch-sizes: comma-separated whole numbers, not {args.batch_sizes!r}")
+    args.batch_sizes = batch_sizes(parser, args.batch_sizes)
     for name in ("repeats", "call", "texts"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}: at least 1")
-    if min(args.batch_sizes) < 1:
-        parser.error("--batch-sizes: each at least 1")
     return args
 
 
@@ -132,12 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for _ in range(args.repeats):
         for size in args.batch_sizes:
-            command = [sys.executable, __file__, *argv, "--batch-size", str(size)]
-            done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-            if done.returncode:
-                print(f"error: batch size {size} failed (exit {done.returncode}); its log is above", file=sys.stderr)
+            run = run_fresh(__file__, [*argv, "--batch-size", str(size)], f"batch size {size}")
+            if run is None:
                 return 1
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs.append(run)
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     meta = {
         "machine": machine(threads=1),

@@ -12,7 +12,8 @@ large requests (200 or 503). Resident memory is read after loading and after eac
 
   defaults  ``set_threads`` only: ONNX Runtime's CPU arena, glibc's own heap settings (the library's, ``mtbioner tag``)
   server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: no arena, the heap released
-            after large runs and once more after the last (``HeapReleaser``), two glibc arenas (``configure_heap``)
+            after large runs and once more after the last (``HeapReleaser``), one glibc arena (``configure_heap``)
+  arena     ``server``, but with ONNX Runtime's CPU arena, which keeps the most a run needed and so needs no releases
 
 ``--batch-sizes`` runs each set-up with each of these windows per forward pass (default: the server's own,
 ``SERVER_BATCH_SIZE``); a row names its batch size.
@@ -29,18 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _fresh import batch_sizes, run_fresh  # noqa: E402
 from _machine import describe, machine, publish  # noqa: E402
 
 from mtbioner.apps.serving import SERVER_BATCH_SIZE  # noqa: E402
 
-SETUPS = ("defaults", "server")
+SETUPS = ("defaults", "server", "arena")
 JSON = {"content-type": "application/json"}
 
 
@@ -91,7 +92,11 @@ def child(args: argparse.Namespace) -> dict:
     from mtbioner.runtime.shipped import resolve_model
 
     folder = resolve_model(args.model)
-    (prepare_process if args.setup == "server" else set_threads)(None, 2, folder)
+    (set_threads if args.setup == "defaults" else prepare_process)(None, 2, folder)
+    if args.setup == "arena":  # the server's heap, but ONNX Runtime keeps its arena (no releases needed)
+        from mtbioner.runtime.onnx_backend import set_release_memory
+
+        set_release_memory(False)
     bodies, sizes = inputs(args.data_dir)
     rounds, rates = [], []
     settings = ServeSettings(max_queue_sentences=sizes["queue_limit"], batch_size=args.batch_size)
@@ -188,12 +193,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.setups.split(",")) - set(SETUPS)
     if unknown:
         parser.error(f"--setups: unknown {', '.join(sorted(unknown))} (known: {', '.join(SETUPS)})")
-    try:
-        args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError:
-        parser.error(f"--batch-sizes: comma-separated whole numbers, not {args.batch_sizes!r}")
-    if min(args.batch_sizes) < 1:
-        parser.error("--batch-sizes: each at least 1")
+    args.batch_sizes = batch_sizes(parser, args.batch_sizes)
     if args.rounds < 1:
         parser.error("--rounds: at least 1")
     return args
@@ -209,12 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for setup in args.setups.split(","):
         for size in args.batch_sizes:
-            command = [sys.executable, __file__, *argv, "--setup", setup, "--batch-size", str(size)]
-            done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-            if done.returncode:
-                print(f"error: the {setup} set-up failed (exit {done.returncode}); its log is above", file=sys.stderr)
+            row = run_fresh(__file__, [*argv, "--setup", setup, "--batch-size", str(size)], f"the {setup} set-up")
+            if row is None:
                 return 1
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rows.append(row)
     meta = {
         "machine": machine(),
         "model": args.model or "the shipped default",
