@@ -129,6 +129,8 @@ def test_many_texts_answered_in_order(client, tagger: Tagger) -> None:
     for result, direct in zip(results, tagger.tag_batch(texts), strict=True):
         same(result["entities"], direct)
     assert client.post("/v1/tag", json={"texts": []}).json() == {"results": []}
+    assert client.post("/v1/tag", json={"texts": ["", "  "]}).json() == {"results": [{"entities": []}] * 2}
+    assert client.post("/v1/tag", json={"text": " "}).json() == {"entities": []}
 
 
 @pytest.mark.parametrize(

@@ -228,7 +228,7 @@ class MicroBatcher:
             raise RuntimeError(SHUTTING_DOWN)
         self._admit(len(sentences))
         if not sentences:
-            return [[] for _ in texts]
+            return [render([]) if render is not None else [] for _ in texts]
         lane = self._express if len(sentences) <= self.slice_sentences else self._main
         options = (_freeze(types), _freeze(corpora), float(min_score), bool(flat), bool(merge_types))
         job = _Job(list(texts), options, loop.create_future(), deque(sentences), [[] for _ in texts], lane, render)
