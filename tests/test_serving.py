@@ -712,10 +712,10 @@ def test_set_threads_sets_torch_threads_for_a_torch_model(tmp_path: Path) -> Non
         onnx_backend.set_num_threads(None)
 
 
-def test_each_texts_answer_is_written_as_starlettes_json_response_writes_it() -> None:
+def test_the_answer_is_written_text_by_text_as_starlettes_json_response_writes_it() -> None:
     from starlette.responses import JSONResponse
 
-    from mtbioner.apps.serving import _text_json
+    from mtbioner.apps.serving import _answer_json, _text_json
     from mtbioner.data.entity import Entity
 
     alpha = Entity(0, 4, "2Rα", "GENE", ("JNLPBA", "BC2GM"), 0.98765, (("JNLPBA", "protein"),))
@@ -724,3 +724,7 @@ def test_each_texts_answer_is_written_as_starlettes_json_response_writes_it() ->
         expected = JSONResponse({"entities": [e.to_dict() for e in entities]}).body
         assert _text_json(entities).encode("utf-8") == expected
     assert "2Rα" in _text_json([alpha])  # UTF-8, not \\u escapes
+    parts = [_text_json(entities) for entities in ([alpha], [])]
+    expected = JSONResponse({"results": [{"entities": [alpha.to_dict()]}, {"entities": []}]}).body
+    assert _answer_json(parts, single=False) == expected
+    assert _answer_json(parts[:1], single=True) == JSONResponse({"entities": [alpha.to_dict()]}).body

@@ -416,8 +416,7 @@ def create_app(model: "Tagger | str | Path", settings: ServeSettings | None = No
                 raise
             raise not_serving() from None  # the batcher closed while this request waited
         if not linking:
-            body = found[0] if request.text is not None else '{"results":[' + ",".join(found) + "]}"
-            return Response(body.encode("utf-8"), media_type="application/json")
+            return Response(_answer_json(found, request.text is not None), media_type="application/json")
         import asyncio
 
         dicts = [[e.to_dict() for e in ents] for ents in found]
@@ -559,6 +558,11 @@ def _text_json(entities: "list[Entity]") -> str:
     """
     entry = {"entities": [e.to_dict() for e in entities]}
     return json.dumps(entry, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _answer_json(parts: list[str], single: bool) -> bytes:
+    """The response body from the texts' parts (:func:`_text_json`): one text's answer, or ``{"results": [...]}``."""
+    return (parts[0] if single else '{"results":[' + ",".join(parts) + "]}").encode("utf-8")
 
 
 def default_threads(workers: int = 1) -> int:
