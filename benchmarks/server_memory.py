@@ -11,9 +11,12 @@ abstract every 2 s) all the while, and each burst as ``--burst-requests`` reques
 large requests (200 or 503). Resident memory is read after loading and after each settle. Set-ups:
 
   defaults  ``set_threads`` only: ONNX Runtime's CPU arena, glibc's own heap settings (the library's, ``mtbioner tag``)
-  server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: no arena, the heap released
-            after large runs and once more after the last (``HeapReleaser``), one glibc arena (``configure_heap``)
-  arena     ``server``, but with ONNX Runtime's CPU arena, which keeps the most a run needed and so needs no releases
+  server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: one glibc arena, memory
+            back to the system only when released (``configure_heap``), and the server's choice of the two below
+  arena-release  ``server`` with ONNX Runtime's CPU arena kept (it holds the tensors of the largest batch) and glibc's
+            free heap released after large runs and once more after the last (``HeapReleaser``)
+  no-arena  ``server`` without the arena (every tensor from glibc's heap), released as above
+  arena     ``server`` with the arena kept and no releases
 
 ``--batch-sizes`` runs each set-up with each of these windows per forward pass (default: the server's own,
 ``SERVER_BATCH_SIZE``); a row names its batch size.
@@ -41,7 +44,9 @@ from _machine import describe, machine, publish  # noqa: E402
 
 from mtbioner.apps.serving import SERVER_BATCH_SIZE  # noqa: E402
 
-SETUPS = ("defaults", "server", "arena")
+SETUPS = ("defaults", "server", "arena-release", "no-arena", "arena")
+VARIANTS = {"arena-release": (True, True), "no-arena": (True, False), "arena": (False, True)}
+"""A variant's ``set_release_memory(release, arena)``, set after ``prepare_process``."""
 JSON = {"content-type": "application/json"}
 
 
@@ -93,10 +98,10 @@ def child(args: argparse.Namespace) -> dict:
 
     folder = resolve_model(args.model)
     (set_threads if args.setup == "defaults" else prepare_process)(None, 2, folder)
-    if args.setup == "arena":  # the server's heap, but ONNX Runtime keeps its arena (no releases needed)
+    if args.setup in VARIANTS:
         from mtbioner.runtime.onnx_backend import set_release_memory
 
-        set_release_memory(False)
+        set_release_memory(*VARIANTS[args.setup])
     bodies, sizes = inputs(args.data_dir)
     rounds, rates = [], []
     settings = ServeSettings(max_queue_sentences=sizes["queue_limit"], batch_size=args.batch_size)

@@ -44,23 +44,32 @@ def model_file() -> Path:
     return resolve_model(None) / onnx_backend.ONNX_NAME
 
 
-def test_sessions_keep_the_arena_unless_the_process_serves(model_file: Path) -> None:
-    """Only a server process gives up ONNX Runtime's arena: ``mtbioner tag`` and evaluation keep its speed."""
-    assert open_session(model_file, 1).get_session_options().enable_cpu_mem_arena
-    serving.prepare_process(1, 1, model_file.parent)
-    options = open_session(model_file).get_session_options()
-    assert not options.enable_cpu_mem_arena
-    assert options.intra_op_num_threads == 1  # prepare_process still sets the threads
-    assert open_session(model_file, 1, release_memory=False).get_session_options().enable_cpu_mem_arena
-
-
-def test_a_served_model_releases_memory_and_a_library_one_does_not(model_file: Path) -> None:
+def test_only_a_server_process_releases_memory(model_file: Path) -> None:
+    """``mtbioner tag`` and evaluation keep ONNX Runtime's arena and never trim; a server process releases its heap
+    after large runs and keeps the arena as ``SERVER_ARENA`` says."""
     folder = model_file.parent
-    assert not OnnxTagger.from_pretrained(folder, threads=1).release_memory
+    library = OnnxTagger.from_pretrained(folder, threads=1)
+    assert not library.release_memory
+    assert library.session.get_session_options().enable_cpu_mem_arena
     serving.prepare_process(1, 1, folder)
     served = OnnxTagger.from_pretrained(folder)
     assert served.release_memory
-    assert not served.session.get_session_options().enable_cpu_mem_arena
+    options = served.session.get_session_options()
+    assert options.enable_cpu_mem_arena is serving.SERVER_ARENA
+    assert options.intra_op_num_threads == 1  # prepare_process still sets the threads
+    assert not open_session(model_file, 1, arena=False).get_session_options().enable_cpu_mem_arena
+
+
+def test_the_arena_can_be_kept_while_the_heap_is_released(model_file: Path) -> None:
+    """The two switches apart: ONNX Runtime's arena kept for the tensors, glibc's free heap still given back."""
+    onnx_backend.set_release_memory(True, arena=True)
+    kept = OnnxTagger.from_pretrained(model_file.parent, threads=1)
+    assert kept.release_memory
+    assert kept.session.get_session_options().enable_cpu_mem_arena
+    onnx_backend.set_release_memory(False, arena=False)
+    plain = OnnxTagger.from_pretrained(model_file.parent, threads=1)
+    assert not plain.release_memory
+    assert not plain.session.get_session_options().enable_cpu_mem_arena
 
 
 def test_each_worker_process_sets_up_its_memory(monkeypatch: pytest.MonkeyPatch, model_file: Path) -> None:

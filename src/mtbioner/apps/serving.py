@@ -50,15 +50,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mtbioner.serve")
 
 SERVER_HEAP_ARENAS = 1  # glibc malloc arenas of a server process (prepare_process; heap.configure_heap says why)
-SERVER_BATCH_SIZE = 8
+SERVER_BATCH_SIZE = 4
 """Windows per forward pass in the server (``mtbioner tag`` keeps 32). A server call holds up to 64 sentences of
 mixed lengths (a burst's questions, slices of large requests), so a batch of 32 pads half of them to a long one's
-length, and without ONNX Runtime's arena every tensor is a fresh allocation. ``benchmarks/server_batch.py`` (the
-shipped int8 model, one thread, 64-sentence calls, Intel Xeon with AMX, 2026-12-06): batch 32 / 16 / 8 / 4 tagged
-the soak's abstracts at 124 / 191 / 245 / 275 sentences/s with a peak of 198 / 100 / 52 / 16 MB above the loaded
-model, its questions at 744 / 909 / 945 / 959. 8 is what the tenth soak ran (bursts 10.5 s against 13.5 s); 4 was
-faster still on that host and is the next candidate. A lone large request is tagged in slices of
+length, and ONNX Runtime's arena (``SERVER_ARENA``) keeps room for the largest batch. ``benchmarks/server_batch.py``
+(the shipped int8 model, one thread, 64-sentence calls, no arena, Intel Xeon with AMX, 2026-12-06): batch 32 / 16 /
+8 / 4 tagged the soak's abstracts at 124 / 191 / 245 / 275 sentences/s with a peak of 198 / 100 / 52 / 16 MB above
+the loaded model, its questions at 744 / 909 / 945 / 959. With the arena kept, a replayed worker held 170 MB at
+batch 4 and 189 MB at batch 8 (``benchmarks/server_memory.py``). A lone large request is tagged in slices of
 ``slice_sentences`` whatever this is."""
+SERVER_ARENA = True
+"""Whether a server process keeps ONNX Runtime's CPU memory arena (its glibc heap is released after large runs
+either way: ``prepare_process``). Without it every tensor came from glibc's heap, and between releases a worker's
+runs faulted freed pages in again: in the eleventh soak its minutes moved in a band 15-20 MB wide (9.3 % and
+21.3 % against the 5 % goal). Kept, at ``SERVER_BATCH_SIZE`` 4, it holds what the largest batch so far needed.
+Filling it at start-up with a batch of full-length windows raised a replayed worker's level from 170 to 189 MB, so
+it grows with the requests instead."""
 SETTINGS_ENV = "MTBIONER_SERVE"  # how ``--workers N`` hands the model and settings to each worker process
 
 
@@ -585,11 +592,11 @@ def set_threads(threads: int | None, workers: int, model: str | Path | None = No
 def prepare_process(threads: int | None, workers: int, model: str | Path | None = None) -> None:
     """Set this server process up for its model, before loading it: threads (``set_threads``) and memory.
 
-    A server process lives for days and sees a few large requests among many small ones. Its ONNX Runtime sessions
-    therefore run without the memory arena and hand a large run's memory back to the system
-    (:func:`~mtbioner.runtime.onnx_backend.set_release_memory`, which holds the measurements): with the defaults,
-    each worker's resident memory stepped up after large requests and bursts and stayed there (issue 43); and
-    glibc's heap is set up so that memory goes back only then, without page faults in between, in at most
+    A server process lives for days and sees a few large requests among many small ones. It therefore hands what
+    a large run left in glibc's heap back to the system (:func:`~mtbioner.runtime.onnx_backend.set_release_memory`,
+    which holds the measurements), keeping ONNX Runtime's arena only as ``SERVER_ARENA`` says: with the library's
+    defaults, each worker's resident memory stepped up after large requests and bursts and stayed there (issue 43);
+    and glibc's heap is set up so that memory goes back only then, without page faults in between, in at most
     ``SERVER_HEAP_ARENAS`` arenas (:func:`~mtbioner.runtime.heap.configure_heap`). Called in the one process of
     ``mtbioner serve`` and in each ``--workers`` process (:func:`app_from_environment`), which uvicorn spawns
     afresh, so that nothing rests on inherited state.
@@ -598,7 +605,7 @@ def prepare_process(threads: int | None, workers: int, model: str | Path | None 
     from ..runtime.onnx_backend import set_release_memory
 
     set_threads(threads, workers, model)
-    set_release_memory(True)
+    set_release_memory(True, arena=SERVER_ARENA)
     configure_heap(SERVER_HEAP_ARENAS)
 
 

@@ -39,6 +39,7 @@ def graph_inputs(config) -> tuple[str, ...]:
 
 _NUM_THREADS: int | None = None  # set_num_threads: the process-wide default, like torch.set_num_threads
 _RELEASE_MEMORY = False  # set_release_memory: the server turns it on for its process
+_ARENA = True  # set_release_memory's arena: sessions keep ONNX Runtime's CPU memory arena
 RELEASE_AFTER_TOKENS = 256  # a graph run of at least this many padded sub-tokens (batch x length) gives memory back
 
 
@@ -62,8 +63,14 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
-def set_release_memory(release: bool) -> None:
+def set_release_memory(release: bool, arena: bool | None = None) -> None:
     """Whether the sessions this process opens from now on give their memory back after large runs.
+
+    Two switches: ``release`` hands glibc's free heap back to the system after large runs (a
+    :class:`~mtbioner.runtime.heap.HeapReleaser`); ``arena`` keeps ONNX Runtime's CPU memory arena (default: only
+    when not releasing, as the arena would hold what a release could give back). Kept with a small batch, the
+    arena holds the tensors of the largest batch only, and releasing still returns what the requests themselves
+    left in glibc's heap.
 
     The server turns it on (:func:`mtbioner.apps.serving.prepare_process`): its workers live for days and see a
     few large requests among many small ones. With ONNX Runtime's CPU memory arena (the default) a worker keeps
@@ -84,15 +91,16 @@ def set_release_memory(release: bool) -> None:
     tagged back to back, two processes, 20 paired rounds, idle host: 102.7 against 104.4 sentences/s (x1.01). Host:
     Intel Xeon (Sapphire Rapids, 2 cores); scripts and raw results were kept outside the repository (one-off study).
     """
-    global _RELEASE_MEMORY
+    global _RELEASE_MEMORY, _ARENA
     _RELEASE_MEMORY = release
+    _ARENA = not release if arena is None else arena
 
 
-def open_session(path: Path, threads: int | None = None, release_memory: bool | None = None):
+def open_session(path: Path, threads: int | None = None, arena: bool | None = None):
     """An ONNX Runtime CPU session: one intra-op thread per usable core, sequential, all graph optimizations.
 
-    ``release_memory`` (default: :func:`set_release_memory`'s choice) opens it without ONNX Runtime's memory arena,
-    so that what a large run allocated can go back to the system (see :func:`set_release_memory`).
+    ``arena`` (default: :func:`set_release_memory`'s choice) keeps ONNX Runtime's CPU memory arena; without it,
+    what a large run allocated can go back to the system (see :func:`set_release_memory`).
     """
     import onnxruntime as ort
 
@@ -102,7 +110,7 @@ def open_session(path: Path, threads: int | None = None, release_memory: bool | 
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    options.enable_cpu_mem_arena = not (_RELEASE_MEMORY if release_memory is None else release_memory)
+    options.enable_cpu_mem_arena = _ARENA if arena is None else arena
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -111,7 +119,7 @@ class OnnxTagger:
 
     It offers what :mod:`mtbioner.runtime.inference` needs (``config``, ``tokenizer``,
     ``decoders()``, ``run``), so ``Tagger``, ``evaluate`` and the server use it unchanged.
-    With ``release_memory`` (a session opened without ONNX Runtime's arena), every run of at least
+    With ``release_memory`` (:func:`set_release_memory`'s ``release``), every run of at least
     ``RELEASE_AFTER_TOKENS`` padded sub-tokens hands the heap back through a
     :class:`~mtbioner.runtime.heap.HeapReleaser`; small runs, the many short requests of a server, skip it.
     """
@@ -145,7 +153,7 @@ class OnnxTagger:
         config, info = read_onnx_config(folder)
         release_memory = _RELEASE_MEMORY
         try:
-            session = open_session(folder / ONNX_NAME, threads, release_memory)
+            session = open_session(folder / ONNX_NAME, threads)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise ModelFormatError(f"{folder / ONNX_NAME}: ONNX Runtime cannot load it: {exc}") from exc
         names = {o.name for o in session.get_outputs()}
@@ -158,7 +166,7 @@ class OnnxTagger:
 
     @property
     def release_memory(self) -> bool:
-        """Whether large runs give their memory back (a session opened without ONNX Runtime's arena)."""
+        """Whether large runs give glibc's free heap back to the system (:func:`set_release_memory`)."""
         return self._releaser is not None
 
     @property
