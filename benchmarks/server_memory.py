@@ -4,11 +4,12 @@ The soak (``benchmarks/soak.py``) judges memory as issue 43 asks, over 30 minute
 replays one worker's share in minutes, so that a memory setting or fix can be compared in one run on one host. Each
 set-up runs in a fresh process (heap settings are process-wide) that builds the app (``create_app``, the shipped model
 unless ``--model``) and sends it, in-process through FastAPI's ``TestClient``, the soak's own request bodies
-(``soak.make_inputs``): by turns its large request (64 texts, ~0.9 MB, ~5,200 sentences) and one of its burst
-requests (64 texts of questions, ~1,300 sentences), each followed by ``--settle`` s of utterances (one every 50 ms;
-the heap releaser's interval is 5 s). With ``--concurrent``, the soak's mix at once instead: utterances (and an
-abstract every 2 s) all the while, and each burst as ``--burst-requests`` requests at once against a queue of 1.5
-large requests (200 or 503). Resident memory is read after loading and after each settle. Set-ups:
+(``soak.make_inputs``): by turns its large request (64 texts, ~0.9 MB, ~5,200 sentences; with it, as in the soak, its
+three requests just past a limit, answered 413) and one of its burst requests (64 texts of questions, ~1,300
+sentences), each followed by ``--settle`` s of utterances (one every 50 ms; the heap releaser's interval is 5 s). With
+``--concurrent``, the soak's mix at once instead: utterances (and an abstract every 2 s) all the while, and each burst
+as ``--burst-requests`` requests at once against a queue of 1.5 large requests (200 or 503). Resident memory is read
+after loading and after each settle. Set-ups:
 
   defaults  ``set_threads`` only: ONNX Runtime's CPU arena, glibc's own heap settings (the library's, ``mtbioner tag``)
   server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: one glibc arena, memory
@@ -74,19 +75,19 @@ def chat(client, bodies: dict, stop: threading.Event, paragraphs: bool) -> None:
         time.sleep(0.05)
 
 
-def send(client, body: bytes, copies: int) -> list[int]:
-    """``copies`` requests of ``body`` at once (one thread each); their status codes."""
-    statuses: list[int] = []
+def send(client, bodies: list[bytes]) -> list[int]:
+    """The requests of ``bodies`` at once (one thread each); their status codes, in the order of ``bodies``."""
+    statuses: list[int] = [0] * len(bodies)
 
-    def one() -> None:
-        statuses.append(client.post("/v1/tag", content=body, headers=JSON).status_code)
+    def one(index: int) -> None:
+        statuses[index] = client.post("/v1/tag", content=bodies[index], headers=JSON).status_code
 
-    senders = [threading.Thread(target=one) for _ in range(copies)]
+    senders = [threading.Thread(target=one, args=(index,)) for index in range(len(bodies))]
     for sender in senders:
         sender.start()
     for sender in senders:
         sender.join()
-    return sorted(statuses)
+    return statuses
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -116,9 +117,12 @@ def child(args: argparse.Namespace) -> dict:
             kind = "large" if number % 2 == 0 else "burst"
             copies = args.burst_requests if kind == "burst" and args.concurrent else 1
             started = time.perf_counter()
-            statuses = send(client, bodies[kind][0], copies)
-            if set(statuses) - {200, 503} or 200 not in statuses:
-                raise RuntimeError(f"round {number + 1} ({kind}): statuses {statuses}")
+            over_limit = bodies["over-limit"] if kind == "large" else []  # sent with it, as the soak does
+            statuses = send(client, [bodies[kind][0]] * copies + over_limit)
+            refused = statuses[copies:]
+            statuses = sorted(statuses[:copies])
+            if set(statuses) - {200, 503} or 200 not in statuses or set(refused) - {413}:
+                raise RuntimeError(f"round {number + 1} ({kind}): statuses {statuses}, over the limits {refused}")
             if kind == "large":
                 rates.append(sizes["large"]["sentences"] / (time.perf_counter() - started))
             if args.concurrent:

@@ -15,6 +15,7 @@ from mtbioner.data.text import (
     annotations_to_sentences,
     retokenize,
     sentence_from,
+    sentence_spans,
     split_sentences,
     tokenize_words,
 )
@@ -75,6 +76,28 @@ def test_a_sentence_read_again_from_its_offsets_is_the_same(text: str) -> None:
         assert sentence_from(text[sentence.start : sentence.end], sentence.start) == sentence
     spans = Tagger.sentence_spans(text)
     assert [Tagger.sentence(text, start, end) for start, end in spans] == Tagger.split(text)
+
+
+@given(_TEXTS)
+@example("Para one. Ends\n\n\nPara two.  IL-2Rα (CD25+) at 2.5 ng/ml. Next!")
+def test_sentence_spans_are_split_sentences_bounds(text: str) -> None:
+    """The server's span-only split gives exactly the sentences ``split_sentences`` makes."""
+    assert sentence_spans(text) == [(s.start, s.end) for s in split_sentences(text)]
+
+
+def test_sentence_spans_make_no_words() -> None:
+    """A 0.5 MB text of 50,001 sentences (the soak's request past the sentence limit): about half the peak of
+    Python objects of splitting it into words, most of what is left being the sentence library's own."""
+    import tracemalloc
+
+    text = "MYC rose. " * 50_001
+    peaks = []
+    for split in (sentence_spans, split_sentences):
+        tracemalloc.start()
+        assert len(split(text)) == 50_001
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[0] < 0.7 * peaks[1]
 
 
 def test_sentence_from_refuses_a_piece_without_words() -> None:

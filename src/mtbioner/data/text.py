@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -36,6 +37,7 @@ __all__ = [
     "Token",
     "annotations_to_sentences",
     "retokenize",
+    "sentence_spans",
     "split_sentences",
     "tokenize_words",
 ]
@@ -134,6 +136,29 @@ def split_sentences(text: str) -> list[TextSentence]:
     cuts = sorted({bisect.bisect_left(token_starts, start) for start in proposed} - {0, len(tokens)})
     edges = [0, *cuts, len(tokens)]
     return [_sentence(tokens[a:b]) for a, b in pairwise(edges)]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Where :func:`split_sentences`'s sentences start and end in ``text``, without making their words.
+
+    A server's queue keeps only these, and refuses a request past its sentence limit once they are counted.
+    Splitting first made every word: a 0.5 MB text of 50,001 short sentences took 56 MB of Python objects at
+    peak, and each such request, refused, left a worker a few MB higher (issue 43). Here the words' offsets are
+    machine integers.
+
+    >>> sentence_spans("TNF-α rose. It fell (p<0.05).")
+    [(0, 11), (12, 29)]
+    """
+    starts, ends = array("q"), array("q")
+    for match in _TOKEN.finditer(text):
+        starts.append(match.start())
+        ends.append(match.end())
+    if not starts:
+        return []
+    proposed = set(_paragraph_starts(text)) | set(_library_starts(text))
+    cuts = sorted({bisect.bisect_left(starts, start) for start in proposed} - {0, len(starts)})
+    edges = [0, *cuts, len(starts)]
+    return [(starts[a], ends[b - 1]) for a, b in pairwise(edges)]
 
 
 def text_surroundings(text: str, sentence: TextSentence, words: int) -> tuple[list[str], list[str]]:

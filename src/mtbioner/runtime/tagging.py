@@ -18,7 +18,7 @@ from pathlib import Path
 from ..constants import INFERENCE_BATCH_SIZE
 from ..data.entity import Entity
 from ..data.schemes import tags_to_spans
-from ..data.text import TextSentence, sentence_from, split_sentences, text_surroundings
+from ..data.text import TextSentence, sentence_from, sentence_spans, split_sentences, text_surroundings
 from ..errors import RequestError
 from . import type_merging
 from .answer import answer, flatten, model_policy, model_type_heads
@@ -205,10 +205,11 @@ class Tagger:
         """
         return split_sentences(_SURROGATE.sub("\ufffd", text))
 
-    @classmethod
-    def sentence_spans(cls, text: str) -> list[tuple[int, int]]:
-        """Where :meth:`split`'s sentences start and end in ``text``: all a queue keeps of them (:meth:`sentence`)."""
-        return [(sentence.start, sentence.end) for sentence in cls.split(text)]
+    @staticmethod
+    def sentence_spans(text: str) -> list[tuple[int, int]]:
+        """Where :meth:`split`'s sentences start and end in ``text``: all a queue keeps of them (:meth:`sentence`),
+        found without making their words (:func:`~mtbioner.data.text.sentence_spans`)."""
+        return sentence_spans(_SURROGATE.sub("\ufffd", text))
 
     @staticmethod
     def sentence(text: str, start: int, end: int) -> TextSentence:
