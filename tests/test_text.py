@@ -85,9 +85,20 @@ def test_sentence_spans_are_split_sentences_bounds(text: str) -> None:
     assert sentence_spans(text) == [(s.start, s.end) for s in split_sentences(text)]
 
 
+@given(_TEXTS)
+@example("  Leading space. Second one!  Third?\n\nPara two.")
+def test_sentence_starts_from_the_librarys_strings_are_its_boundaries(text: str) -> None:
+    """``_library_starts`` adds up sentencex's sentences instead of reading its boundaries (a dict each)."""
+    import sentencex
+
+    safe = mtbioner.data.text._WIDE_SPACE.sub(" ", mtbioner.data.text._SURROGATE.sub("\ufffd", text))
+    boundaries = [b["start_index"] for b in sentencex.get_sentence_boundaries("en", safe)]
+    assert mtbioner.data.text._library_starts(text) == boundaries
+
+
 def test_sentence_spans_make_no_words() -> None:
-    """A 0.5 MB text of 50,001 sentences (the soak's request past the sentence limit): about half the peak of
-    Python objects of splitting it into words, most of what is left being the sentence library's own."""
+    """A 0.5 MB text of 50,001 sentences (the soak's request past the sentence limit): well under the peak of
+    Python objects of splitting it into words."""
     import tracemalloc
 
     text = "MYC rose. " * 50_001
