@@ -130,12 +130,7 @@ def split_sentences(text: str) -> list[TextSentence]:
     tokens = tokenize_words(text)
     if not tokens:
         return []
-    # A sentence starts at the first word at or after each proposed start offset.
-    token_starts = [t.start for t in tokens]
-    proposed = set(_paragraph_starts(text)) | set(_library_starts(text))
-    cuts = sorted({bisect.bisect_left(token_starts, start) for start in proposed} - {0, len(tokens)})
-    edges = [0, *cuts, len(tokens)]
-    return [_sentence(tokens[a:b]) for a, b in pairwise(edges)]
+    return [_sentence(tokens[a:b]) for a, b in _sentence_edges(text, [t.start for t in tokens])]
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -155,10 +150,17 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         ends.append(match.end())
     if not starts:
         return []
+    return [(starts[a], ends[b - 1]) for a, b in _sentence_edges(text, starts)]
+
+
+def _sentence_edges(text: str, word_starts: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Each sentence of ``text`` as the (first, past-last) indices of its words, from the words' start offsets.
+
+    A sentence starts at the first word at or after each start proposed by a paragraph break or sentencex.
+    """
     proposed = set(_paragraph_starts(text)) | set(_library_starts(text))
-    cuts = sorted({bisect.bisect_left(starts, start) for start in proposed} - {0, len(starts)})
-    edges = [0, *cuts, len(starts)]
-    return [(starts[a], ends[b - 1]) for a, b in pairwise(edges)]
+    cuts = sorted({bisect.bisect_left(word_starts, start) for start in proposed} - {0, len(word_starts)})
+    return pairwise([0, *cuts, len(word_starts)])
 
 
 def text_surroundings(text: str, sentence: TextSentence, words: int) -> tuple[list[str], list[str]]:
