@@ -24,10 +24,11 @@ def batch_sizes(parser: argparse.ArgumentParser, text: str) -> list[int]:
     return sizes
 
 
-def run_fresh(script: str, argv: list[str], what: str) -> dict | None:
-    """Run ``script`` with ``argv`` in a new process and return the JSON of its last line; ``None`` (after
-    saying which set-up failed) when it exits with an error, whose log is then above on stderr."""
-    done = subprocess.run([sys.executable, script, *argv], stdout=subprocess.PIPE, text=True)
+def run_fresh(script: str, argv: list[str], what: str, env: dict[str, str] | None = None) -> dict | None:
+    """Run ``script`` with ``argv`` in a new process (with ``env``, when given, as its environment) and return the
+    JSON of its last line; ``None`` (after saying which set-up failed) when it exits with an error, whose log is
+    then above on stderr."""
+    done = subprocess.run([sys.executable, script, *argv], stdout=subprocess.PIPE, text=True, env=env)
     if done.returncode:
         print(f"error: {what} failed (exit {done.returncode}); its log is above", file=sys.stderr)
         return None

@@ -12,12 +12,16 @@ as ``--burst-requests`` requests at once against a queue of 1.5 large requests (
 after loading and after each settle. Set-ups:
 
   defaults  ``set_threads`` only: ONNX Runtime's CPU arena, glibc's own heap settings (the library's, ``mtbioner tag``)
-  server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: one glibc arena, memory
-            back to the system only when released (``configure_heap``), and the server's choice of the two below
+  server    a ``--workers`` process: Python's objects from glibc's malloc (the environment ``mtbioner serve`` gives
+            its workers: ``python_objects_from_heap``), and ``prepare_process``: one glibc arena, memory back to
+            the system only when released (``configure_heap``), and the server's choice of the two below
+  server-pymalloc  ``server`` with Python's own allocator, as workers were before (and as a single-process server
+            still is unless started with ``PYTHONMALLOC=malloc``)
   arena-release  ``server`` with ONNX Runtime's CPU arena kept (it holds the tensors of the largest batch) and glibc's
             free heap released after large runs and once more after the last (``HeapReleaser``)
   no-arena  ``server`` without the arena (every tensor from glibc's heap), released as above
   arena     ``server`` with the arena kept and no releases
+            (the last three, like ``server``, with Python's objects from glibc's malloc)
 
 ``--batch-sizes`` runs each set-up with each of these windows per forward pass (default: the server's own,
 ``SERVER_BATCH_SIZE``); a row names its batch size.
@@ -45,10 +49,21 @@ from _machine import describe, machine, publish  # noqa: E402
 
 from mtbioner.apps.serving import SERVER_BATCH_SIZE  # noqa: E402
 
-SETUPS = ("defaults", "server", "arena-release", "no-arena", "arena")
+SETUPS = ("defaults", "server", "server-pymalloc", "arena-release", "no-arena", "arena")
 VARIANTS = {"arena-release": (True, True), "no-arena": (True, False), "arena": (False, True)}
 """A variant's ``set_release_memory(release, arena)``, set after ``prepare_process``."""
 JSON = {"content-type": "application/json"}
+
+
+def environment(setup: str) -> dict[str, str]:
+    """The child's environment: a server worker's (as ``mtbioner serve --workers`` spawns it) for the server's
+    set-ups, this process's for ``defaults`` and ``server-pymalloc``."""
+    from mtbioner.runtime.heap import PYTHON_ALLOCATOR, python_objects_from_heap
+
+    environ = {k: v for k, v in os.environ.items() if k != PYTHON_ALLOCATOR}
+    if setup not in ("defaults", "server-pymalloc"):
+        python_objects_from_heap(environ)
+    return environ
 
 
 def rss_mb() -> float:
@@ -140,6 +155,7 @@ def child(args: argparse.Namespace) -> dict:
     trace = [r["rss_mb"] for r in rounds]
     return {
         "setup": args.setup,
+        "python_allocator": os.environ.get("PYTHONMALLOC", "pymalloc"),
         "batch_size": args.batch_size,
         "loaded_mb": loaded,
         "rounds": rounds,
@@ -162,14 +178,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f" {meta['settle']} s of utterances{'; the mix at once (--concurrent)' if meta['concurrent'] else ''});"
         f" load average before: {meta['load_before']}",
         "",
-        "| set-up | batch | RSS after loading MB | after round 1 | after the last | range after round 1 | spread |"
-        " large request, sentences/s |",
-        "|---|---:|---:|---:|---:|---|---:|---:|",
+        "| set-up | Python's allocator | batch | RSS after loading MB | after round 1 | after the last |"
+        " range after round 1 | spread | large request, sentences/s |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in rows:
         low, high = row["range_mb"]
         lines.append(
-            f"| {row['setup']} | {row['batch_size']} | {row['loaded_mb']} | {row['first_mb']} | {row['last_mb']} |"
+            f"| {row['setup']} | {row.get('python_allocator', 'pymalloc')} | {row['batch_size']} |"
+            f" {row['loaded_mb']} | {row['first_mb']} | {row['last_mb']} |"
             f" {low}–{high} |"
             f" {row['spread_pct']} % | {row['large_sentences_per_s']} |"
         )
@@ -218,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for setup in args.setups.split(","):
         for size in args.batch_sizes:
-            row = run_fresh(__file__, [*argv, "--setup", setup, "--batch-size", str(size)], f"the {setup} set-up")
+            child_argv = [*argv, "--setup", setup, "--batch-size", str(size)]
+            row = run_fresh(__file__, child_argv, f"the {setup} set-up", environment(setup))
             if row is None:
                 return 1
             rows.append(row)
