@@ -12,16 +12,15 @@ as ``--burst-requests`` requests at once against a queue of 1.5 large requests (
 after loading and after each settle. Set-ups:
 
   defaults  ``set_threads`` only: ONNX Runtime's CPU arena, glibc's own heap settings (the library's, ``mtbioner tag``)
-  server    a ``--workers`` process: Python's objects from glibc's malloc (the environment ``mtbioner serve`` gives
-            its workers: ``python_objects_from_heap``), and ``prepare_process``: one glibc arena, memory back to
-            the system only when released (``configure_heap``), and the server's choice of the two below
-  server-pymalloc  ``server`` with Python's own allocator, as workers were before (and as a single-process server
-            still is unless started with ``PYTHONMALLOC=malloc``)
+  server    ``prepare_process``, as ``mtbioner serve`` and each ``--workers`` process: one glibc arena, memory
+            back to the system only when released (``configure_heap``), and the server's choice of the two below
+  server-malloc  ``server`` with Python's objects from glibc's malloc (``PYTHONMALLOC=malloc``), which
+            ``malloc_trim`` gives back page by page; Python's own allocator gives a 1 MiB arena back only when all
+            of it is free (docs/performance.md, "Soak": flatter, but utterances wait longer beside a large request)
   arena-release  ``server`` with ONNX Runtime's CPU arena kept (it holds the tensors of the largest batch) and glibc's
             free heap released after large runs and once more after the last (``HeapReleaser``)
   no-arena  ``server`` without the arena (every tensor from glibc's heap), released as above
   arena     ``server`` with the arena kept and no releases
-            (the last three, like ``server``, with Python's objects from glibc's malloc)
 
 ``--batch-sizes`` runs each set-up with each of these windows per forward pass (default: the server's own,
 ``SERVER_BATCH_SIZE``); a row names its batch size.
@@ -49,20 +48,17 @@ from _machine import describe, machine, publish  # noqa: E402
 
 from mtbioner.apps.serving import SERVER_BATCH_SIZE  # noqa: E402
 
-SETUPS = ("defaults", "server", "server-pymalloc", "arena-release", "no-arena", "arena")
+SETUPS = ("defaults", "server", "server-malloc", "arena-release", "no-arena", "arena")
 VARIANTS = {"arena-release": (True, True), "no-arena": (True, False), "arena": (False, True)}
 """A variant's ``set_release_memory(release, arena)``, set after ``prepare_process``."""
 JSON = {"content-type": "application/json"}
 
 
 def environment(setup: str) -> dict[str, str]:
-    """The child's environment: a server worker's (as ``mtbioner serve --workers`` spawns it) for the server's
-    set-ups, this process's for ``defaults`` and ``server-pymalloc``."""
-    from mtbioner.runtime.heap import PYTHON_ALLOCATOR, python_objects_from_heap
-
-    environ = {k: v for k, v in os.environ.items() if k != PYTHON_ALLOCATOR}
-    if setup not in ("defaults", "server-pymalloc"):
-        python_objects_from_heap(environ)
+    """The child's environment: this process's, with ``PYTHONMALLOC=malloc`` for ``server-malloc`` only."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    if setup == "server-malloc":
+        environ["PYTHONMALLOC"] = "malloc"
     return environ
 
 

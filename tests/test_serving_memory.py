@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -157,44 +156,6 @@ def test_release_heap_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_release_heap_trims_under_glibc() -> None:
     assert release_heap() is True
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="PYTHONMALLOC=malloc pays off where malloc_trim exists")
-def test_workers_allocate_python_objects_with_glibcs_malloc_unless_the_user_chose() -> None:
-    environ = {"PATH": "/bin"}
-    assert heap.python_objects_from_heap(environ) is True
-    assert environ == {"PATH": "/bin", "PYTHONMALLOC": "malloc"}
-    chosen = {"PYTHONMALLOC": "pymalloc_debug"}
-    assert heap.python_objects_from_heap(chosen) is False
-    assert chosen == {"PYTHONMALLOC": "pymalloc_debug"}
-
-
-def test_python_objects_stay_with_pymalloc_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
-    heap._glibc.cache_clear()
-    try:
-        monkeypatch.setattr(heap.sys, "platform", "darwin")
-        environ: dict[str, str] = {}
-        assert heap.python_objects_from_heap(environ) is False
-        assert environ == {}
-    finally:
-        heap._glibc.cache_clear()
-
-
-def test_serve_spawns_its_workers_with_glibcs_malloc(monkeypatch: pytest.MonkeyPatch, model_file: Path) -> None:
-    """``--workers N``: the environment the workers are spawned with picks the allocator; the CLI's own process
-    keeps its environment otherwise (the variable is put back after this test)."""
-    import uvicorn
-
-    serve_cli = importlib.import_module("mtbioner.cli.serve")
-    seen = {}
-    monkeypatch.setenv("PYTHONMALLOC", "")  # recorded, so that what serve sets is undone after the test
-    monkeypatch.delenv("PYTHONMALLOC")
-    monkeypatch.setattr(serve_cli, "check_port", lambda host, port: None)
-    monkeypatch.setattr(heap, "_glibc", lambda name: print)  # as under glibc, on any platform
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(allocator=os.environ.get("PYTHONMALLOC")))
-    monkeypatch.setenv(serving.SETTINGS_ENV, "")  # serve sets it: put back after the test
-    serve_cli.serve(str(model_file.parent), port=0, threads=1, workers=2)
-    assert seen == {"allocator": "malloc"}
 
 
 def test_a_server_process_sets_up_glibcs_heap(monkeypatch: pytest.MonkeyPatch, model_file: Path) -> None:

@@ -115,7 +115,6 @@ def serve(
         typer.echo(f"serving {folder} on http://{host}:{port}/ (API docs: /docs)", err=True)
         uvicorn.run(app, **common)
         return
-    from ..runtime.heap import python_objects_from_heap
     from ..runtime.loading import describe_model
 
     _check_supervisor(uvicorn.__version__)
@@ -127,6 +126,5 @@ def serve(
     os.environ[SETTINGS_ENV] = json.dumps(
         {"model": str(folder), "workers": workers, "threads": threads, "settings": asdict(settings)}
     )
-    python_objects_from_heap()  # each worker's Python objects from glibc's heap, which gives them back
     typer.echo(f"serving {folder} on http://{host}:{port}/ with {workers} workers (API docs: /docs)", err=True)
     uvicorn.run("mtbioner.apps.serving:app_from_environment", factory=True, workers=workers, **common)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-import os
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 
 RELEASE_INTERVAL_S = 5.0
 """At most one release in this many seconds: after a release the next run maps what it needs afresh."""
@@ -85,37 +84,6 @@ def configure_heap(arenas: int) -> bool:
         (M_TRIM_THRESHOLD, SERVER_TRIM_THRESHOLD),
     )
     return all([mallopt(parameter, value) == 1 for parameter, value in settings])
-
-
-PYTHON_ALLOCATOR = "PYTHONMALLOC"
-"""The environment variable that picks the allocator of Python's objects when an interpreter starts."""
-
-
-def python_objects_from_heap(environ: MutableMapping[str, str] | None = None) -> bool:
-    """Make the Python processes started from now on (uvicorn's ``--workers``) allocate their objects with glibc's
-    malloc (``PYTHONMALLOC=malloc``), so that :func:`release_heap` can give freed objects' memory back too.
-
-    Python's own allocator takes memory for small objects in 1 MiB arenas and gives an arena back only when every
-    object in it is gone. A server worker makes tens of thousands of small objects for one request (a text's
-    sentences, their words and offsets) while its event loop makes others for the requests beside it; those that
-    live on pin arenas that are otherwise empty. Replaying the soak's mix in one process (issue 43: each large
-    request with the three just past a limit, utterances beside them, six rounds): Python's arenas 30 after
-    loading, then 36, 38, 40 after the three large rounds, resident memory 171.0, 172.8, 174.8 MB, a step at each;
-    the request refused past the sentence limit alone added 2-3 arenas a round. With glibc's malloc, whose free
-    pages ``malloc_trim`` gives back wherever they lie in the heap: 170.0 after the first round, then 171.6-172.6
-    over seven more, flat.
-
-    Interpreters read the variable when they start, so this is for the processes a server is about to spawn; a
-    single-process server gets the same with ``PYTHONMALLOC=malloc mtbioner serve``. An allocator the user chose
-    (the variable set, to anything) is kept. ``environ`` is ``os.environ`` unless given.
-
-    Returns whether it set the variable: not where it was set already, nor where the C library is not glibc.
-    """
-    environ = os.environ if environ is None else environ
-    if _glibc("malloc_trim") is None or PYTHON_ALLOCATOR in environ:
-        return False
-    environ[PYTHON_ALLOCATOR] = "malloc"
-    return True
 
 
 class HeapReleaser:
