@@ -406,9 +406,10 @@ class Recorder:
         return ["toy"]
 
     @staticmethod
-    def sentence_spans(text: str) -> list[tuple[int, int]]:
+    def sentence_bounds(text: str) -> tuple[list[int], list[int]]:
         """Every word is a sentence."""
-        return [match.span() for match in re.finditer(r"\S+", text)]
+        spans = [match.span() for match in re.finditer(r"\S+", text)]
+        return [start for start, _ in spans], [end for _, end in spans]
 
     @staticmethod
     def sentence(text: str, start: int, end: int) -> str:

@@ -323,7 +323,7 @@ def test_a_queued_request_holds_offsets_not_words() -> None:
     class RealSentences(Recorder):
         """Sentences as the real tagger cuts them; the first call waits at a gate."""
 
-        sentence_spans = staticmethod(Tagger.sentence_spans)
+        sentence_bounds = staticmethod(Tagger.sentence_bounds)
         sentence = staticmethod(Tagger.sentence)
 
         def __init__(self) -> None:

@@ -22,6 +22,7 @@ contain a character for which ``str.isspace()`` is true, and together cover ever
 from __future__ import annotations
 
 import bisect
+import heapq
 import re
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "Token",
     "annotations_to_sentences",
     "retokenize",
+    "sentence_bounds",
     "sentence_spans",
     "split_sentences",
     "tokenize_words",
@@ -130,37 +132,57 @@ def split_sentences(text: str) -> list[TextSentence]:
     tokens = tokenize_words(text)
     if not tokens:
         return []
-    return [_sentence(tokens[a:b]) for a, b in _sentence_edges(text, [t.start for t in tokens])]
+    return [_sentence(tokens[a:b]) for a, b in pairwise(_sentence_edges(text, [t.start for t in tokens]))]
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Where :func:`split_sentences`'s sentences start and end in ``text``, without making their words.
 
-    A server's queue keeps only these, and refuses a request past its sentence limit once they are counted.
-    Splitting first made every word: a 0.5 MB text of 50,001 short sentences took 56 MB of Python objects at
-    peak, and each such request, refused, left a worker a few MB higher (issue 43). Here the words' offsets are
-    machine integers (14 MB at peak, with the sentence library's sentences read as strings: ``_library_starts``).
-
     >>> sentence_spans("TNF-α rose. It fell (p<0.05).")
     [(0, 11), (12, 29)]
+    """
+    return list(zip(*sentence_bounds(text), strict=True))
+
+
+def sentence_bounds(text: str) -> tuple[array, array]:
+    """The starts and the ends of :func:`split_sentences`'s sentences in ``text``, as two arrays of offsets.
+
+    A server's queue keeps only these, and refuses a request past its sentence limit once they are counted.
+    Splitting first made every word: a 0.5 MB text of 50,001 short sentences took 56 MB of Python objects at
+    peak, and each such request, refused, left a worker a few MB higher (issue 43). Python's allocator gives its
+    1 MiB arenas back only when all their objects are gone, and the tens of thousands of small objects that a
+    split makes interleave with those that other requests make meanwhile: so here every offset, cut and bound
+    is a machine integer in an array, and a request is counted before a tuple is made for any sentence. What
+    remains is the sentence library's own list of sentences (``_library_starts``).
+
+    >>> [list(offsets) for offsets in sentence_bounds("TNF-α rose. It fell (p<0.05).")]
+    [[0, 12], [11, 29]]
     """
     starts, ends = array("q"), array("q")
     for match in _TOKEN.finditer(text):
         starts.append(match.start())
         ends.append(match.end())
     if not starts:
-        return []
-    return [(starts[a], ends[b - 1]) for a, b in _sentence_edges(text, starts)]
+        return array("q"), array("q")
+    edges = _sentence_edges(text, starts)
+    firsts = array("q", (starts[edges[i]] for i in range(len(edges) - 1)))
+    lasts = array("q", (ends[edges[i] - 1] for i in range(1, len(edges))))
+    return firsts, lasts
 
 
-def _sentence_edges(text: str, word_starts: Sequence[int]) -> Iterator[tuple[int, int]]:
-    """Each sentence of ``text`` as the (first, past-last) indices of its words, from the words' start offsets.
+def _sentence_edges(text: str, word_starts: Sequence[int]) -> array:
+    """The index of each sentence's first word in ``text``, then the number of words, from the words' starts.
 
-    A sentence starts at the first word at or after each start proposed by a paragraph break or sentencex.
+    A sentence starts at the first word at or after each start proposed by a paragraph break or sentencex; both
+    propose in order, so the cuts come out sorted, each kept once, with no set or list of them.
     """
-    proposed = set(_paragraph_starts(text)) | set(_library_starts(text))
-    cuts = sorted({bisect.bisect_left(word_starts, start) for start in proposed} - {0, len(word_starts)})
-    return pairwise([0, *cuts, len(word_starts)])
+    edges, words = array("q", [0]), len(word_starts)
+    for start in heapq.merge(_paragraph_starts(text), _library_starts(text)):
+        cut = bisect.bisect_left(word_starts, start)
+        if edges[-1] < cut < words:
+            edges.append(cut)
+    edges.append(words)
+    return edges
 
 
 def text_surroundings(text: str, sentence: TextSentence, words: int) -> tuple[list[str], list[str]]:
@@ -320,8 +342,8 @@ def _paragraph_starts(text: str) -> Iterator[int]:
             yield run.end()
 
 
-def _library_starts(text: str) -> list[int]:
-    """Sentence start offsets proposed by sentencex (character offsets into ``text``)."""
+def _library_starts(text: str) -> array:
+    """Sentence start offsets proposed by sentencex (character offsets into ``text``), in order."""
     import sentencex  # a compiled extension, imported on first use to keep ``import mtbioner`` light
 
     # sentencex encodes to UTF-8, which lone surrogates cannot pass, and panics on some wide spaces (_WIDE_SPACE);
@@ -330,10 +352,10 @@ def _library_starts(text: str) -> list[int]:
     # Its sentences as strings, which follow one another through the text, cost a tenth of its boundaries (a dict
     # per sentence: 29 MB at peak for a 0.5 MB text of 50,001 sentences, against 3.6); their starts are the
     # running sum of their lengths. Should they ever not make up the text, the boundaries decide.
-    pieces = list(sentencex.segment("en", safe))
+    pieces = sentencex.segment("en", safe)
     if "".join(pieces) == safe:
-        return list(accumulate((len(piece) for piece in pieces[:-1]), initial=0)) if pieces else []
-    return [b["start_index"] for b in sentencex.get_sentence_boundaries("en", safe)]
+        return array("q", accumulate((len(piece) for piece in pieces[:-1]), initial=0)) if pieces else array("q")
+    return array("q", sorted(b["start_index"] for b in sentencex.get_sentence_boundaries("en", safe)))
 
 
 def _cut_at_line_breaks(text: str, sentences: Sequence[TextSentence]) -> list[list[Token]]:
