@@ -352,7 +352,7 @@ def _library_starts(text: str) -> array:
     # Its sentences as strings, which follow one another through the text, cost a tenth of its boundaries (a dict
     # per sentence: 29 MB at peak for a 0.5 MB text of 50,001 sentences, against 3.6); their starts are the
     # running sum of their lengths. Should they ever not make up the text, the boundaries decide.
-    pieces = sentencex.segment("en", safe)
+    pieces = list(sentencex.segment("en", safe))
     if "".join(pieces) == safe:
         return array("q", accumulate((len(piece) for piece in pieces[:-1]), initial=0)) if pieces else array("q")
     return array("q", sorted(b["start_index"] for b in sentencex.get_sentence_boundaries("en", safe)))
