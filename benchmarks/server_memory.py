@@ -181,7 +181,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for row in rows:
         low, high = row["range_mb"]
         lines.append(
-            f"| {row['setup']} | {row.get('python_allocator', 'pymalloc')} | {row['batch_size']} |"
+            f"| {row['setup']} | {row['python_allocator']} | {row['batch_size']} |"
             f" {row['loaded_mb']} | {row['first_mb']} | {row['last_mb']} |"
             f" {low}–{high} |"
             f" {row['spread_pct']} % | {row['large_sentences_per_s']} |"

@@ -165,9 +165,7 @@ def sentence_bounds(text: str) -> tuple[array, array]:
     if not starts:
         return array("q"), array("q")
     edges = _sentence_edges(text, starts)
-    firsts = array("q", (starts[edges[i]] for i in range(len(edges) - 1)))
-    lasts = array("q", (ends[edges[i] - 1] for i in range(1, len(edges))))
-    return firsts, lasts
+    return array("q", (starts[edge] for edge in edges[:-1])), array("q", (ends[edge - 1] for edge in edges[1:]))
 
 
 def _sentence_edges(text: str, word_starts: Sequence[int]) -> array:
