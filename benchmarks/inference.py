@@ -8,7 +8,7 @@ into entities with character offsets, on the CPU:
                    BC5CDR head copied into it, so it is the same network (what users would pick).
                    "first" labels each word by its first sub-token, as mtbioner trains and
                    predicts; "simple" would also read the untrained non-first sub-tokens.
-  (b) single-x4    four single-task models (the trained encoder + one head each, four folders),
+  (b) single-x4    one single-task model per head (the trained encoder + that head, one folder each),
                    loaded together and run one after another on the text (the paper's baseline).
   (c) mt-torch     mtbioner, one torch model, every head from one encoder pass.
   (d) mt-onnx      the same model exported to ONNX (fp32), ONNX Runtime.
@@ -25,7 +25,7 @@ the BC5CDR entities (exact character span and type) against the gold annotation;
     python benchmarks/inference.py --model MODEL --data-dir ../shared/data [--limit 500]
     python benchmarks/inference.py --model MODEL --systems mt-onnx,mt-int8,mt-int8-static --out OUT
 
-MODEL is a trained four-corpus folder (BC2GM, BC5CDR, NCBI-disease, JNLPBA heads). Writes
+MODEL is a trained multi-task folder (torch) with a BC5CDR head, e.g. the shipped model read back. Writes
 ``benchmarks/results/inference.json`` and ``inference.md`` (not with ``--limit``, unless
 ``--out`` is given).
 """
@@ -49,14 +49,14 @@ from mtbioner.runtime.export import CALIBRATION_SIZE
 
 SYSTEMS = {
     "hf-pipeline": "(a) HF pipeline, single-task BC5CDR model",
-    "single-x4": "(b) 4 single-task models, one after another",
-    "mt-torch": "(c) mtbioner torch, 4 heads",
-    "mt-onnx": "(d) mtbioner ONNX fp32, 4 heads",
-    "mt-int8": "(e) mtbioner ONNX int8, 4 heads",
+    "single-x4": "(b) one single-task model per head, one after another",
+    "mt-torch": "(c) mtbioner torch, every head",
+    "mt-onnx": "(d) mtbioner ONNX fp32, every head",
+    "mt-int8": "(e) mtbioner ONNX int8, every head",
 }
 # Built and timed only when --systems names them (the default run, and benchmarks/students.py's, keep the five).
 OPTIONAL_SYSTEMS = {
-    "mt-int8-static": "(f) mtbioner ONNX int8, static (calibrated), 4 heads",
+    "mt-int8-static": "(f) mtbioner ONNX int8, static (calibrated), every head",
 }
 TARGET = "BC5CDR"
 WARMUP = 32
@@ -562,7 +562,7 @@ def read_back_note(model: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="trained four-corpus mtbioner model folder (torch)")
+    parser.add_argument("--model", type=Path, help="trained mtbioner model folder (torch) with a BC5CDR head")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--limit", type=int, default=None, help="first N test sentences (quick checks)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
