@@ -178,7 +178,9 @@ def main() -> None:
         cli["extrapolated_10k_docs_minutes"] = round(cli["wall_seconds"] * 10_000 / args.cli_docs / 60, 1)
     result = {
         "benchmark": "tagging",
-        "encoder": "all-MiniLM-L6-v2 (packaged), 4 linear heads",
+        "encoder": "all-MiniLM-L6-v2 (packaged), 4 linear heads"
+        if args.model is None
+        else f"{type(tagger.backend).__name__}, {len(tagger.corpora)} heads",
         "model": f"trained: {args.model}" if args.model else f"untrained heads, O bias {args.o_bias}",
         "corpora": CORPORA,
         "documents": len(docs),
