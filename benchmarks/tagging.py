@@ -117,7 +117,8 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+with open(sys.argv[1], "w") as peak:
+    peak.write(str(usage.ru_maxrss))
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -135,7 +136,6 @@ def run_cli(model: Path, docs: list[str], folder: Path, threads: int) -> dict:
     launched = [sys.executable, "-c", _LAUNCHER, str(peak_file), *command]
     done = subprocess.run(launched, capture_output=True, text=True, check=True, env=env)
     seconds = time.perf_counter() - started
-    stderr = done.stderr
     lines = output.read_text(encoding="utf-8").splitlines()
     return {
         "documents": len(docs),
@@ -145,8 +145,8 @@ def run_cli(model: Path, docs: list[str], folder: Path, threads: int) -> dict:
         "output_records": len(lines),
         "entities": sum(len(json.loads(line)["entities"]) for line in lines),
         "peak_rss_mb": round(int(peak_file.read_text()) / 1024, 1),
-        "progress_bar_drawn": "100%" in stderr and f"{len(docs)}/{len(docs)}" in stderr,
-        "stderr_last_line": stderr.strip().splitlines()[-1],
+        "progress_bar_drawn": "100%" in done.stderr and f"{len(docs)}/{len(docs)}" in done.stderr,
+        "stderr_last_line": done.stderr.strip().splitlines()[-1],
     }
 
 
