@@ -48,6 +48,20 @@ def test_different_merged_types_same_span_best_score_nested_both_kept() -> None:
     assert [(k.start, k.end, k.type) for k in nested] == [(0, 3, "Gene"), (0, 12, "CellType")]
 
 
+def test_merging_again_changes_nothing_and_a_type_named_alike_still_gets_its_source() -> None:
+    """The merged answer merges its own output again (after abbreviations); that must be a no-op."""
+    raw = [
+        e(0, 5, "BRCA1", "GENE", "BC2GM", 0.9),
+        e(0, 5, "BRCA1", "DNA", "JNLPBA", 0.8),
+        e(0, 10, "BRCA1 gene", "DNA", "JNLPBA", 0.7),
+        e(14, 21, "aspirin", "Chemical", "BC5CDR", 0.95),  # a corpus type that is already a merged type's name
+    ]
+    once = merge_types(raw)
+    assert merge_types(once) == once
+    chemical = next(x for x in once if x.type == "Chemical")
+    assert chemical.sources == (("BC5CDR", "Chemical"),)
+
+
 def test_every_corpus_type_has_a_merged_type() -> None:
     corpora_types = {"GENE", "Chemical", "Disease", "protein", "DNA", "RNA", "cell_line", "cell_type", "Protein",
                      "Species", "Anatomy"}  # fmt: skip

@@ -47,8 +47,12 @@ def merge_types(entities: Sequence[Entity], type_map: Mapping[str, str] = MERGED
     """One text's entities in the merged scheme, overlaps resolved as the module docstring says."""
     same_span: dict[tuple[int, int, str], Entity] = {}
     for e in entities:
-        sources = e.sources or tuple((corpus, e.type) for corpus in e.corpus)
-        mapped = replace(e, type=merged_type(e.type, type_map), sources=sources)
+        kind = merged_type(e.type, type_map)
+        if e.sources and kind == e.type:
+            mapped = e  # merged already (the answer's later steps merge again): entities are frozen, no copy needed
+        else:
+            sources = e.sources or tuple((corpus, e.type) for corpus in e.corpus)
+            mapped = replace(e, type=kind, sources=sources)
         key = (e.start, e.end, mapped.type)
         old = same_span.get(key)
         same_span[key] = mapped if old is None else _join(old, mapped)
