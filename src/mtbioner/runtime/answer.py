@@ -127,8 +127,7 @@ def answer(
         type_map: Corpus type -> merged type.
     """
     exclude = effective_exclude(policy, heads)
-    mapped = [_mapped(e, type_map) for e in entities]
-    mapped = [e for e in mapped if _counted(e, exclude)]
+    mapped = [_mapped(e, type_map) for e in entities if _counted(merged_type(e.type, type_map), e.corpus, exclude)]
     if policy.trim:
         mapped = [t for t in (_trim(text, e) for e in mapped) if t is not None]
     if policy.generic:
@@ -170,9 +169,11 @@ def _mapped(e: Entity, type_map: Mapping[str, str]) -> Entity:
     return replace(e, type=merged_type(e.type, type_map), sources=sources)
 
 
-def _counted(e: Entity, exclude: Mapping[str, tuple[str, ...]]) -> bool:
-    ignored = exclude.get(e.type, ())
-    return any(corpus not in ignored for corpus in e.corpus)
+def _counted(kind: str, corpora: tuple[str, ...], exclude: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether some head that found the mention (of merged type ``kind``) is not excluded for it; asked before
+    the mention is copied into the merged scheme, so the excluded heads' many genes are never copied."""
+    ignored = exclude.get(kind, ())
+    return any(corpus not in ignored for corpus in corpora)
 
 
 def _trim(text: str, e: Entity) -> Entity | None:
