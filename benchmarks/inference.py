@@ -89,19 +89,22 @@ def load_texts(data_dir: Path, limit: int | None) -> tuple[list[str], list[list[
 
 
 def prepare(model_dir: Path, work: Path, args: argparse.Namespace | None = None) -> dict[str, Path]:
-    """Build every system's model folder once (exports, single-task copies, HF model), and the static int8
-    export when ``args.systems`` names it (calibrated on ``args.calibration``)."""
+    """Build the model folder of every system ``args.systems`` names (all five without ``args``) once: exports,
+    single-task copies, HF model, and the static int8 export (calibrated on ``args.calibration``)."""
     from dataclasses import replace
 
     from mtbioner.model.model import MultiTaskTagger
     from mtbioner.runtime.export import CalibrationSettings, export_onnx
 
-    paths = {"mt-torch": model_dir, "mt-onnx": work / "onnx-fp32", "mt-int8": work / "onnx-int8"}
+    wanted = set(SYSTEMS) if args is None else {s.strip() for s in args.systems.split(",")}
+    paths = {"mt-torch": model_dir}
     exports: list[tuple[str, str, CalibrationSettings | None]] = [("mt-onnx", "none", None), ("mt-int8", "int8", None)]
-    if args is not None and "mt-int8-static" in [s.strip() for s in args.systems.split(",")]:
-        paths["mt-int8-static"] = work / "onnx-int8-static"
+    if "mt-int8-static" in wanted:
         calibration = CalibrationSettings(args.calibration, args.data_dir, args.calibration_size)
         exports.append(("mt-int8-static", "int8-static", calibration))
+    folders = {"mt-onnx": "onnx-fp32", "mt-int8": "onnx-int8", "mt-int8-static": "onnx-int8-static"}
+    exports = [export for export in exports if export[0] in wanted]
+    paths.update({name: work / folders[name] for name, _, _ in exports})
     timings = {}
     for name, quantize, calibrate in exports:
         if not (paths[name] / "model.onnx").is_file():
@@ -112,7 +115,7 @@ def prepare(model_dir: Path, work: Path, args: argparse.Namespace | None = None)
     if TARGET not in model.config.corpora:
         sys.exit(f"{model_dir} has no {TARGET} head; heads: {model.corpora}")
     single = work / "single"
-    for corpus in model.corpora:
+    for corpus in model.corpora if "single-x4" in wanted else []:
         target = single / corpus
         paths[f"single/{corpus}"] = target
         if target.is_dir():
@@ -122,9 +125,10 @@ def prepare(model_dir: Path, work: Path, args: argparse.Namespace | None = None)
         one.encoder.load_state_dict(model.encoder.state_dict())
         one.head(corpus).load_state_dict(model.head(corpus).state_dict())
         one.save_pretrained(target)
-    paths["hf-pipeline"] = work / "hf-bc5cdr"
-    if not paths["hf-pipeline"].is_dir():
-        build_hf_model(model, paths["hf-pipeline"])
+    if "hf-pipeline" in wanted:
+        paths["hf-pipeline"] = work / "hf-bc5cdr"
+        if not paths["hf-pipeline"].is_dir():
+            build_hf_model(model, paths["hf-pipeline"])
     (work / "export_seconds.json").write_text(json.dumps(timings))
     return paths
 
@@ -625,15 +629,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         paths = {**prepare(args.model, work, args), **extras}
         texts, gold = load_texts(args.data_dir, args.limit)
-        sizes = {
-            "hf-pipeline": folder_mb([paths["hf-pipeline"]]),
-            "single-x4": folder_mb([p for k, p in paths.items() if k.startswith("single/")]),
-            "mt-torch": folder_mb([args.model]),
-            "mt-onnx": folder_mb([paths["mt-onnx"]]),
-            "mt-int8": folder_mb([paths["mt-int8"]]),
-            **{name: folder_mb([paths[name]]) for name in OPTIONAL_SYSTEMS if name in paths},
-            **{name: folder_mb([folder]) for name, folder in extras.items()},
-        }
+        sizes = {name: folder_mb([paths[name]]) for name in [*SYSTEMS, *OPTIONAL_SYSTEMS, *extras] if name in paths}
+        sizes["single-x4"] = folder_mb([p for k, p in paths.items() if k.startswith("single/")])
         results = {}
         for name in systems:
             print(f"running {name} ...", file=sys.stderr, flush=True)
