@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..data.abbreviations import find_abbreviations
 from ..errors import MtbionerError
-from .type_merging import MERGED_TYPES, merge_types, merged_type
+from .type_merging import MERGED_TYPES, merge_types, merged_type, to_merged
 
 if TYPE_CHECKING:
     from ..data.entity import Entity
@@ -127,7 +127,7 @@ def answer(
         type_map: Corpus type -> merged type.
     """
     exclude = effective_exclude(policy, heads)
-    mapped = [_mapped(e, type_map) for e in entities if _counted(merged_type(e.type, type_map), e.corpus, exclude)]
+    mapped = [to_merged(e, type_map) for e in entities if _counted(merged_type(e.type, type_map), e.corpus, exclude)]
     if policy.trim:
         mapped = [t for t in (_trim(text, e) for e in mapped) if t is not None]
     if policy.generic:
@@ -162,11 +162,6 @@ def effective_exclude(policy: AnswerPolicy, heads: Mapping[str, set[str]]) -> di
         for kind, excluded in policy.exclude.items()
         if not heads.get(kind) or set(heads[kind]) - set(excluded)
     }
-
-
-def _mapped(e: Entity, type_map: Mapping[str, str]) -> Entity:
-    sources = e.sources or tuple((corpus, e.type) for corpus in e.corpus)
-    return replace(e, type=merged_type(e.type, type_map), sources=sources)
 
 
 def _counted(kind: str, corpora: tuple[str, ...], exclude: Mapping[str, tuple[str, ...]]) -> bool:

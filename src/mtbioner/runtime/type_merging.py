@@ -47,17 +47,23 @@ def merge_types(entities: Sequence[Entity], type_map: Mapping[str, str] = MERGED
     """One text's entities in the merged scheme, overlaps resolved as the module docstring says."""
     same_span: dict[tuple[int, int, str], Entity] = {}
     for e in entities:
-        kind = merged_type(e.type, type_map)
-        if e.sources and kind == e.type:
-            mapped = e  # merged already (the answer's later steps merge again): entities are frozen, no copy needed
-        else:
-            sources = e.sources or tuple((corpus, e.type) for corpus in e.corpus)
-            mapped = replace(e, type=kind, sources=sources)
+        mapped = to_merged(e, type_map)
         key = (e.start, e.end, mapped.type)
         old = same_span.get(key)
         same_span[key] = mapped if old is None else _join(old, mapped)
     kept = _resolve_within_types(list(same_span.values()))
     return _resolve_same_span(kept)
+
+
+def to_merged(e: Entity, type_map: Mapping[str, str] = MERGED_TYPES) -> Entity:
+    """``e`` with its merged type, each (corpus, original type) pair kept in ``sources``.
+
+    An entity merged already comes back as it is (entities are frozen): the answer merges its own output again.
+    """
+    kind = merged_type(e.type, type_map)
+    if e.sources and kind == e.type:
+        return e
+    return replace(e, type=kind, sources=e.sources or tuple((corpus, e.type) for corpus in e.corpus))
 
 
 def _join(a: Entity, b: Entity) -> Entity:
