@@ -89,8 +89,8 @@ def _evaluate_merged(model, corpora, data_dir, split, limit, json_file, pairs, b
     if not loaded:
         raise MtbionerError("--merged: name the corpora to score, e.g. mtbioner evaluate default BC2GM --merged")
     corpus_types = {t for c in loaded for t in c.entity_types}
-    model_types = {type_map.get(t, t) for t in tagger.entity_types}
-    check_type_map(pairs, type_map, corpus_types, model_types)
+    # the types the merged answer gives; a --map target outside them would drop that gold type unscored
+    check_type_map(pairs, type_map, corpus_types, set(tagger.merged_types))
     results = {c.name: evaluate_merged(tagger, c, split, type_map, progress=progress) for c in loaded}
     typer.echo(format_merged(results))
     if json_file is not None:
