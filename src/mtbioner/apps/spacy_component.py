@@ -1,4 +1,4 @@
-"""spaCy pipeline component ``"mtbioner"``: every entity of every head in ``doc.spans``, the best in ``doc.ents``.
+"""spaCy pipeline component ``"mtbioner"``: every entity found in ``doc.spans``, the best in ``doc.ents``.
 
 Install ``mtbioner[spacy]``; the ``spacy_factories`` entry point registers the factory, so
 ``nlp.add_pipe("mtbioner", config={"model": "path/to/model"})`` works without importing this module.
@@ -8,10 +8,12 @@ package never imports this module, and works without spaCy.
 
 Design (see ``docs/spacy.md``):
 
-* ``doc.spans[spans_key]`` holds every entity of every head, overlaps included (BRCA1 as GENE and as
-  DNA are two spans), sorted by position; ``doc.ents`` holds a non-overlapping subset chosen by
-  :func:`mtbioner.runtime.tagging.flatten` (the rule of ``mtbioner tag --flat``: highest score, then longer,
-  then earlier), among the tokens no earlier component has already labelled unless ``overwrite_ents``.
+* ``doc.spans[spans_key]`` holds every entity of the answer, overlaps included, sorted by position: the merged
+  answer by default (one ``Gene`` span for BRCA1, its heads in ``span._.mtbioner_corpora``), or with
+  ``merge_types=False`` every head's own (BRCA1 as GENE and as DNA are two spans); ``doc.ents`` holds a
+  non-overlapping subset chosen by :func:`mtbioner.runtime.answer.flatten` (the rule of ``mtbioner tag
+  --flat``: highest score, then longer, then earlier), among the tokens no earlier component has already
+  labelled unless ``overwrite_ents``.
 * Span attributes ``span._.mtbioner_score``, ``mtbioner_corpora``, ``mtbioner_entities`` and
   ``mtbioner_realigned`` are getters over ``doc.user_data`` keyed by (start_char, end_char, label).
   spaCy keys stored span extensions by offsets alone, so BRCA1/GENE and BRCA1/DNA would overwrite each

@@ -61,7 +61,7 @@ def tag(
     chunk: Annotated[int, typer.Option(help="Documents tagged together (sorted by length inside a chunk).")] = 256,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (stderr) for --input files.")] = True,
 ) -> None:
-    """Tag raw text: entities with exact character offsets, every type of every head.
+    """Tag raw text: entities with exact character offsets, one answer in merged types (--per-corpus: each head's).
 
     Examples:
       mtbioner tag "Mutations in BRCA1 cause breast cancer after tamoxifen treatment."
