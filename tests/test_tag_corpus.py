@@ -9,6 +9,7 @@ the first finished shard, and reruns it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -125,6 +126,8 @@ def test_bad_options_fail_before_ray_starts(model_dir: Path, tmp_path: Path) -> 
         with pytest.raises(MtbionerError, match=message):
             tag_corpus(CorpusJob(**{**base, **extra}))
     assert not (tmp_path / "out").exists()
+    # the merged types (what tag-corpus writes by default) and the heads' own are both known, as in `tag`
+    scaling.check_job(CorpusJob(**{**base, "types": ["Gene", "Chemical", "GENE"]}))
 
 
 def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,6 +148,19 @@ def test_cli_reports_a_user_error_in_one_line(
     assert capsys.readouterr().err.strip().splitlines() == [message]
 
 
+def test_cli_passes_the_answer_kind_to_the_workers(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    command = importlib.import_module("mtbioner.cli.tag_corpus")  # the module: the package exports its function
+
+    jobs: list[CorpusJob] = []
+    monkeypatch.setattr(
+        command, "run_corpus_job", lambda job: jobs.append(job) or scaling.CorpusReport(0, 0, 0, 0, 0, 0.0)
+    )
+    for flag, merged in (([], True), (["--per-corpus"], False)):
+        result = CliRunner().invoke(app, ["tag-corpus", str(model_dir), "-i", str(tmp_path), "-o", "out", *flag])
+        assert result.exit_code == 0, result.output
+        assert jobs[-1].merge_types is merged and jobs[-1].tagging_options()["merge_types"] is merged
+
+
 def test_settings_that_change_the_output_make_a_marker_stale(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("aspirin\n")
     [shard] = plan_shards([tmp_path / "a.txt"], tmp_path / "out")
@@ -161,7 +177,14 @@ def test_settings_that_change_the_output_make_a_marker_stale(tmp_path: Path) -> 
     write_json(shard.marker, marker)
     assert scaling.read_marker(shard, job.settings()) == marker
     assert count_check([shard], job.settings()) == (1, 1, {})
-    for changed in ({"types": ["GENE"]}, {"min_score": 0.5}, {"flat": True}, {"model": tmp_path / "other"}):
+    changes = (
+        {"types": ["GENE"]},
+        {"min_score": 0.5},
+        {"flat": True},
+        {"merge_types": False},
+        {"model": tmp_path / "x"},
+    )
+    for changed in changes:
         assert scaling.read_marker(shard, CorpusJob(**{**job.__dict__, **changed}).settings()) is None
     assert scaling.read_marker(shard, {**job.settings(), "batch_size": 8}) is None
     shard.output.write_text("{}\n{}\n")  # a doubled or truncated output no longer matches its marker

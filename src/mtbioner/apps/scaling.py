@@ -63,7 +63,8 @@ class CorpusJob:
         batch_size: Windows per forward pass.
         chunk: Documents tagged together inside a shard (sorted by length within a chunk).
         retries: Extra attempts for a shard whose worker failed for a reason other than bad input.
-        types, corpora, min_score, flat: As for :meth:`mtbioner.runtime.tagging.Tagger.tag_batch`.
+        types, corpora, min_score, flat, merge_types: As for :meth:`mtbioner.runtime.tagging.Tagger.tag_batch`
+            (by default the merged answer, as ``mtbioner tag`` gives).
         progress: Show shards done and documents/s while running.
     """
 
@@ -81,6 +82,7 @@ class CorpusJob:
     corpora: list[str] = field(default_factory=list)
     min_score: float = 0.0
     flat: bool = False
+    merge_types: bool = True
     progress: bool = True
 
     def tagging_options(self) -> dict[str, Any]:
@@ -89,6 +91,7 @@ class CorpusJob:
             "corpora": self.corpora or None,
             "min_score": self.min_score,
             "flat": self.flat,
+            "merge_types": self.merge_types,
         }
 
     def settings(self) -> dict[str, Any]:
@@ -99,6 +102,7 @@ class CorpusJob:
             "corpora": sorted(self.corpora),
             "min_score": self.min_score,
             "flat": self.flat,
+            "merge_types": self.merge_types,
         }
 
 
@@ -364,6 +368,7 @@ def check_job(job: CorpusJob) -> None:
     """Reject bad options and model folders in the driver, before any worker starts."""
     from ..model.model import read_config
     from ..runtime.onnx_backend import ONNX_NAME, read_onnx_config
+    from ..runtime.type_merging import merged_type
 
     if job.num_workers < 1 or job.cpus_per_worker < 1 or job.chunk < 1 or job.batch_size < 1:
         raise MtbionerError("--num-workers, --cpus-per-worker, --chunk and --batch-size must be at least 1")
@@ -375,7 +380,8 @@ def check_job(job: CorpusJob) -> None:
         config, _ = read_onnx_config(job.model)
     else:
         config = read_config(job.model)
-    known_types = sorted({t for head in config.corpora.values() for t in head.entity_types})
+    head_types = {t for head in config.corpora.values() for t in head.entity_types}
+    known_types = sorted(head_types | {merged_type(t) for t in head_types})  # as Tagger.tag_batch takes them
     unknown = sorted(set(job.corpora) - set(config.corpora))
     if unknown:
         raise MtbionerError(f"unknown corpora {unknown}; this model's heads are {list(config.corpora)}")

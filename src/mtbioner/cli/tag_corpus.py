@@ -30,6 +30,14 @@ def tag_corpus(
     corpora: Annotated[list[str] | None, typer.Option("--corpora", help="Run only these heads.")] = None,
     min_score: Annotated[float, typer.Option(help="Drop entities less confident than this (0..1).")] = 0.0,
     flat: Annotated[bool, typer.Option("--flat", help="Resolve overlapping entities to the best.")] = False,
+    merge_types: Annotated[
+        bool,
+        typer.Option(
+            "--merge-types/--per-corpus",
+            help="One answer in the merged scheme (Gene, Chemical, Disease, Species, Anatomy, CellLine, CellType), "
+            "as `mtbioner tag` gives, or every head's own answer in its corpus's types.",
+        ),
+    ] = True,
     progress: Annotated[bool, typer.Option(help="Show shards done and documents/s.")] = True,
 ) -> None:
     """Tag a corpus of shards on Ray (locally or on a cluster): OUT/<shard>.jsonl per input shard.
@@ -56,6 +64,7 @@ def tag_corpus(
         corpora=corpora or [],
         min_score=min_score,
         flat=flat,
+        merge_types=merge_types,
         progress=progress,
     )
     report = run_corpus_job(job)
