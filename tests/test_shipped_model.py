@@ -31,7 +31,8 @@ def test_the_default_model_is_installed_small_and_has_a_card() -> None:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert list(config["corpora"]) == CORPORA
     card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
-    for needed in ("train,devel", "--quantize int8", "Creative Commons", "Apache-2.0", "Text it never saw", *CORPORA):
+    sections = ("Test scores of each head", "Test scores of the merged answer", "Text it never saw")
+    for needed in ("train,devel", "--quantize int8", "Creative Commons", "Apache-2.0", *sections, *CORPORA):
         assert needed in card, needed
     assert config["extra"]["answer"]["exclude"] == {
         "Gene": ["JNLPBA", "BC2GM"]

@@ -91,9 +91,11 @@ class Tagger:
         batch_size: Windows per forward pass.
 
     Example:
-        >>> tagger = Tagger.load("m")                                  # doctest: +SKIP
+        >>> tagger = Tagger.load()                                     # doctest: +SKIP
         >>> tagger("Mutations in BRCA1 cause breast cancer.")          # doctest: +SKIP
-        [{'start': 13, 'end': 18, 'text': 'BRCA1', 'type': 'GENE', ...}, ...]
+        [{'start': 13, 'end': 18, 'text': 'BRCA1', 'type': 'Gene', 'corpus': ['BioNLP11EPI', 'Ex-PTM'], ...}, ...]
+        >>> tagger("Mutations in BRCA1 ...", merge_types=False)        # doctest: +SKIP
+        [{... 'text': 'BRCA1', 'type': 'DNA', 'corpus': ['JNLPBA'], ...}, {... 'type': 'GENE', ...}, ...]
     """
 
     def __init__(self, backend, batch_size: int = INFERENCE_BATCH_SIZE, linker=None) -> None:
