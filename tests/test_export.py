@@ -142,6 +142,16 @@ def test_check_prints_both_f1s_and_a_failed_check_writes_nothing(
     assert "torch F1" in stdout and "onnx F1" in stdout and "toy_gene" in stdout and "head chem.v2" in stdout
     assert "+0.00" in stdout and "exported" in stdout
     assert (out / "model.onnx").is_file()
+    # the check's figures travel with the export, and `info` shows them
+    kept = json.loads((out / "config.json").read_text(encoding="utf-8"))["onnx"]["check"]
+    assert kept["split"] == "test" and kept["max_drop"] == 0.5
+    assert [(r["corpus"], r["head"], r["drop"]) for r in kept["rows"]] == [
+        ("toy_gene", "toy_gene", 0),
+        ("toy_chem", "chem.v2", 0),
+    ]
+    code, stdout, err = run_cli(monkeypatch, capsys, "info", out)
+    assert code == 0 and "export check (test split; refused beyond -0.5 F1):" in stdout, err
+    assert "toy_gene" in stdout and "change +0.00" in stdout
 
     settings = CheckSettings(["toy_gene"], toy_dir, max_drop=-1.0)  # any export "loses" more than -1 points
     failed = model_dir.parent / "failed"

@@ -28,6 +28,7 @@ stays fast.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -35,7 +36,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -281,6 +282,8 @@ def export_onnx(
             _write_config(model, tmp / CONFIG_NAME, graph, model_dir, outlier_report, recorded)
             rows = _run_checks(model, OnnxTagger.from_pretrained(tmp), corpora, check) if check else []
             _enforce(rows, check, out)
+            if check is not None:
+                _record_checks(tmp / CONFIG_NAME, rows, check)
     except OSError as exc:
         raise MtbionerError(f"{out}: cannot write the export: {exc.strerror or exc}") from exc
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -718,6 +721,21 @@ def _enforce(rows: list[CheckRow], check: CheckSettings | None, out: Path) -> No
             f"{worst.onnx_f1:.2f}), more than --max-drop {check.max_drop:g}; nothing was written to {out}",
             rows,
         )
+
+
+def _record_checks(config_file: Path, rows: list[CheckRow], check: CheckSettings) -> None:
+    """Keep what ``--check`` measured in the export's config (``onnx.check``), so the figures travel with the model
+    (``mtbioner info`` shows them) instead of living only in a build log."""
+    from ..fileio import write_json
+
+    data = json.loads(config_file.read_text(encoding="utf-8"))
+    data["onnx"]["check"] = {
+        "split": check.split,
+        "limit": check.limit,
+        "max_drop": check.max_drop,
+        "rows": [{**asdict(r), "drop": round(r.drop, 4)} for r in rows],
+    }
+    write_json(config_file, data)
 
 
 def format_checks(rows: Sequence[CheckRow], split: str) -> str:

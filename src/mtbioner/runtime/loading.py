@@ -93,6 +93,19 @@ def _describe_answer(config) -> str:
     return f"merged by default ({own} policy: {'; '.join(steps) or 'plain merge of every head'})"
 
 
+def _describe_check(check: dict) -> list[str]:
+    """The export's ``--check``: F1 of the torch model and of this export on each corpus scored."""
+    limit = f", first {check['limit']} sentences" if check.get("limit") else ""
+    lines = [f"export check ({check['split']} split{limit}; refused beyond -{check['max_drop']:g} F1):"]
+    for row in check["rows"]:
+        change = row["onnx_f1"] - row["torch_f1"]
+        lines.append(
+            f"  {row['corpus']:<16} torch {row['torch_f1']:.2f}  export {row['onnx_f1']:.2f}  change {change:+.2f}  "
+            f"({row['changed']} of {row['sentences']} sentences changed)"
+        )
+    return lines
+
+
 def describe_model(path: str | Path | None = None) -> str:
     """Human-readable summary of a model folder (or shipped model)."""
     folder = resolve_model(path)
@@ -103,6 +116,7 @@ def describe_model(path: str | Path | None = None) -> str:
         quantize = onnx_info.get("quantize", "none")
         backend = f"onnx ({'fp32' if quantize == 'none' else quantize}, ONNX Runtime{_fusions_note(onnx_info)})"
         parameters = None
+        onnx_check = onnx_info.get("check")
         outliers = onnx_info.get("outliers")
         if outliers:
             backend += (
@@ -112,6 +126,7 @@ def describe_model(path: str | Path | None = None) -> str:
     else:
         config = read_config(folder)
         backend = "torch"
+        onnx_check = None
         from safetensors import safe_open
 
         with safe_open(str(folder / "model.safetensors"), "pt") as handle:
@@ -142,6 +157,8 @@ def describe_model(path: str | Path | None = None) -> str:
         lines.append(
             f"  {name:<16} head {head.head:<6} lambda {head.loss_weight:g}  types {', '.join(head.entity_types)}"
         )
+    if onnx_check:
+        lines += _describe_check(onnx_check)
     training_file = folder / "training.json"
     if training_file.is_file():
         training = json.loads(training_file.read_text(encoding="utf-8"))
