@@ -15,7 +15,11 @@ from ._common import DataDir, setup
 def distill(
     teacher: Annotated[
         Path | None,
-        typer.Argument(help="Trained model folder to distil (not needed with --resume).", show_default=False),
+        typer.Argument(
+            help="Model to distil: a trained folder, an int8 export or a shipped name such as default (not needed "
+            "with --resume).",
+            show_default=False,
+        ),
     ] = None,
     sources: Annotated[
         list[str] | None,

@@ -25,7 +25,11 @@ def overlap(
     data_dir: DataDir = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model folder (trained or exported): add every head on every test set."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model folder (trained or exported) or shipped name (default): add every head on every test set.",
+        ),
     ] = None,
     splits: Annotated[
         str, typer.Option(help="Comma-separated splits whose entity strings and text are compared (not test).")

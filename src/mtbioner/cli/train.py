@@ -115,7 +115,7 @@ def train(
         bool,
         typer.Option(
             "--bf16",
-            help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.7x faster "
+            help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.5x faster "
             "on CPUs with AMX or AVX-512 BF16 (`mtbioner info` names the CPU), slower elsewhere.",
         ),
     ] = False,
@@ -216,7 +216,7 @@ def pretrain(
         bool,
         typer.Option(
             "--bf16",
-            help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.7x faster "
+            help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.5x faster "
             "on CPUs with AMX or AVX-512 BF16 (`mtbioner info` names the CPU), slower elsewhere.",
         ),
     ] = False,

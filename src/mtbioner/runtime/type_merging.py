@@ -1,10 +1,11 @@
 """One coherent entity set: the corpora's types merged into one scheme, overlapping spans resolved.
 
 Each head speaks its own corpus's scheme: BC2GM says GENE where JNLPBA says protein, DNA or RNA, so the
-same ``BRCA1`` comes back twice. ``--merge-types`` maps every type into one scheme, named as PubTator3
+same ``BRCA1`` comes back twice. This module maps every type into one scheme, named as PubTator3
 names its concepts (``Gene`` covers genes and their products), and keeps the original (corpus, type)
-pairs on each entity. The policy is the one ``reports/overlap.md`` derives from the corpora (rerun
-``mtbioner overlap`` to re-derive it):
+pairs on each entity; :func:`mtbioner.runtime.answer.answer` (the merged answer that ``tag`` returns by
+default, ``--per-corpus`` skips it) runs it after the steps chosen on left-out corpora. How overlaps are
+resolved is what ``reports/overlap.md`` derives from the corpora (rerun ``mtbioner overlap`` to re-derive it):
 
 1. same span, same merged type: one entity listing every (corpus, type) that found it, best score;
 2. same merged type, one span inside the other: the longer is kept, the shorter recorded in ``nested``

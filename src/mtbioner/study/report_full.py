@@ -411,8 +411,9 @@ def render(study: Study, output: Path) -> str:
         f"- Budget, the same for every run unless the run says otherwise: {budget}.",
         f"- Intervals: paired bootstrap over test sentences, {spec.resamples} resamples, seed {spec.seed}, "
         f"{level} percentile intervals of entity-level F1 (exact match, as conlleval); method in "
-        "`src/mtbioner/bootstrap.py`. A verdict is **win** when the whole interval of A − B is above 0, **loss** "
-        "when below, **tie** otherwise. Each interval is per comparison, not corrected for the many comparisons.",
+        "`src/mtbioner/study/bootstrap.py`. A verdict is **win** when the whole interval of A − B is above 0, "
+        "**loss** when below, **tie** otherwise. Each interval is per comparison, not corrected for the many "
+        "comparisons.",
         hardware_line(data.results),
         f"- Runs finished: {len(data.results)} of {len(study.runs)}"
         + (f"; **not yet run: {', '.join(missing)}** (shown as missing)." if missing else "."),
