@@ -218,6 +218,12 @@ BAD_JSON = f"{DATA / 'bad.jsonl'}:3: invalid JSON"
         (["--input", DATA / "expected.conll", "--output", "{out}/x.jsonl"], "unknown input format '.conll'"),
         (["--input", DATA / "input.jsonl", "--chunk", "0"], "chunk must be at least 1 document, not 0"),
         ([EXAMPLE, "--batch-size", "0"], "batch_size must be at least 1, not 0"),
+        ([DATA / "input.jsonl"], "input.jsonl: is a file; tag its documents with --input"),
+        (["--input", DATA / "input.jsonl", "--output", "{out}"], "out: is a folder; give a file name"),
+        (
+            ["--input", DATA / "input.jsonl", "-o", DATA / "input.jsonl" / "y"],
+            "cannot create the output folder's parent",
+        ),
     ],
 )
 def test_mistakes_print_one_line_and_exit_2(rules, monkeypatch, capsys, tmp_path: Path, args, message) -> None:
@@ -228,6 +234,24 @@ def test_mistakes_print_one_line_and_exit_2(rules, monkeypatch, capsys, tmp_path
     assert rc == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert list(out_dir.iterdir()) == []  # no output, no temporary file
+
+
+def test_outputs_that_would_destroy_a_file_are_refused_before_tagging(
+    rules, monkeypatch, capsys, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("Mutations in BRCA1.\n", encoding="utf-8")
+    for output, fmt, message in [(source, "jsonl", "would replace the input"), (source, "brat", "writes a folder")]:
+        rc, out, err = tag(monkeypatch, capsys, tmp_path, "--input", source, "-o", output, "-f", fmt, "--no-progress")
+        assert (rc, out) == (2, "") and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert source.read_text(encoding="utf-8") == "Mutations in BRCA1.\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == ["in.txt"]
+
+
+def test_a_missing_model_path_is_not_tagged_as_text(monkeypatch, capsys, tmp_path: Path) -> None:
+    typo = tmp_path / "no-such-model"  # its folder exists: a model path mistyped, not a text
+    rc, out, err = tag(monkeypatch, capsys, typo, "Mutations in BRCA1.")
+    assert (rc, out) == (2, "") and err.startswith(f"error: {typo}: no such model folder"), err
 
 
 def test_failed_run_keeps_the_previous_output(rules, monkeypatch, capsys, tmp_path: Path) -> None:
@@ -318,7 +342,8 @@ def test_the_model_is_the_first_argument_only_when_it_names_one(
         ([EXAMPLE], None, [EXAMPLE]),
         ([folder, EXAMPLE, "BRCA1"], str(folder), [EXAMPLE, "BRCA1"]),
         (["-m", "fast", EXAMPLE], "fast", [EXAMPLE]),
-        ([tmp_path / "not-a-model", EXAMPLE], None, [str(tmp_path / "not-a-model"), EXAMPLE]),
+        (["BRCA1/2", EXAMPLE], None, ["BRCA1/2", EXAMPLE]),  # a word with a slash is text when no such path
+        (["-m", "default", "runs/m", EXAMPLE], "default", ["runs/m", EXAMPLE]),  # model named: the rest is text
     ]:
         asked.clear()
         code, out, err = tag(monkeypatch, capsys, *args)

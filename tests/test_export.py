@@ -194,7 +194,7 @@ def test_cli_passes_plain_int8_and_the_check_batch_size(
         ("empty", "not an mtbioner model folder"),
         ("missing", "no such model folder"),
         ("onnx", "already an exported ONNX model"),
-        ("same", "must differ from the model folder"),
+        ("same", "must differ from the input"),
         ("file", "is a file"),
         ("under-file", "cannot create the output folder's parent"),
         ("not-model", "exists and is not a model folder"),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mtbioner.fileio import atomic_dir, atomic_write
+from mtbioner.errors import MtbionerError
+from mtbioner.fileio import atomic_dir, atomic_write, check_output_file, check_output_folder
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -42,3 +43,53 @@ def test_failed_folder_write_keeps_the_old_folder(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert (tmp_path / "model" / "config.json").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_outputs_the_os_refuses_are_user_errors_and_nothing_is_lost(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    with pytest.raises(MtbionerError, match="is a folder; give a file name"), atomic_write(tmp_path) as handle:
+        handle.write("x")
+    with pytest.raises(MtbionerError, match="notes.txt/out.jsonl: cannot write"), atomic_write(notes / "out.jsonl"):
+        pass
+    # a folder written where a file is would have hidden the file as a dot-file: refused
+    with pytest.raises(MtbionerError, match="notes.txt: is a file; give a folder"), atomic_dir(notes):
+        pass
+    assert notes.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_output_checks_refuse_what_a_write_would_destroy(tmp_path: Path) -> None:
+    corpus = tmp_path / "BC5CDR"
+    corpus.mkdir()
+    (corpus / "train.tsv").write_text("a\tO\n")
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for folder, message in [
+        (corpus, "exists and is not a model folder"),
+        (corpus / "train.tsv", "is a file; give a folder"),
+        (model, "must differ from the input"),
+    ]:
+        with pytest.raises(MtbionerError, match=message):
+            check_output_folder(folder, sources=(model,))
+    check_output_folder(model)  # an earlier output of the same kind is replaced
+    check_output_folder(tmp_path / "new" / "m2")  # a new one may be made, parents included
+    with pytest.raises(MtbionerError, match="is a folder"):
+        check_output_file(corpus)
+    with pytest.raises(MtbionerError, match="would replace the input"):
+        check_output_file(corpus / "train.tsv", sources=(corpus / "train.tsv",))
+    with pytest.raises(MtbionerError, match="cannot create the output folder's parent"):
+        check_output_file(corpus / "train.tsv" / "x.json")
+    assert (corpus / "train.tsv").read_text() == "a\tO\n"
+
+
+def test_a_run_never_starts_over_a_corpus_or_its_teacher(tmp_path: Path) -> None:
+    from mtbioner.learn.training import check_resumable
+
+    corpus = tmp_path / "toy"
+    corpus.mkdir()
+    (corpus / "train.tsv").write_text("a\tO\n")
+    with pytest.raises(MtbionerError, match="exists and is not a model folder"):
+        check_resumable(corpus, resume=False)
+    with pytest.raises(MtbionerError, match="must differ from the input"):
+        check_resumable(tmp_path / "toy", resume=False, sources=(corpus,))

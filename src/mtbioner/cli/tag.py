@@ -84,9 +84,8 @@ def tag(
         raise MtbionerError("give either texts to tag or --input FILE (not both, not neither)")
     if output is None and fmt != "jsonl":
         raise MtbionerError(f"--format {fmt} needs --output")
-    for number, text in enumerate(texts or [], 1):
-        if any("\ud800" <= c <= "\udfff" for c in text):
-            raise MtbionerError(f"text argument {number} is not valid UTF-8")
+    _check_texts(texts, model is None)
+    _check_output(output, fmt, input_file)
     tagger = Tagger.load(model, batch_size=batch_size, link=link)
     options = {"types": types, "corpora": corpora, "min_score": min_score, "flat": flat, "merge_types": merge_types}
     if link is not None:
@@ -117,3 +116,34 @@ def tag(
     }[fmt]
     count = writer(records, output)
     typer.echo(f"tagged {count} documents -> {output}", err=True)
+
+
+def _check_texts(texts: list[str], model_guessed: bool) -> None:
+    """Refuse texts that are surely not texts: a file's name (meant for --input), or a model path that does not
+    exist, which would otherwise be tagged as words and print nothing useful."""
+    from pathlib import Path
+
+    for number, text in enumerate(texts, 1):
+        if any("\ud800" <= c <= "\udfff" for c in text):
+            raise MtbionerError(f"text argument {number} is not valid UTF-8")
+        if not any(c.isspace() for c in text) and Path(text).is_file():
+            raise MtbionerError(f"{text}: is a file; tag its documents with --input {text}")
+    first = Path(texts[0]) if texts else Path()
+    looks_like_a_path = "/" in str(first) and not any(c.isspace() for c in str(first)) and first.parent.is_dir()
+    if model_guessed and len(texts) > 1 and looks_like_a_path:  # "runs/m2 TEXT" with runs/ there: a mistyped model
+        raise MtbionerError(
+            f"{first}: no such model folder (to tag it as text, name the model first: mtbioner tag default ...)"
+        )
+
+
+def _check_output(output: Path | None, fmt: str, input_file: Path | None) -> None:
+    """Refuse an output that cannot be written before the model loads and the documents are tagged."""
+    from ..fileio import check_output_file
+
+    if output is None:
+        return
+    if fmt == "brat":  # a folder of .txt/.ann pairs
+        if output.exists() and not output.is_dir():
+            raise MtbionerError(f"{output}: is a file; --format brat writes a folder")
+        return
+    check_output_file(output, sources=(input_file,) if input_file is not None else ())

@@ -584,10 +584,9 @@ def distill(
     from transformers import get_linear_schedule_with_warmup
 
     out = Path(output)
-    check_resumable(out, resume)
-    teacher_path = None
-    if not isinstance(teacher, MultiTaskTagger):
-        teacher_path = str(teacher_folder(teacher))
+    teacher_path = None if isinstance(teacher, MultiTaskTagger) else str(teacher_folder(teacher))
+    check_resumable(out, resume, sources=(Path(teacher_path),) if teacher_path else ())
+    if teacher_path is not None:
         teacher = load_teacher(teacher_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teacher.to(device).eval()

@@ -28,11 +28,12 @@ from ..constants import __version__
 from ..data.corpus import Corpus
 from ..data.leakage import remove_leaks, scored_texts
 from ..errors import MtbionerError
-from ..fileio import write_json
+from ..fileio import check_output_folder, write_json
 from ..model.decoding import HeadKind
 from ..model.dictionary import DICTIONARY_NAME, Dictionary, training_matches
 from ..model.encoding import Window, collate, document_surroundings, encode, length_grouped_batches
 from ..model.model import WEIGHTS_NAME, MultiTaskTagger
+from ..model.model_config import CONFIG_NAME
 from ..runtime.evaluation import evaluate_corpus
 
 logger = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ def train(
     from transformers import get_linear_schedule_with_warmup
 
     output = Path(output_dir)
+    check_resumable(output, resume, sources=tuple(c.path for c in corpora))
     names = [c.name for c in corpora]
     if len(set(names)) != len(names):
         raise MtbionerError(f"two corpora share a name: {names}; corpus names (folder names) must be unique")
@@ -565,8 +567,9 @@ def _has_checkpoint(output: Path) -> bool:
     return (output / CHECKPOINT_DIR / "state.json").is_file()
 
 
-def check_resumable(output: Path, resume: bool) -> None:
-    """Refuse to resume a run that has no checkpoint, or to start afresh over an unfinished one.
+def check_resumable(output: Path, resume: bool, sources: tuple[Path, ...] = ()) -> None:
+    """Refuse to resume a run that has no checkpoint, to start afresh over an unfinished one, or to write over
+    anything that is not an earlier model (a corpus, the teacher, a file): before hours of work, not at the end.
 
     Raises:
         MtbionerError: Naming the folder and what to do instead.
@@ -577,6 +580,8 @@ def check_resumable(output: Path, resume: bool) -> None:
         raise MtbionerError(
             f"{output} holds an unfinished run: add --resume to continue it, or choose another --output"
         )
+    if not resume:
+        check_output_folder(output, CONFIG_NAME, sources)
 
 
 def _save(output, model, optimizer, scheduler, state, info, improved: bool, final: bool, averaged=None) -> None:

@@ -252,7 +252,7 @@ def export_onnx(
             corpus is missing, calibration is given without ``int8-static`` (or missing with it), or the
             check failed (:class:`ExportCheckError`).
     """
-    from ..fileio import atomic_dir
+    from ..fileio import atomic_dir, check_output_folder
     from ..model.model import MultiTaskTagger
     from ..model.model_config import read_config
 
@@ -264,7 +264,7 @@ def export_onnx(
     model_dir, out = Path(model_dir), Path(out)
     graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset, fusions)
     _check_source(model_dir)
-    _check_destination(model_dir, out)
+    check_output_folder(out, CONFIG_NAME, sources=(model_dir,))
     corpora = _read_check_corpora(check) if check else []
     text = read_calibration(calibration, read_config(model_dir).context) if calibration else None
     started = time.perf_counter()
@@ -317,24 +317,6 @@ def _check_source(model_dir: Path) -> None:
             f"{model_dir}: not an mtbioner model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
             f"train one with mtbioner train)"
         )
-
-
-def _check_destination(model_dir: Path, out: Path) -> None:
-    """Refuse to overwrite the source or a folder that is not a model; fail early if unwritable."""
-    if out.exists() and out.resolve() == model_dir.resolve():
-        raise MtbionerError(f"{out}: the output folder must differ from the model folder")
-    if out.is_file():
-        raise MtbionerError(f"{out}: is a file; give a folder to write the export to")
-    if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_NAME).is_file():
-        raise MtbionerError(f"{out}: exists and is not a model folder; refusing to replace it (choose another)")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise MtbionerError(f"{out}: cannot create the output folder's parent {parent}: {reason}") from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise MtbionerError(f"{out}: cannot write in {parent} (permission denied)")
 
 
 @contextlib.contextmanager
