@@ -43,6 +43,14 @@ def evaluate(
     Example: mtbioner evaluate default BC5CDR --data-dir ../shared/data --json scores.json
     """
     setup(verbose=False)
+    from ..fileio import check_output_file
+
+    if batch_size < 1:
+        raise MtbionerError(f"--batch-size must be at least 1, not {batch_size}")
+    if json_file is not None:
+        check_output_file(json_file)
+    if predictions is not None and predictions.exists() and not predictions.is_dir():
+        raise MtbionerError(f"{predictions}: is a file; --predictions writes a folder")
     if merged:
         _evaluate_merged(model, corpora, data_dir, split, limit, json_file, type_map or [], batch_size, progress)
         return
@@ -53,26 +61,24 @@ def evaluate(
     from ..runtime.loading import load_backend
 
     backend = load_backend(model)
-    specs = corpora or list(backend.config.corpora)
-    reports = []
-    for spec in specs:
+    jobs = []  # every corpus read and matched to a head before any is scored or written
+    for spec in corpora or list(backend.config.corpora):
         head, sep, path = spec.partition("=")
-        if sep:
-            corpus = read_corpus(resolve_corpus(path, data_dir), splits=[split], limit=limit)
-        else:
-            corpus = read_corpus(resolve_corpus(spec, data_dir), splits=[split], limit=limit)
-            head = corpus.name
+        corpus = read_corpus(resolve_corpus(path if sep else spec, data_dir), splits=[split], limit=limit)
+        head = head if sep else corpus.name
         if head not in backend.config.corpora:
             raise MtbionerError(
                 f"{model} has no head {head!r} to score corpus {corpus.name!r}; "
                 f"heads: {list(backend.config.corpora)}. "
                 f"Use HEAD=PATH to score a folder with a named head."
             )
-        report, predicted = evaluate_corpus(backend, corpus, split, head, batch_size, progress)
-        reports.append(report)
-        if predictions is not None:
-            write_conlleval(predictions / f"{corpus.name}.txt", corpus.sentences(split), predicted)
+        jobs.append((corpus, head))
+    scored = [(corpus, *evaluate_corpus(backend, corpus, split, head, batch_size, progress)) for corpus, head in jobs]
+    reports = [report for _, report, _ in scored]
     typer.echo(format_table(reports))
+    if predictions is not None:
+        for corpus, _, predicted in scored:
+            write_conlleval(predictions / f"{corpus.name}.txt", corpus.sentences(split), predicted)
     if json_file is not None:
         write_json_report(json_file, reports)
 

@@ -1,5 +1,6 @@
-"""``mtbioner evaluate --merged`` with the shipped model: cross-corpus scoring from the command line, and the user
-mistakes it must answer with one ``error:`` line (issue 40: unknown corpus, a type mapping naming no known type)."""
+"""``mtbioner evaluate`` with the shipped model: each head and (``--merged``) cross-corpus scoring from the command
+line, and the user mistakes it must answer with one ``error:`` line (issue 40: unknown corpus, a type mapping naming
+no known type) before anything is written."""
 
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def _one_error_line(code: int, printed: str) -> str:
         (["BC5CDR", "--merged", "--map", "Chemical"], "expected CORPUS_TYPE=MERGED_TYPE"),
         (["BC5CDR", "--map", "Chemical=Disease"], "--map applies to --merged scoring"),
         (["--merged"], "name the corpora to score"),
+        (["BC5CDR", "--batch-size", "-1"], "--batch-size must be at least 1, not -1"),
+        (["BC5CDR", "--merged", "--batch-size", "0"], "--batch-size must be at least 1, not 0"),
     ],
 )
 def test_user_mistakes_are_one_error_line(monkeypatch, capsys, tmp_path: Path, args: list[str], says: str) -> None:
@@ -64,3 +67,12 @@ def test_user_mistakes_are_one_error_line(monkeypatch, capsys, tmp_path: Path, a
     line = _one_error_line(*_merged(monkeypatch, capsys, *args, "--limit", 5, "--json", out))
     assert says in line, line
     assert not out.exists()  # nothing half-written
+
+
+def test_a_bad_corpus_late_in_the_list_writes_no_predictions(monkeypatch, capsys, tmp_path: Path) -> None:
+    predictions, scores = tmp_path / "preds", tmp_path / "scores.json"
+    args = ["BC5CDR", "NOPE", "--predictions", predictions, "--json", scores, "--limit", 5]
+    line = _one_error_line(*_merged(monkeypatch, capsys, *args))
+    assert "corpus 'NOPE' not found" in line and not predictions.exists() and not scores.exists()
+    line = _one_error_line(*_merged(monkeypatch, capsys, "BC5CDR", "--json", tmp_path, "--limit", 5))
+    assert "is a folder; give a file name" in line
