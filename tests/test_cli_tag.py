@@ -219,6 +219,7 @@ BAD_JSON = f"{DATA / 'bad.jsonl'}:3: invalid JSON"
         (["--input", DATA / "input.jsonl", "--chunk", "0"], "chunk must be at least 1 document, not 0"),
         ([EXAMPLE, "--batch-size", "0"], "batch_size must be at least 1, not 0"),
         ([DATA / "input.jsonl"], "input.jsonl: is a file; tag its documents with --input"),
+        ([EXAMPLE, "--link-threshold", "0.5"], "--link-threshold needs --link"),
         (["--input", DATA / "input.jsonl", "--output", "{out}"], "out: is a folder; give a file name"),
         (
             ["--input", DATA / "input.jsonl", "-o", DATA / "input.jsonl" / "y"],

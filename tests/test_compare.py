@@ -375,6 +375,9 @@ def rule_models(monkeypatch: pytest.MonkeyPatch, tokenizer, tmp_path: Path) -> t
         (["{a}", "{b}", "--input", "{texts}", "--limit", "0"], "--limit must be at least 1"),
         (["{a}", "{b}", "--gold", "no-such-corpus"], "corpus 'no-such-corpus' not found"),
         (["{a}", "{b}", "--input", "{tmp}/missing.txt"], "missing.txt: cannot read"),
+        (["{a}", "{b}", "--input", "{texts}", "--html", "{tmp}/c.out", "--md", "{tmp}/c.out"], "are the same file"),
+        (["{a}", "{b}", "--input", "{texts}", "--md", "{texts}"], "would replace the input"),
+        (["{a}", "{b}", "--input", "{texts}", "--html", "{tmp}"], "is a folder; give a file name"),
     ],
 )
 def test_cli_mistakes_are_one_line_and_exit_2(cli, rule_models, tmp_path: Path, args, message) -> None:

@@ -217,6 +217,9 @@ def test_threshold_gives_none(linker: Linker) -> None:
         Linker(linker.kb, threshold=1.5)
     with pytest.raises(RequestError, match="between 0 and 1"):
         linker.threshold = -0.1
+    for bad in (7.0, -5.0):  # a per-call threshold too: 7 linked nothing, -5 everything
+        with pytest.raises(RequestError, match="between 0 and 1"):
+            linker.match(["Marfan syndrome"], ["Disease"], threshold=bad)
 
 
 def test_link_adds_fields_without_touching_its_input(linker: Linker) -> None:

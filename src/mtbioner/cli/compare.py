@@ -54,6 +54,7 @@ def compare(
     setup(verbose=False)
     named = _named_models(list(models or []))
     _check_options(named, input_file, gold, limit, max_examples)
+    _check_outputs(output_html, output_md, input_file)
     from ..runtime.tagging import Tagger
     from ..study.compare import compare_corpus, compare_texts, format_summary, write_reports
 
@@ -116,3 +117,13 @@ def _read_texts(path: Path, limit: int | None) -> tuple[list[str], list[str]]:
     if not records:
         raise MtbionerError(f"{path}: no documents (every line is blank)")
     return [str(r["id"]) for r in records], [r["text"] for r in records]
+
+
+def _check_outputs(html: Path, md: Path, input_file: Path | None) -> None:
+    """Two distinct, writable reports, neither the input: checked before any model loads."""
+    from ..fileio import check_output_file
+
+    if html.resolve() == md.resolve():
+        raise MtbionerError(f"--html and --md are the same file ({html}); the page would be lost: give two names")
+    for path in (html, md):
+        check_output_file(path, sources=(input_file,) if input_file is not None else ())

@@ -85,6 +85,10 @@ def tag(
     if output is None and fmt != "jsonl":
         raise MtbionerError(f"--format {fmt} needs --output")
     _check_texts(texts, model is None)
+    if link_threshold is not None and (link is None or not 0.0 <= link_threshold <= 1.0):
+        raise MtbionerError(
+            "--link-threshold needs --link" if link is None else f"--link-threshold must be 0..1, not {link_threshold}"
+        )
     _check_output(output, fmt, input_file)
     tagger = Tagger.load(model, batch_size=batch_size, link=link)
     options = {"types": types, "corpora": corpora, "min_score": min_score, "flat": flat, "merge_types": merge_types}

@@ -383,9 +383,7 @@ class Linker:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise RequestError(f"threshold must be a number between 0 and 1, not {value!r}")
-        self._threshold = float(value)
+        self._threshold = _checked_threshold(value)
 
     def __len__(self) -> int:
         return len(self.kb)
@@ -434,7 +432,7 @@ class Linker:
             types: The entity type of each mention (``None``: search every KB type).
             threshold: Overrides the linker's threshold (``0.0``: always the nearest concept).
         """
-        threshold = self.threshold if threshold is None else threshold
+        threshold = self.threshold if threshold is None else _checked_threshold(threshold)
         if isinstance(mentions, str):
             raise RequestError("mentions must be a list of strings, not one string")
         if types is None:
@@ -591,3 +589,10 @@ class Linker:
                 raise ModelFormatError(f"{folder}: index shape {self._matrix.shape} does not match its vocabulary")
             self._vectorizer.idf_ = idf
         return self
+
+
+def _checked_threshold(value: object) -> float:
+    """A link threshold is a score: 0..1 (above 1 nothing links, below 0 everything would)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise RequestError(f"threshold must be a number between 0 and 1, not {value!r}")
+    return float(value)
