@@ -122,10 +122,21 @@ def test_bad_options_fail_before_ray_starts(model_dir: Path, tmp_path: Path) -> 
         ({"num_workers": 0}, "must be at least 1"),
         ({"min_score": 2.0}, "between 0 and 1"),
         ({"model": tmp_path}, "not an mtbioner model folder"),
+        ({"model": Path("no-such-model")}, "no such model folder, and no shipped model of that name"),
+        ({"output": tmp_path / "in" / "part-0.jsonl"}, "is a file; --output is the folder"),
     ]:
         with pytest.raises(MtbionerError, match=message):
             tag_corpus(CorpusJob(**{**base, **extra}))
     assert not (tmp_path / "out").exists()
+    # a shipped model's name is taken as every other command takes it
+    from mtbioner.runtime.shipped import resolve_model
+
+    seen: list[Path] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scaling, "check_job", lambda job: seen.append(job.model) or 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            tag_corpus(CorpusJob(**{**base, "model": Path("default")}))
+    assert seen == [resolve_model("default")]
     # the merged types (what tag-corpus writes by default) and the heads' own are both known, as in `tag`
     scaling.check_job(CorpusJob(**{**base, "types": ["Gene", "Chemical", "GENE"]}))
 

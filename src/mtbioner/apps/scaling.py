@@ -31,7 +31,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -376,6 +376,8 @@ def check_job(job: CorpusJob) -> None:
         raise MtbionerError("--gpus-per-worker and --retries cannot be negative")
     if not 0.0 <= job.min_score <= 1.0:
         raise MtbionerError(f"--min-score must be between 0 and 1, not {job.min_score}")
+    if job.output.exists() and not job.output.is_dir():
+        raise MtbionerError(f"{job.output}: is a file; --output is the folder the shards are written to")
     if (job.model / ONNX_NAME).is_file():
         config, _ = read_onnx_config(job.model)
     else:
@@ -442,6 +444,9 @@ class _Progress:
 
 def tag_corpus(job: CorpusJob) -> CorpusReport:
     """Tag every unfinished shard of ``job.inputs`` into ``job.output``; see the module docstring."""
+    from ..runtime.shipped import resolve_model
+
+    job = replace(job, model=resolve_model(job.model))  # a shipped name (default) as every other command takes it
     check_job(job)
     shards = plan_shards(find_inputs(job.inputs), job.output)
     job.output.mkdir(parents=True, exist_ok=True)
