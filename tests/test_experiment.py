@@ -39,6 +39,12 @@ def test_study_errors_name_the_problem(tmp_path: Path) -> None:
         load_study(_study(tmp_path, "runs:\n  a: {head: crf}\n"))
     with pytest.raises(MtbionerError, match="unknown option.*epoch\\b"):
         load_study(_study(tmp_path, "runs:\n  a: {corpora: [X], epoch: 3}\n"))
+    with pytest.raises(MtbionerError, match="run 'a' needs a 'corpora' list"):  # not split into letters
+        load_study(_study(tmp_path, "runs:\n  a: {corpora: BC2GM}\n"))
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"runs:\n  a: {corpora: [X], description: caf\xe9}\n")
+    with pytest.raises(MtbionerError, match=r"latin1\.yaml:2: not UTF-8 \(byte 0xe9\)"):
+        load_study(latin1)
 
 
 def test_run_options_override_the_budget(tmp_path: Path) -> None:

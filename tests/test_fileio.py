@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mtbioner.errors import MtbionerError
-from mtbioner.fileio import atomic_dir, atomic_write, check_output_file, check_output_folder
+from mtbioner.fileio import atomic_dir, atomic_write, check_output_file, check_output_folder, read_json_record
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -93,3 +93,20 @@ def test_a_run_never_starts_over_a_corpus_or_its_teacher(tmp_path: Path) -> None
         check_resumable(corpus, resume=False)
     with pytest.raises(MtbionerError, match="must differ from the input"):
         check_resumable(tmp_path / "toy", resume=False, sources=(corpus,))
+
+
+def test_a_damaged_run_record_is_named_not_a_traceback(monkeypatch, capsys, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    run = tmp_path / "m"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "training.json").write_text('{"config": {"lr": 0.1', encoding="utf-8")  # cut short by a full disk
+    with pytest.raises(MtbionerError, match="training.json: damaged, not readable as JSON"):
+        read_json_record(run / "training.json")
+    assert read_json_record(tmp_path / "absent.json") == {}
+    code, printed = run_cli(monkeypatch, capsys, "train", "--resume", "--output", run)
+    assert code == 2 and printed.startswith("error: ") and "training.json: damaged" in printed, printed
+    assert printed.count("\n") == 1 and "Traceback" not in printed
+    (run / "training.json").write_text('{"config": {"no_such_field": 1}, "corpora": {}}', encoding="utf-8")
+    code, printed = run_cli(monkeypatch, capsys, "train", "--resume", "--output", run)
+    assert code == 2 and "training.json: damaged or from another version" in printed, printed

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import MtbionerError
+from .errors import ModelFormatError, MtbionerError
 
 
 def _umask() -> int:
@@ -116,6 +116,33 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_json_record(path: str | Path) -> dict:
+    """A run's JSON record (``training.json``, ``distillation.json``, ...): ``{}`` when absent.
+
+    Raises:
+        ModelFormatError: The file is there but damaged (cut short by a full disk, edited by hand), naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: damaged, not readable as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path}: damaged, expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+@contextlib.contextmanager
+def recorded_fields(path: str | Path) -> Iterator[None]:
+    """Reading fields of a run's record: one missing or of the wrong kind is a damaged file, named."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: damaged or from another version, cannot resume from it ({exc!r})") from None
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import MtbionerError
+from ..fileio import recorded_fields
 from ._common import DataDir, setup
 
 
@@ -114,14 +115,15 @@ def distill(
         info = read_info(output)
         if not info or not (output / "checkpoint" / "state.json").is_file():
             raise MtbionerError(f"{output}: nothing to resume (no unfinished distillation run there)")
-        recorded = info["teacher"]["path"]
+        with recorded_fields(output / "distillation.json"):
+            recorded = info["teacher"]["path"]
+            config = DistillConfig(**info["config"])
+            inputs = info["inputs"]
+            source_list, data_dir = inputs["sources"], inputs["data_dir"] and Path(inputs["data_dir"])
+            held = list(inputs.get("held_out", []))
         if teacher is not None and str(teacher.expanduser().resolve()) != recorded:
             raise MtbionerError(f"{output} was distilled from {recorded}, not {teacher}; drop the teacher to resume")
         teacher = Path(recorded)
-        config = DistillConfig(**info["config"])
-        inputs = info["inputs"]
-        source_list, data_dir = inputs["sources"], inputs["data_dir"] and Path(inputs["data_dir"])
-        held = list(inputs.get("held_out", []))
     else:
         if teacher is None:
             raise MtbionerError("name the teacher model folder, e.g. mtbioner distill m BC5CDR --output m3")

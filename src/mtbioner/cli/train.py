@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import MtbionerError
+from ..fileio import read_json_record, recorded_fields
 from ._common import DataDir, Limit, parse_heads, parse_weights, setup
 
 
@@ -135,8 +135,9 @@ def train(
         info = read_training_info(output)
         if not info:
             raise MtbionerError(f"{output}: nothing to resume (no training.json)")
-        config = TrainingConfig(**info["config"])
-        paths = [Path(p) for p in info["corpora"].values()]
+        with recorded_fields(output / "training.json"):
+            config = TrainingConfig(**info["config"])
+            paths = [Path(p) for p in info["corpora"].values()]
     else:
         if not corpora:
             raise MtbionerError("name at least one corpus, e.g. mtbioner train BC5CDR --output m")
@@ -236,10 +237,11 @@ def pretrain(
         info_file = output / INFO_FILE
         if not info_file.is_file():
             raise MtbionerError(f"{output}: nothing to resume (no {INFO_FILE})")
-        info = json.loads(info_file.read_text(encoding="utf-8"))
-        config = PretrainConfig(**info["config"])
-        sources, splits, limit = info["inputs"]["sources"], info["inputs"]["splits"], info["inputs"]["limit"]
-        data_dir = info["inputs"]["data_dir"] and Path(info["inputs"]["data_dir"])
+        info = read_json_record(info_file)
+        with recorded_fields(info_file):
+            config = PretrainConfig(**info["config"])
+            sources, splits, limit = info["inputs"]["sources"], info["inputs"]["splits"], info["inputs"]["limit"]
+            data_dir = info["inputs"]["data_dir"] and Path(info["inputs"]["data_dir"])
     else:
         config = PretrainConfig(
             encoder=encoder,

@@ -59,7 +59,7 @@ from ..constants import __version__
 from ..data.corpus import Corpus
 from ..data.text import text_surroundings
 from ..errors import CorpusFormatError, ModelFormatError, MtbionerError
-from ..fileio import write_json
+from ..fileio import read_json_record, write_json
 from ..model.encoding import Batch, Window, collate, document_surroundings, encode, length_grouped_batches
 from ..model.model import WEIGHTS_NAME, MultiTaskTagger
 from .students import choose_layers, make_student, teacher_depth
@@ -762,5 +762,4 @@ def _save(out: Path, student: MultiTaskTagger, optimizer, scheduler, state: dict
 
 def read_info(folder: str | Path) -> dict:
     """The ``distillation.json`` of a student folder (empty when absent)."""
-    path = Path(folder) / INFO_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_json_record(Path(folder) / INFO_FILE)

@@ -28,7 +28,7 @@ from ..constants import __version__
 from ..data.corpus import Corpus
 from ..data.leakage import remove_leaks, scored_texts
 from ..errors import MtbionerError
-from ..fileio import check_output_folder, write_json
+from ..fileio import check_output_folder, read_json_record, write_json
 from ..model.decoding import HeadKind
 from ..model.dictionary import DICTIONARY_NAME, Dictionary, training_matches
 from ..model.encoding import Window, collate, document_surroundings, encode, length_grouped_batches
@@ -672,5 +672,4 @@ def _load_checkpoint(output: Path, model, optimizer, scheduler, averaged=None) -
 
 def read_training_info(model_dir: str | Path) -> dict:
     """The ``training.json`` of a model folder (empty when absent)."""
-    path = Path(model_dir) / TRAINING_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_json_record(Path(model_dir) / TRAINING_FILE)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..fileio import read_json_record
 from ..model.model_config import read_config
 from .onnx_backend import ONNX_NAME
 from .shipped import resolve_model
@@ -161,7 +161,7 @@ def describe_model(path: str | Path | None = None) -> str:
         lines += _describe_check(onnx_check)
     training_file = folder / "training.json"
     if training_file.is_file():
-        training = json.loads(training_file.read_text(encoding="utf-8"))
+        training = read_json_record(training_file)
         cfg = training.get("config", {})
         keys = ["schedule", "lr", "warmup", "weight_decay", "batch_size", "epochs", "train_splits", "seed", "limit"]
         lines.append("training:")

@@ -89,8 +89,12 @@ def load_study(path: str | Path) -> Study:
     file = Path(path)
     if not file.is_file():
         raise MtbionerError(f"study file {file} not found")
+    raw = file.read_bytes()
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise MtbionerError(f"{file}:{line}: not UTF-8 (byte 0x{raw[error.start]:02x})") from None
     except yaml.YAMLError as error:
         raise MtbionerError(f"{file}: not valid YAML: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), dict) or not data["runs"]:
@@ -103,8 +107,8 @@ def load_study(path: str | Path) -> Study:
     _check_options(file, "budget", budget)
     runs = []
     for name, spec in data["runs"].items():
-        if not isinstance(spec, dict) or not spec.get("corpora"):
-            raise MtbionerError(f"{file}: run {name!r} needs a 'corpora' list")
+        if not isinstance(spec, dict) or not isinstance(spec.get("corpora"), list) or not spec["corpora"]:
+            raise MtbionerError(f"{file}: run {name!r} needs a 'corpora' list, e.g. corpora: [BC5CDR, NCBI-disease]")
         options = {k: v for k, v in spec.items() if k not in RUN_KEYS}
         _check_options(file, f"run {name!r}", options)
         runs.append(
