@@ -202,6 +202,7 @@ def test_cli_passes_plain_int8_and_the_check_batch_size(
         ("check", "corpus 'NOPE' not found"),
         ("batch", "--batch-size must be at least 1, not 0"),
         ("limit", "--limit must be at least 1, not 0"),
+        ("nan", "--max-drop must be a number of F1 points, not nan"),
     ],
 )
 def test_user_mistakes_give_one_line_and_status_2(
@@ -235,6 +236,8 @@ def test_user_mistakes_give_one_line_and_status_2(
         extra = ["--quantize", "int4"]
     elif case == "check":
         extra = ["--check", "NOPE", "--data-dir", tmp_path]
+    elif case == "nan":
+        extra = ["--check", "toy_gene", "--max-drop", "nan"]
     elif case in ("batch", "limit"):
         extra = ["--check", "toy_gene", f"--{'batch-size' if case == 'batch' else 'limit'}", "0"]
     code, stdout, err = run_cli(monkeypatch, capsys, "export", source, out, *extra)

@@ -56,6 +56,8 @@ def test_raw_text_files(tmp_path: Path) -> None:
     (tmp_path / "d.txt").write_text(PUBTATOR, encoding="utf-8")  # a PubTator download named .txt
     assert file_texts(tmp_path / "a.txt") == ["first document", "second document"]
     assert file_texts(tmp_path / "a.txt", limit=1) == ["first document"]
+    with pytest.raises(MtbionerError, match="limit must be a positive number of texts, got -1"):
+        file_texts(tmp_path / "a.txt", limit=-1)  # texts[:-1] would drop the last one silently
     assert file_texts(tmp_path / "b.jsonl") == ["from json"]
     assert file_texts(tmp_path / "c.pubtator") == ["BRCA1 in cancer\nTamoxifen helps."]
     assert file_texts(tmp_path / "d.txt") == ["BRCA1 in cancer\nTamoxifen helps."]

@@ -115,6 +115,8 @@ def file_texts(path: str | Path, limit: int | None = None) -> list[str]:
     from ..data.formats import read_documents, read_pubtator
 
     file = Path(path)
+    if limit is not None and limit < 1:  # as corpora refuse it; texts[:-1] would silently drop the last text
+        raise MtbionerError(f"limit must be a positive number of texts, got {limit}")
     suffix = file.suffix.lower()
     if suffix not in TEXT_SUFFIXES:
         raise MtbionerError(f"{file}: unknown text format {suffix!r}; use .txt, .jsonl or .pubtator")

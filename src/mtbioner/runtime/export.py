@@ -180,6 +180,8 @@ class CheckSettings:
             raise MtbionerError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise MtbionerError(f"--limit must be at least 1, not {self.limit}")
+        if self.max_drop != self.max_drop:  # NaN: every comparison false, so the check would pass anything
+            raise MtbionerError("--max-drop must be a number of F1 points, not nan")
 
 
 @dataclass
