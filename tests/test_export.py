@@ -203,6 +203,7 @@ def test_cli_passes_plain_int8_and_the_check_batch_size(
         ("batch", "--batch-size must be at least 1, not 0"),
         ("limit", "--limit must be at least 1, not 0"),
         ("nan", "--max-drop must be a number of F1 points, not nan"),
+        ("no-check", "--split and --limit choose what --check scores"),
     ],
 )
 def test_user_mistakes_give_one_line_and_status_2(
@@ -236,6 +237,8 @@ def test_user_mistakes_give_one_line_and_status_2(
         extra = ["--quantize", "int4"]
     elif case == "check":
         extra = ["--check", "NOPE", "--data-dir", tmp_path]
+    elif case == "no-check":
+        extra = ["--limit", "5"]
     elif case == "nan":
         extra = ["--check", "toy_gene", "--max-drop", "nan"]
     elif case in ("batch", "limit"):

@@ -95,6 +95,8 @@ def export_command(
     setup(verbose=False)
     specs = [s.strip() for item in (check or []) for s in item.split(",") if s.strip()]
     settings = CheckSettings(specs, data_dir, split, limit, max_drop, batch_size) if specs else None
+    if not specs and (limit is not None or split != "test"):
+        raise MtbionerError("--split and --limit choose what --check scores; add --check CORPUS")
     if calibration_size is not None and calibration is None:
         raise MtbionerError("--calibration-size needs --calibration (and --quantize int8-static)")
     calibrate = None
