@@ -217,6 +217,9 @@ BAD = {
     "min_score negative": b'{"text": "a", "min_score": -0.1}',
     "min_score a word": b'{"text": "a", "min_score": "high"}',
     "flat a word": b'{"text": "a", "flat": "maybe"}',
+    "min_score true": b'{"text": "a", "min_score": true}',  # was read as 1.0: every entity dropped
+    "flat a string that reads as a boolean": b'{"text": "a", "flat": "yes"}',
+    "merge_types a number": b'{"text": "a", "merge_types": 0}',
     "types a string": b'{"text": "a", "types": "GENE"}',
     "lone surrogate": b'{"text": "MYC \\ud800 binds"}',
     "invalid UTF-8": b'{"text": "MYC \xff binds"}',
@@ -237,6 +240,7 @@ def test_bad_input_is_422_json(client, name: str) -> None:
     [
         ({"text": "a", "types": ["PROTEIN"]}, "unknown entity types ['PROTEIN']"),
         ({"texts": ["a"], "corpora": ["BC5CDR"]}, "unknown corpora ['BC5CDR']"),
+        ({"text": "a", "types": ["Gene"], "merge_types": False}, "unknown entity types ['Gene'] in the per-corpus"),
     ],
 )
 def test_tagger_request_errors_are_422_with_the_message(client, body: dict, message: str) -> None:
@@ -402,7 +406,7 @@ class Recorder:
         """The calls made on threads whose names start with ``prefix``: one lane's, in order."""
         return [call for thread, call in self.log if thread.startswith(prefix)]
 
-    def check_options(self, texts, types, corpora, min_score) -> list[str]:
+    def check_options(self, texts, types, corpora, min_score, merge_types=True) -> list[str]:
         return ["toy"]
 
     @staticmethod
@@ -459,6 +463,13 @@ def test_batcher_groups_by_options_and_respects_the_caps() -> None:
     assert sorted(w for call in recorder.calls for w in call) == list("abcdefghi")  # each sentence once
 
 
+def test_one_long_sentence_takes_the_main_lane() -> None:
+    # 3,000 characters with no sentence end weigh three sentences: more than a slice of two, so not express
+    recorder = Recorder()
+    _batcher_run(recorder, lambda b: b.tag(["x" * 3_000]), lambda b: b.tag(["short"]), slice_sentences=2)
+    assert recorder.lane("mtbioner-tagger") == [["x" * 3_000]] and recorder.lane("mtbioner-express") == [["short"]]
+
+
 def test_a_small_request_is_not_starved_by_a_large_one() -> None:
     recorder = Recorder(delay=0.01)
     large = " ".join(f"w{i}" for i in range(400))
@@ -501,8 +512,11 @@ def test_work_limits_raise_413_and_503_errors() -> None:
     recorder = Recorder(delay=0.05)
 
     async def too_big(batcher: MicroBatcher):
-        with pytest.raises(TooMuchWork, match="11 sentences in one request; one request may hold 10"):
+        with pytest.raises(TooMuchWork, match=r"11 sentences in one request \(.*\); one request may hold 10"):
             await batcher.tag([" ".join("x" * 11)])
+        # 12,000 characters without a sentence end: one sentence, but twelve sentences' worth of work
+        with pytest.raises(TooMuchWork, match="12 sentences in one request"):
+            await batcher.tag(["x" * 12_000])
 
     async def queue_full(batcher: MicroBatcher):
         await asyncio.sleep(0.02)

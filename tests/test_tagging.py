@@ -226,11 +226,38 @@ def test_filters(rules: Tagger, options: dict, expected: list[dict]) -> None:
         (lambda t: t.tag_batch(EXAMPLE), "texts must be a list of strings, not one string"),
         (lambda t: t.tag_batch([EXAMPLE, None]), "text 1 is NoneType, not a string"),
         (lambda t: Tagger(t.backend, batch_size=0), "batch_size must be at least 1"),
+        (lambda t: Tagger(t.backend, batch_size=2.5), "batch_size must be a whole number of windows, not 2.5"),
+        (lambda t: Tagger.load(5), "model_dir must be a folder or a shipped model's name, not 5"),
+        (lambda t: t.tag_batch([EXAMPLE], link_threshold=0.5), "link_threshold needs a tagger that links"),
+        (lambda t: t.tag_batch([EXAMPLE], min_score="0.5"), "min_score must be between 0 and 1, not '0.5'"),
+        (lambda t: t.tag_batch([EXAMPLE], min_score=True), "min_score must be between 0 and 1, not True"),
+        (lambda t: t.tag_batch([EXAMPLE], types="GENE"), "types must be a list of strings, not 'GENE'"),
+        (lambda t: t.tag_batch([EXAMPLE], corpora=[["BC2GM"]]), "corpora must be a list of strings"),
+        (lambda t: t.tag_batch(None), "texts must be a list of strings, not NoneType"),
+        (lambda t: t.tag_batch({0: EXAMPLE}), "texts must be a list of strings, not dict"),
+        (
+            lambda t: t.tag_batch([EXAMPLE], types=["Gene"]),
+            r"unknown entity types \['Gene'\] in the per-corpus answer",
+        ),
     ],
 )
 def test_bad_requests_name_the_problem(rules: Tagger, call, message: str) -> None:
     with pytest.raises(RequestError, match=message):
         call(rules)
+
+
+def test_any_iterable_of_texts_is_read_once_in_order(rules: Tagger) -> None:
+    class Labelled(list):
+        """Iterates in order but looks labels up elsewhere, as a pandas Series with a shuffled index does."""
+
+        def __getitem__(self, i):  # type: ignore[override]
+            return super().__getitem__(-1 - i)
+
+    texts = ["KRAS", EXAMPLE]
+    expected = rules.tag_batch(texts)
+    assert rules.tag_batch(Labelled(texts)) == expected
+    assert rules.tag_batch(t for t in texts) == expected  # a generator is not used up by the checks
+    assert rules.tag_batch(tuple(texts)) == expected
 
 
 def test_batch_keeps_text_order_and_empty_texts(rules: Tagger) -> None:

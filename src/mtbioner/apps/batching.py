@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mtbioner.serve")
 
 SHUTTING_DOWN = "server shutting down"
+SENTENCE_CHARS = 1_000  # a long sentence's weight in the limits: ~2 windows of the model, a long PubMed sentence
 
 
 class Overloaded(MtbionerError):
@@ -220,17 +221,18 @@ class MicroBatcher:
 
         if not self._running():
             raise RuntimeError("the batcher is not running (is the app's lifespan running?)")
-        self.tagger.check_options(list(texts), types, corpora, min_score)
+        self.tagger.check_options(list(texts), types, corpora, min_score, merge_types)
         loop = asyncio.get_running_loop()
         # splitting a megabyte takes a while: off the event loop, and off the model's threads
         bounds = await loop.run_in_executor(self._splitter, _split_all, self.tagger, list(texts))
         if self._closed:  # no lane would ever serve it
             raise RuntimeError(SHUTTING_DOWN)
         count = sum(len(starts) for starts, _ in bounds)
-        self._admit(count)  # counted, not listed: one refused is no tuple per sentence
+        cost = _cost(bounds)  # a megabyte with no full stop is one sentence, but not one sentence's work
+        self._admit(count, cost)  # counted, not listed: one refused is no tuple per sentence
         if not count:
             return [render([]) if render is not None else [] for _ in texts]
-        lane = self._express if count <= self.slice_sentences else self._main
+        lane = self._express if cost <= self.slice_sentences else self._main
         options = (_freeze(types), _freeze(corpora), float(min_score), bool(flat), bool(merge_types))
         pending = deque(_units(bounds))
         job = _Job(list(texts), options, loop.create_future(), pending, [[] for _ in texts], lane, render)
@@ -247,12 +249,13 @@ class MicroBatcher:
         lanes = (self._main, self._express)
         return not self._closed and all(lane.task is not None and not lane.task.done() for lane in lanes)
 
-    def _admit(self, count: int) -> None:
-        if count > self.max_request_sentences:
+    def _admit(self, count: int, cost: int) -> None:
+        if cost > self.max_request_sentences:
             self.stats.refused += 1
             raise TooMuchWork(
-                f"{count} sentences in one request; one request may hold {self.max_request_sentences} "
-                "(--max-request-sentences): split it into several requests"
+                f"{cost} sentences in one request (one longer than {SENTENCE_CHARS:,} characters counts once per "
+                f"{SENTENCE_CHARS:,}); one request may hold {self.max_request_sentences} (--max-request-sentences): "
+                "split it into several requests"
             )
         if self._queued + count > self.max_queue_sentences:
             self.stats.refused += 1
@@ -422,6 +425,13 @@ def _join(pools: list[ThreadPoolExecutor]) -> None:
 def _split_all(tagger: Tagger, texts: list[str]) -> list[tuple[Sequence[int], Sequence[int]]]:
     """Each text's sentences as the arrays of their starts and ends (``Tagger.sentence_bounds``)."""
     return [tagger.sentence_bounds(text) for text in texts]
+
+
+def _cost(bounds: list[tuple[Sequence[int], Sequence[int]]]) -> int:
+    """The sentences of the texts, each longer than ``SENTENCE_CHARS`` counted once per ``SENTENCE_CHARS``: what
+    the request limit and the choice of lane weigh, so a text without sentence ends is not one short sentence."""
+    pairs = (pair for starts, ends in bounds for pair in zip(starts, ends, strict=True))
+    return sum(max(1, -(-(end - start) // SENTENCE_CHARS)) for start, end in pairs)
 
 
 def _units(bounds: list[tuple[Sequence[int], Sequence[int]]]) -> Iterator[tuple[int, int, int]]:

@@ -238,15 +238,21 @@ def _schemas(max_text_note: str):
         )
         types: list[str] | None = Field(None, description="Keep only these entity types.")
         corpora: list[str] | None = Field(None, description="Run only these heads.")
-        min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities less confident than this.")
-        flat: bool = Field(False, description="Resolve overlapping entities to the best one.")
+        # strict: true is not a score (pydantic read it as 1.0 and dropped everything), nor "no" a boolean
+        min_score: float = Field(
+            0.0, ge=0.0, le=1.0, strict=True, description="Drop entities less confident than this."
+        )
+        flat: bool = Field(False, strict=True, description="Resolve overlapping entities to the best one.")
         merge_types: bool = Field(
             True,
+            strict=True,
             description="One answer in the merged scheme (Gene, Chemical, Disease, Species, Anatomy, CellLine, "
             "CellType); false: every head's own answer in its corpus's types.",
         )
-        link: bool = Field(True, description="Give concept ids when the server links entities (--link).")
-        link_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Lowest link score that gives an id.")
+        link: bool = Field(True, strict=True, description="Give concept ids when the server links entities (--link).")
+        link_threshold: float | None = Field(
+            None, ge=0.0, le=1.0, strict=True, description="Lowest link score that gives an id."
+        )
 
         @field_validator("text")
         @classmethod

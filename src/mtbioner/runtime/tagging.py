@@ -9,10 +9,11 @@ windows of all sentences of all texts, sorted by length -> emission scores of ev
 from __future__ import annotations
 
 import gc
+import os
 import re
 import threading
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,7 +29,6 @@ from ..data.text import (
     text_surroundings,
 )
 from ..errors import RequestError
-from . import type_merging
 from .answer import answer, flatten, model_policy, model_type_heads
 from .inference import sentence_emissions
 
@@ -78,6 +78,23 @@ def merge_entities(entities: Iterable[Entity]) -> list[Entity]:
     return sorted(merged.values(), key=lambda x: (x.start, x.end, x.type))
 
 
+def _text_list(texts: object) -> list:
+    """The texts of a request as a list, read once (a generator) and by position (a pandas Series)."""
+    if isinstance(texts, str | bytes | Mapping) or not isinstance(texts, Iterable):
+        kind = "one string (use tagger(text) for one)" if isinstance(texts, str) else type(texts).__name__
+        raise RequestError(f"texts must be a list of strings, not {kind}")
+    return texts if type(texts) is list else list(texts)
+
+
+def _names(field: str, values: object) -> list[str]:
+    """A request's ``types`` or ``corpora``: a list of names (a lone string would be read letter by letter)."""
+    if values is None:
+        return []
+    if isinstance(values, str) or not isinstance(values, Iterable) or not all(isinstance(v, str) for v in values):
+        raise RequestError(f"{field} must be a list of strings, not {values!r}")
+    return list(values)
+
+
 def _has_type(entity: Entity, types: Sequence[str]) -> bool:
     """Its type, or (merged entities) one of its original types, is among ``types``."""
     return entity.type in types or any(kind in types for _, kind in entity.sources)
@@ -99,6 +116,8 @@ class Tagger:
     """
 
     def __init__(self, backend, batch_size: int = INFERENCE_BATCH_SIZE, linker=None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise RequestError(f"batch_size must be a whole number of windows, not {batch_size!r}")
         if batch_size < 1:
             raise RequestError(f"batch_size must be at least 1, not {batch_size}")
         self.backend = backend
@@ -124,6 +143,8 @@ class Tagger:
         """
         from .loading import load_backend
 
+        if model_dir is not None and not isinstance(model_dir, str | os.PathLike):
+            raise RequestError(f"model_dir must be a folder or a shipped model's name, not {model_dir!r}")
         linker = None
         if link is not None:
             from .knowledge_bases import load_linker
@@ -167,6 +188,12 @@ class Tagger:
 
         With a linker, each also has ``id``, ``id_name`` and ``link_score`` (``None`` below the threshold).
         """
+        if link_threshold is not None:  # checked before the tagging, not after it
+            if self.linker is None:
+                raise RequestError("link_threshold needs a tagger that links: Tagger.load(model, link=...)")
+            ok = isinstance(link_threshold, int | float) and not isinstance(link_threshold, bool)
+            if not ok or not 0.0 <= link_threshold <= 1.0:
+                raise RequestError(f"link_threshold must be between 0 and 1, not {link_threshold!r}")
         with collector_paused():
             found = self.entities(texts, types, corpora, min_score, flat, progress, merge_types)
             dicts = [[e.to_dict() for e in ents] for ents in found]
@@ -197,7 +224,8 @@ class Tagger:
             progress: Show a progress bar.
             merge_types: One answer in the merged scheme (:mod:`mtbioner.runtime.answer`); ``False``: every head's own.
         """
-        heads = self.check_options(texts, types, corpora, min_score)
+        texts = _text_list(texts)  # by position from here on: a pandas Series's labels or a generator would not do
+        heads = self.check_options(texts, types, corpora, min_score, merge_types)
         with collector_paused():
             sentences = [(index, sentence) for index, text in enumerate(texts) for sentence in self.split(text)]
             raw = self.sentence_entities([(texts[i], s) for i, s in sentences], heads, progress)
@@ -280,22 +308,24 @@ class Tagger:
         kept = [e for e in found if e.score >= min_score and (not types or _has_type(e, types))]
         return flatten(kept) if flat else kept
 
-    def check_options(self, texts, types, corpora, min_score) -> list[str]:
+    def check_options(self, texts, types, corpora, min_score, merge_types: bool = True) -> list[str]:
         """Validate a request once, up front, naming what is wrong; returns the heads to run."""
-        if isinstance(texts, str):
-            raise RequestError("texts must be a list of strings, not one string (use tagger(text) for one)")
+        texts = _text_list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise RequestError(f"text {i} is {type(text).__name__}, not a string")
-        if not 0.0 <= min_score <= 1.0:
-            raise RequestError(f"min_score must be between 0 and 1, not {min_score}")
-        unknown = sorted(set(corpora or []) - set(self.corpora))
+        if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not 0.0 <= min_score <= 1.0:
+            raise RequestError(f"min_score must be between 0 and 1, not {min_score!r}")
+        unknown = sorted(set(_names("corpora", corpora)) - set(self.corpora))
         if unknown:
             raise RequestError(f"unknown corpora {unknown}; this model's heads are {self.corpora}")
-        known = set(self.entity_types) | {type_merging.merged_type(t) for t in self.entity_types}
-        unknown = sorted(set(types or []) - known)
+        # merged, an entity keeps its heads' own types too, so both name it; per corpus only the heads' own do
+        known = set(self.entity_types) | (set(self.merged_types) if merge_types else set())
+        unknown = sorted(set(_names("types", types)) - known)
         if unknown:
-            raise RequestError(f"unknown entity types {unknown}; this model knows {sorted(known)}")
+            merged_asked = not merge_types and set(unknown) & set(self.merged_types)
+            answer_kind = " in the per-corpus answer (merged types need merge_types=True)" if merged_asked else ""
+            raise RequestError(f"unknown entity types {unknown}{answer_kind}; this model knows {sorted(known)}")
         return list(corpora) if corpora else self.corpora
 
 
