@@ -81,7 +81,8 @@ class ServeSettings:
         max_batch_sentences: Most sentences tagged in one model call.
         slice_sentences: Requests of at most this many sentences take the express lane (their own
             model thread); larger ones put at most this many sentences into each main-lane call.
-        max_request_sentences: Most sentences one request may hold (more: 413).
+        max_request_sentences: Most sentences one request may hold (more: 413); one longer than 1,000 characters
+            counts once per 1,000 (here and in the choice of lane).
         max_queue_sentences: Most sentences waiting in all; a request past it gets 503 + Retry-After.
         batch_size: Windows per forward pass inside one call (a model folder's; a given ``Tagger`` keeps its own).
         link: Entity linking: ``hpo``, a knowledge-base TSV or a saved index (none by default).

@@ -58,7 +58,10 @@ def serve(
         ),
     ] = DEFAULTS.slice_sentences,
     max_request_sentences: Annotated[
-        int, typer.Option(help="Most sentences one request may hold (more: 413).")
+        int,
+        typer.Option(
+            help="Most sentences one request may hold (more: 413); one over 1,000 characters counts per 1,000."
+        ),
     ] = DEFAULTS.max_request_sentences,
     max_queue_sentences: Annotated[
         int, typer.Option(help="Most sentences queued in all (past it: 503 with Retry-After).")
