@@ -9,6 +9,7 @@ windows of all sentences of all texts, sorted by length -> emission scores of ev
 from __future__ import annotations
 
 import gc
+import numbers
 import os
 import re
 import threading
@@ -116,7 +117,7 @@ class Tagger:
     """
 
     def __init__(self, backend, batch_size: int = INFERENCE_BATCH_SIZE, linker=None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
             raise RequestError(f"batch_size must be a whole number of windows, not {batch_size!r}")
         if batch_size < 1:
             raise RequestError(f"batch_size must be at least 1, not {batch_size}")
@@ -191,7 +192,7 @@ class Tagger:
         if link_threshold is not None:  # checked before the tagging, not after it
             if self.linker is None:
                 raise RequestError("link_threshold needs a tagger that links: Tagger.load(model, link=...)")
-            ok = isinstance(link_threshold, int | float) and not isinstance(link_threshold, bool)
+            ok = isinstance(link_threshold, numbers.Real) and not isinstance(link_threshold, bool)
             if not ok or not 0.0 <= link_threshold <= 1.0:
                 raise RequestError(f"link_threshold must be between 0 and 1, not {link_threshold!r}")
         with collector_paused():
@@ -314,7 +315,7 @@ class Tagger:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise RequestError(f"text {i} is {type(text).__name__}, not a string")
-        if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not 0.0 <= min_score <= 1.0:
+        if isinstance(min_score, bool) or not isinstance(min_score, numbers.Real) or not 0.0 <= min_score <= 1.0:
             raise RequestError(f"min_score must be between 0 and 1, not {min_score!r}")
         unknown = sorted(set(_names("corpora", corpora)) - set(self.corpora))
         if unknown:
