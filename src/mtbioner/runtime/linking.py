@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -593,6 +594,6 @@ class Linker:
 
 def _checked_threshold(value: object) -> float:
     """A link threshold is a score: 0..1 (above 1 nothing links, below 0 everything would)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
         raise RequestError(f"threshold must be a number between 0 and 1, not {value!r}")
     return float(value)
