@@ -260,6 +260,9 @@ def test_loading_a_broken_export_names_the_file(fp32_dir: Path, tmp_path: Path) 
     with pytest.raises(ModelFormatError, match="model.onnx: ONNX Runtime cannot load it"):
         Tagger.load(broken)
     config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "corpora": list(config["corpora"])}))  # hand-edited
+    with pytest.raises(ModelFormatError, match="config.json: unexpected fields"):
+        OnnxTagger.from_pretrained(broken)
     del config["onnx"]
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFormatError, match="not an exported mtbioner config"):

@@ -110,5 +110,5 @@ def read_config(path: str | Path) -> TaggerConfig:
         )
     try:
         return TaggerConfig.from_dict(data)
-    except TypeError as exc:
+    except (TypeError, AttributeError, ValueError) as exc:  # a field added, renamed or of the wrong kind
         raise ModelFormatError(f"{config_file}: unexpected fields: {exc}") from exc

@@ -230,7 +230,7 @@ def read_onnx_config(folder: Path) -> tuple[TaggerConfig, dict]:
         )
     try:
         config = TaggerConfig.from_dict({k: v for k, v in data.items() if k != "onnx"})
-    except TypeError as exc:
+    except (TypeError, AttributeError, ValueError) as exc:  # a field added, renamed or of the wrong kind
         raise ModelFormatError(f"{config_file}: unexpected fields: {exc}") from exc
     missing = sorted(set(config.corpora) - set(info["outputs"]))
     if missing:
