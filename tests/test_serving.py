@@ -249,6 +249,11 @@ def test_tagger_request_errors_are_422_with_the_message(client, body: dict, mess
     assert message in response.json()["detail"]
 
 
+def test_a_lone_surrogate_names_the_text_it_is_in(client) -> None:
+    response = post_raw(client, b'{"texts": ["fine", "MYC \\ud800 binds"]}')
+    assert response.status_code == 422 and "texts[1] is not valid Unicode" in response.text, response.text
+
+
 def test_wrong_method_and_path_are_json(client) -> None:
     assert client.get("/v1/tag").status_code == 405
     missing = client.get("/v2/nothing")

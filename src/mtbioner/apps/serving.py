@@ -219,11 +219,11 @@ def _schemas(max_text_note: str):
     """Pydantic request/response models (built lazily: pydantic is only needed to serve)."""
     from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-    def utf8(text: str) -> str:
+    def utf8(text: str, where: str = "text") -> str:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise ValueError(f"text is not valid Unicode (lone surrogate at character {exc.start})") from None
+            raise ValueError(f"{where} is not valid Unicode (lone surrogate at character {exc.start})") from None
         return text
 
     class TagRequest(BaseModel):
@@ -263,7 +263,7 @@ def _schemas(max_text_note: str):
         @field_validator("texts")
         @classmethod
         def _texts_utf8(cls, value: list[str] | None) -> list[str] | None:
-            return None if value is None else [utf8(t) for t in value]
+            return None if value is None else [utf8(t, f"texts[{i}]") for i, t in enumerate(value)]
 
         @model_validator(mode="after")
         def _one_of(self) -> "TagRequest":
