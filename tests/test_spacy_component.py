@@ -67,6 +67,12 @@ def test_the_default_is_one_merged_answer(loaded: list) -> None:
     ]
     assert ents(doc) == [("BRCA1", "Gene", 2, 3), ("breast cancer", "Disease", 4, 6), ("cisplatin", "Chemical", 7, 8)]
     assert nlp.get_pipe("mtbioner").labels == ("Chemical", "Disease", "Gene")
+    # a head's own type asked of the merged answer: its entities come back, and so does their label
+    nlp = spacy.blank("en")
+    nlp.add_pipe("mtbioner", config={"model": "rules", "types": ["DNA"]})
+    assert nlp.get_pipe("mtbioner").labels == ("Gene",)
+    doc = nlp(EXAMPLE)
+    assert [(s.text, s.label_) for s in doc.spans["mtbioner"]] == [("BRCA1", "Gene")]
 
 
 def spans(doc: Doc, key: str = "mtbioner") -> list[tuple]:

@@ -163,8 +163,14 @@ class MtbionerComponent(Pipe):
     @property
     def labels(self) -> tuple[str, ...]:
         """The entity types this component can assign."""
-        known = self.tagger.merged_types if self.options["merge_types"] else self.tagger.entity_types
-        return tuple(t for t in known if not self.options["types"] or t in self.options["types"])
+        from ..runtime.type_merging import merged_type
+
+        wanted = set(self.options["types"] or [])
+        if not self.options["merge_types"]:
+            return tuple(t for t in self.tagger.entity_types if not wanted or t in wanted)
+        # merged, a head's own type asked for (DNA) comes back under its merged label (Gene)
+        wanted |= {merged_type(t) for t in wanted}
+        return tuple(t for t in self.tagger.merged_types if not wanted or t in wanted)
 
     def __call__(self, doc: Doc) -> Doc:
         self.set_annotations([doc], self.tagger.tag_batch([doc.text], **self.options))
