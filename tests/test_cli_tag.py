@@ -344,6 +344,7 @@ def test_the_model_is_the_first_argument_only_when_it_names_one(
         ([folder, EXAMPLE, "BRCA1"], str(folder), [EXAMPLE, "BRCA1"]),
         (["-m", "fast", EXAMPLE], "fast", [EXAMPLE]),
         (["BRCA1/2", EXAMPLE], None, ["BRCA1/2", EXAMPLE]),  # a word with a slash is text when no such path
+        (["x" * 5000, "a/" + "y" * 5000], None, ["x" * 5000, "a/" + "y" * 5000]),  # too long to be paths: texts
         (["-m", "default", "runs/m", EXAMPLE], "default", ["runs/m", EXAMPLE]),  # model named: the rest is text
     ]:
         asked.clear()

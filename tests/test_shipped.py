@@ -44,3 +44,10 @@ def test_unknown_names_and_a_missing_default_say_what_is_shipped(
     monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "none")
     with pytest.raises(ModelFormatError, match="no model named, and no shipped 'default' model is installed"):
         resolve_model(None)
+
+
+def test_a_text_too_long_to_be_a_path_is_not_a_model(models: Path) -> None:
+    long = "x" * 5000  # os.stat refuses it (ENAMETOOLONG): tag takes it as text, load names it
+    assert not shipped.is_model_reference(long)
+    with pytest.raises(ModelFormatError, match="not a model folder or a shipped model's name"):
+        resolve_model(long)

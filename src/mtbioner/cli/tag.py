@@ -127,14 +127,21 @@ def _check_texts(texts: list[str], model_guessed: bool) -> None:
     exist, which would otherwise be tagged as words and print nothing useful."""
     from pathlib import Path
 
+    def exists(path: Path, folder: bool = False) -> bool:  # a text is not always a valid path (length, NUL)
+        try:
+            return path.is_dir() if folder else path.is_file()
+        except (OSError, ValueError):
+            return False
+
     for number, text in enumerate(texts, 1):
         if any("\ud800" <= c <= "\udfff" for c in text):
             raise MtbionerError(f"text argument {number} is not valid UTF-8")
-        if not any(c.isspace() for c in text) and Path(text).is_file():
+        if not any(c.isspace() for c in text) and exists(Path(text)):
             raise MtbionerError(f"{text}: is a file; tag its documents with --input {text}")
-    first = Path(texts[0]) if texts else Path()
-    looks_like_a_path = "/" in str(first) and not any(c.isspace() for c in str(first)) and first.parent.is_dir()
-    if model_guessed and len(texts) > 1 and looks_like_a_path:  # "runs/m2 TEXT" with runs/ there: a mistyped model
+    first = texts[0] if texts else ""
+    one_word = bool(first) and not any(c.isspace() for c in first)
+    if model_guessed and len(texts) > 1 and one_word and "/" in first and exists(Path(first).parent, folder=True):
+        # "runs/m2 TEXT" with runs/ there: a mistyped model, not a text
         raise MtbionerError(
             f"{first}: no such model folder (to tag it as text, name the model first: mtbioner tag default ...)"
         )

@@ -29,7 +29,11 @@ def is_model_reference(value: str | Path) -> bool:
     The command line uses this to tell ``tag MODEL TEXT`` from ``tag TEXT``; a folder that is not a
     model then fails to load with a message naming it, rather than being tagged as text.
     """
-    return Path(value).expanduser().is_dir() or str(value) in shipped_models()
+    try:
+        is_folder = Path(value).expanduser().is_dir()
+    except (OSError, ValueError):  # a text too long to be a path, or holding a NUL: not a model
+        is_folder = False
+    return is_folder or str(value) in shipped_models()
 
 
 def resolve_model(model: str | Path | None = None) -> Path:
@@ -48,8 +52,11 @@ def resolve_model(model: str | Path | None = None) -> Path:
             )
         return shipped[DEFAULT_MODEL]
     path = Path(model).expanduser()
-    if path.exists():
-        return path
+    try:
+        if path.exists():
+            return path
+    except (OSError, ValueError) as exc:  # too long for a path, or a NUL in it
+        raise ModelFormatError(f"{str(model)[:80]!r}...: not a model folder or a shipped model's name") from exc
     if str(model) in shipped:
         return shipped[str(model)]
     if any(sep in str(model) for sep in ("/", "\\")):
