@@ -109,3 +109,11 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *arg
         main()
     out, err = capsys.readouterr()
     return done.value.code, out + err
+
+
+def one_error_line(err: str) -> str:
+    """The one ``error: ...`` line a user mistake prints, with no traceback (asserted), returned."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]

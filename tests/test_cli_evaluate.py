@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, shared_data_dir
+from tests.conftest import one_error_line, run_cli, shared_data_dir
 
 
 def _merged(monkeypatch, capsys, *args: object) -> tuple[int, str]:
@@ -43,10 +43,8 @@ def test_a_mapping_drops_nothing_it_is_not_told_to(monkeypatch, capsys, tmp_path
 
 
 def _one_error_line(code: int, printed: str) -> str:
-    lines = [line for line in printed.splitlines() if line.strip()]
-    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), (code, printed)
-    assert "Traceback" not in printed
-    return lines[0]
+    assert code != 0, printed
+    return one_error_line(printed)
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from mtbioner.data.corpus import (
 )
 from mtbioner.errors import CorpusFormatError, MtbionerError
 
-from .conftest import REPO, TOY, shared_data_dir
+from .conftest import REPO, TOY, one_error_line, shared_data_dir
 
 DATA = Path(__file__).parent / "data"
 BROKEN = DATA / "broken"
@@ -148,13 +148,6 @@ def run_cli(
     return info.value.code, captured.out, captured.err
 
 
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 @pytest.mark.parametrize("name", sorted(BROKEN_FILES))
 @pytest.mark.parametrize("command", ["inspect", "train"])
 def test_cli_reports_broken_file_in_one_line(
@@ -167,7 +160,7 @@ def test_cli_reports_broken_file_in_one_line(
         args += ["--output", str(tmp_path / "model"), "--epochs", "1", "--no-progress"]
     code, out, err = run_cli(args, monkeypatch, capsys)
     assert code == 2
-    message = _one_error_line(err)
+    message = one_error_line(err)
     assert message.startswith("error: " + _where(corpus / "train.tsv", line))
     assert words in message
     assert not (tmp_path / "model").exists()
@@ -184,7 +177,7 @@ def test_cli_reports_broken_file_in_one_line(
 def test_cli_reports_bad_corpus_folder(spec: str, words: str, tiny_encoder: Path, monkeypatch, capsys) -> None:
     code, _, err = run_cli(["inspect", spec, "--encoder", str(tiny_encoder)], monkeypatch, capsys)
     assert code == 2
-    assert words in _one_error_line(err)
+    assert words in one_error_line(err)
 
 
 @pytest.mark.parametrize(("command", "name"), [("inspect", "non_utf8.tsv"), ("train", "three_columns.tsv")])
@@ -197,7 +190,7 @@ def test_console_command_exits_2_without_traceback(command: str, name: str, tmp_
     result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 2, result.stderr
     line, _ = BROKEN_FILES[name]
-    assert _one_error_line(result.stderr).startswith("error: " + _where(corpus / "train.tsv", line))
+    assert one_error_line(result.stderr).startswith("error: " + _where(corpus / "train.tsv", line))
     assert result.stdout == ""
 
 
