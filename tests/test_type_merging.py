@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -60,6 +61,27 @@ def test_merging_again_changes_nothing_and_a_type_named_alike_still_gets_its_sou
     assert merge_types(once) == once
     chemical = next(x for x in once if x.type == "Chemical")
     assert chemical.sources == (("BC5CDR", "Chemical"),)
+
+
+def test_merging_a_merged_set_is_a_no_op_on_random_overlapping_spans() -> None:
+    """The answer skips the second merge when no step adds a mention; that is only right if a merge of a
+    merged set returns it unchanged, for any mix of nesting, crossing and shared spans of any types."""
+    rng = random.Random(7)
+    kinds = [
+        ("GENE", "BC2GM"),
+        ("DNA", "JNLPBA"),
+        ("protein", "BioNLP09"),
+        ("Chemical", "BC5CDR"),
+        ("Disease", "BC5CDR"),
+    ]
+    for _ in range(500):
+        raw = []
+        for _ in range(rng.randint(1, 8)):
+            start = rng.randint(0, 12)
+            kind, corpus = rng.choice(kinds)
+            raw.append(e(start, start + rng.randint(1, 6), "x", kind, corpus, rng.choice([0.5, 0.6, 0.7, 0.8, 0.9])))
+        once = merge_types(raw)
+        assert merge_types(once) == once, raw
 
 
 def test_every_corpus_type_has_a_merged_type() -> None:

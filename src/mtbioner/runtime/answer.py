@@ -138,12 +138,18 @@ def answer(
         mapped = _most_given_spans(mapped)
     found = merge_types(mapped, {})
     if policy.abbreviations:
-        found = merge_types(found + _abbreviated(text, found), {})
+        found = _merged_with(found, _abbreviated(text, found))
     if policy.consistency:
-        found = merge_types(found + _repeated(text, found), {})
+        found = _merged_with(found, _repeated(text, found))
     if policy.flat:
         found = flatten(found)
     return found
+
+
+def _merged_with(found: list[Entity], added: list[Entity]) -> list[Entity]:
+    """``found`` (merged already) with ``added`` merged in; merging a merged set changes nothing, so most
+    sentences, where no step adds a mention, skip the second merge."""
+    return merge_types(found + added, {}) if added else found
 
 
 def flatten(entities: Sequence[Entity]) -> list[Entity]:

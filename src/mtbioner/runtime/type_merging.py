@@ -64,7 +64,8 @@ def to_merged(e: Entity, type_map: Mapping[str, str] = MERGED_TYPES) -> Entity:
     kind = merged_type(e.type, type_map)
     if e.sources and kind == e.type:
         return e
-    return replace(e, type=kind, sources=e.sources or tuple((corpus, e.type) for corpus in e.corpus))
+    sources = e.sources or tuple((corpus, e.type) for corpus in e.corpus)
+    return type(e)(e.start, e.end, e.text, kind, e.corpus, e.score, sources, e.nested)  # replace() is 3x slower
 
 
 def _join(a: Entity, b: Entity) -> Entity:
