@@ -284,8 +284,8 @@ def test_heads_learn_from_the_teacher_alone(
     teacher = MultiTaskTagger.from_pretrained(teacher_dir)
     real = distillation.make_student
 
-    def reset_heads(model, layers, intermediate_size=None):
-        student = real(model, layers, intermediate_size)
+    def reset_heads(model, layers, intermediate_size=None, attention_heads=None):
+        student = real(model, layers, intermediate_size, attention_heads)
         torch.manual_seed(0)
         for name in student.corpora:
             student.head(name).classifier.reset_parameters()
@@ -337,7 +337,16 @@ def test_raw_text_batches_carry_only_the_kl(
 
 @pytest.mark.parametrize(
     "terms",
-    [{}, {"hidden_weight": 1.0, "attention_weight": 2.0, "attention_layers": "all", "intermediate_size": 40}],
+    [
+        {},
+        {
+            "hidden_weight": 1.0,
+            "attention_weight": 2.0,
+            "attention_layers": "all",
+            "intermediate_size": 40,
+            "attention_heads": 1,
+        },
+    ],
     ids=["kl-and-gold", "hidden-attention-narrow"],
 )
 def test_resume_mid_epoch_gives_the_same_weights(
@@ -642,6 +651,7 @@ def test_bf16_runs_the_forward_passes_in_bfloat16_and_the_losses_in_float32(
         ({"attention_layers": "first"}, "attention layers must be 'last' or 'all'"),
         ({"mixed_precision": "fp16"}, "mixed precision must be 'no' or 'bf16'"),
         ({"intermediate_size": 0}, "intermediate size must be at least 1 neuron"),
+        ({"attention_heads": 0}, "attention heads must be at least 1"),
     ],
 )
 def test_bad_inner_term_settings_are_refused(settings: dict, message: str) -> None:
@@ -659,18 +669,21 @@ def test_cli_distils_with_inner_terms_narrow_layers_and_bf16(
     args = [teacher_dir, "toy_gene", "toy_chem", notes, "--data-dir", toy_dir, "--layers", "1", "--no-progress"]
     options = ["--hidden-weight", "0.5", "--attention-weight", "2", "--attention-layers", "all"]
     code, text = _cli(
-        monkeypatch, capsys, *args, *options, "--intermediate-size", "40", "--bf16", "--epochs", "2", "--output", out
-    )
+        monkeypatch, capsys, *args, *options, "--intermediate-size", "40", "--attention-heads", "1", "--bf16",
+        "--epochs", "2", "--output", out,
+    )  # fmt: skip
     assert code == 0, text
     info = json.loads((out / "distillation.json").read_text())
     assert info["config"]["hidden_weight"] == 0.5 and info["config"]["attention_weight"] == 2.0
     assert info["config"]["attention_layers"] == "all" and info["config"]["intermediate_size"] == 40
     assert info["config"]["mixed_precision"] == "bf16" and info["student"]["intermediate_size"] == 40
+    assert info["config"]["attention_heads"] == 1 and info["student"]["attention_heads"] == 1
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all(e["hidden_loss"] > 0 and e["attention_loss"] > 0 for e in log), log
     loaded = MultiTaskTagger.from_pretrained(out)
     assert loaded.encoder.config.intermediate_size == 40 and loaded.encoder.config.num_hidden_layers == 1
     assert loaded.config.extra["distillation"]["intermediate_size"] == 40
+    assert loaded.encoder.encoder.layer[0].attention.self.query.weight.shape == (16, 32)  # one head of 16 of 2
     assert len(predict_tags(loaded, [["aspirin", "binds", "MYC"]], "toy_chem")[0]) == 3
     # off by default: the log says so
     code, text = _cli(monkeypatch, capsys, *args, "--output", tmp_path / "plain", "--epochs", "1")
@@ -684,6 +697,8 @@ def test_cli_distils_with_inner_terms_narrow_layers_and_bf16(
     [
         (["--intermediate-size", "0"], "--intermediate-size must be at least 1"),
         (["--intermediate-size", "65"], "larger than the teacher's feed-forward layers (64)"),
+        (["--attention-heads", "0"], "--attention-heads must be at least 1"),
+        (["--attention-heads", "3"], "more than the teacher's layers have (2)"),
         (["--hidden-weight", "-1"], "hidden weight must be 0 (off) or more"),
         (["--attention-weight", "-1"], "attention weight must be 0 (off) or more"),
         (["--attention-layers", "middle"], "attention layers must be 'last' or 'all'"),

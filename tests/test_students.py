@@ -1,15 +1,18 @@
-"""The distillation student (mtbioner.learn.students): narrower feed-forward layers keep the most important neurons."""
+"""The distillation student (mtbioner.learn.students): narrower feed-forward layers keep the most important neurons,
+fewer attention heads the most important heads."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mtbioner.errors import MtbionerError
-from mtbioner.learn.students import make_student, neuron_importance, top_neurons
+from mtbioner.errors import ModelFormatError, MtbionerError
+from mtbioner.learn.students import head_importance, make_student, neuron_importance, top_heads, top_neurons
 from mtbioner.model.model import MultiTaskTagger
 from mtbioner.runtime.inference import sentence_emissions
 
@@ -134,3 +137,123 @@ def test_a_narrower_student_exports_and_reads_back(teacher: MultiTaskTagger, tmp
 def test_impossible_widths_are_refused(teacher: MultiTaskTagger, size: int, message: str) -> None:
     with pytest.raises(MtbionerError, match=message.replace("(", r"\(").replace(")", r"\)")):
         make_student(teacher, 1, intermediate_size=size)
+
+
+# ---------------------------------------------------------------- fewer attention heads
+
+HEADS, HEAD_SIZE = 4, 8  # the four-head teacher: hidden 32 split into 4 heads of 8
+SILENT = ([1, 2], [0, 3])  # per layer, the heads whose output columns are zero: they add nothing
+
+
+@pytest.fixture(scope="module")
+def four_heads(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> MultiTaskTagger:
+    """A 2-layer teacher with 4 heads of 8 per layer, two of them silent in each layer (``SILENT``)."""
+    folder = tmp_path_factory.mktemp("four-heads")
+    shutil.copytree(tiny_encoder, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "num_attention_heads": HEADS}), encoding="utf-8")
+    torch.manual_seed(6)
+    model = MultiTaskTagger.from_encoder(LABELS, folder, max_length=32).eval()
+    with torch.no_grad():
+        for param in model.heads.parameters():
+            param.normal_(0, 2.0)
+        for layer, silent in zip(model.encoder.encoder.layer, SILENT, strict=True):
+            for h in silent:
+                layer.attention.output.dense.weight[:, h * HEAD_SIZE : (h + 1) * HEAD_SIZE] = 0.0
+    return model
+
+
+def test_head_importance_is_the_norm_of_output_columns_times_value_rows(four_heads: MultiTaskTagger) -> None:
+    for layer, silent in zip(four_heads.encoder.encoder.layer, SILENT, strict=True):
+        value = torch.cat([layer.attention.self.value.weight, layer.attention.self.value.bias[:, None]], dim=1)
+        out = layer.attention.output.dense.weight
+        expected = [
+            torch.linalg.matrix_norm(out[:, h * 8 : (h + 1) * 8] @ value[h * 8 : (h + 1) * 8]).item()
+            for h in range(HEADS)
+        ]
+        importance = head_importance(layer)
+        np.testing.assert_allclose(importance.numpy(), expected, rtol=1e-5)
+        assert [importance[h].item() for h in silent] == [0.0, 0.0]
+        assert top_heads(layer, 2).tolist() == sorted(set(range(HEADS)) - set(silent))
+
+
+def test_a_student_without_the_silent_heads_computes_the_teachers_emissions(
+    four_heads: MultiTaskTagger, tmp_path: Path
+) -> None:
+    student = make_student(four_heads, 2, attention_heads=2).eval()
+    origin = student.config.extra["distillation"]
+    assert (origin["teacher_attention_heads"], origin["attention_heads"]) == (HEADS, 2)
+    assert origin["heads"] == [[0, 3], [1, 2]]  # the heads that are not silent, per layer
+    assert student.config.encoder_config["kept_attention_heads"] == 2
+    for mine, theirs, kept in zip(
+        student.encoder.encoder.layer, four_heads.encoder.encoder.layer, origin["heads"], strict=True
+    ):
+        rows = torch.cat([torch.arange(h * HEAD_SIZE, (h + 1) * HEAD_SIZE) for h in kept])
+        for name in ("query", "key", "value"):
+            assert torch.equal(
+                getattr(mine.attention.self, name).weight, getattr(theirs.attention.self, name).weight[rows]
+            )
+            assert torch.equal(
+                getattr(mine.attention.self, name).bias, getattr(theirs.attention.self, name).bias[rows]
+            )
+        assert torch.equal(mine.attention.output.dense.weight, theirs.attention.output.dense.weight[:, rows])
+        assert torch.equal(mine.intermediate.dense.weight, theirs.intermediate.dense.weight)
+    assert student.num_parameters() < four_heads.num_parameters()
+    for corpus in LABELS:
+        for a, b in zip(_emissions(student, corpus), _emissions(four_heads, corpus), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    student.save_pretrained(tmp_path / "s")
+    loaded = MultiTaskTagger.from_pretrained(tmp_path / "s")
+    assert loaded.encoder.encoder.layer[1].attention.self.key.weight.shape == (2 * HEAD_SIZE, 32)
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    one = make_student(four_heads, 2, attention_heads=1).eval()  # drops a head that adds something
+    assert not np.allclose(_emissions(one, "toy_gene")[1], _emissions(four_heads, "toy_gene")[1], atol=1e-3)
+
+
+def test_fewer_heads_and_narrower_feed_forward_layers_together(four_heads: MultiTaskTagger) -> None:
+    student = make_student(four_heads, [1], intermediate_size=20, attention_heads=3)
+    [layer] = student.encoder.encoder.layer
+    assert layer.attention.self.query.weight.shape == (3 * HEAD_SIZE, 32)
+    assert layer.attention.output.dense.weight.shape == (32, 3 * HEAD_SIZE)
+    assert layer.intermediate.dense.weight.shape == (20, 32) and layer.output.dense.weight.shape == (32, 20)
+    kept = top_neurons(four_heads.encoder.encoder.layer[1], 20)
+    assert torch.equal(
+        layer.intermediate.dense.weight, four_heads.encoder.encoder.layer[1].intermediate.dense.weight[kept]
+    )
+
+
+def test_a_student_with_fewer_heads_exports_unfused_and_reads_back(
+    four_heads: MultiTaskTagger, tmp_path: Path
+) -> None:
+    """The fused attention op assumes the config's head count: a student with fewer heads exports unfused (the
+    export compares its fp32 graph with torch and stops on a mismatch); int8 works, and reading its weights back
+    (which walks the fused ops) is refused in one line."""
+    from mtbioner.runtime.dequantize import tagger_from_int8
+    from mtbioner.runtime.export import export_onnx
+    from mtbioner.runtime.loading import describe_model
+    from mtbioner.runtime.onnx_backend import OnnxTagger
+
+    student = make_student(four_heads, 2, attention_heads=2).eval()
+    student.save_pretrained(tmp_path / "s")
+    export_onnx(tmp_path / "s", tmp_path / "fp32")
+    onnx = OnnxTagger.from_pretrained(tmp_path / "fp32")
+    assert (
+        json.loads((tmp_path / "fp32" / "config.json").read_text(encoding="utf-8"))["onnx"]["fused_attention"] is False
+    )
+    for a, b in zip(_emissions(onnx, "toy_gene"), _emissions(student, "toy_gene"), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    export_onnx(tmp_path / "s", tmp_path / "int8", "int8")
+    int8 = OnnxTagger.from_pretrained(tmp_path / "int8")
+    for a, b in zip(_emissions(int8, "toy_gene"), _emissions(student, "toy_gene"), strict=True):
+        assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.8
+    with pytest.raises(ModelFormatError, match=r"only from int8 exports with the fused graph .*torch model folder"):
+        tagger_from_int8(tmp_path / "int8")  # distil from the torch student instead
+    for folder in ("s", "int8"):  # `mtbioner info` names what the student cut
+        assert "2 layers, hidden 32, 2 of 4 attention heads, feed-forward 64)" in describe_model(tmp_path / folder)
+
+
+@pytest.mark.parametrize(("heads", "message"), [(0, "must be at least 1"), (HEADS + 1, "more than the teacher's")])
+def test_impossible_head_counts_are_refused(four_heads: MultiTaskTagger, heads: int, message: str) -> None:
+    with pytest.raises(MtbionerError, match=message):
+        make_student(four_heads, 1, attention_heads=heads)

@@ -90,6 +90,14 @@ def distill(
             show_default=False,
         ),
     ] = None,
+    attention_heads: Annotated[
+        int | None,
+        typer.Option(
+            help="Attention heads each student layer keeps, at their size (largest ||output columns @ value rows||). "
+            "Default: all of the teacher's.",
+            show_default=False,
+        ),
+    ] = None,
     bf16: Annotated[
         bool,
         typer.Option(
@@ -127,7 +135,7 @@ def distill(
     else:
         if teacher is None:
             raise MtbionerError("name the teacher model folder, e.g. mtbioner distill m BC5CDR --output m3")
-        _check_teacher(teacher, parse_layers(layers), intermediate_size)
+        _check_teacher(teacher, parse_layers(layers), intermediate_size, attention_heads)
         config = DistillConfig(
             layers=parse_layers(layers),
             temperature=temperature,
@@ -144,6 +152,7 @@ def distill(
             attention_weight=attention_weight,
             attention_layers=attention_layers,
             intermediate_size=intermediate_size,
+            attention_heads=attention_heads,
             mixed_precision="bf16" if bf16 else "no",
         )
         source_list = list(sources or []) or _teacher_corpora(teacher)
@@ -158,10 +167,11 @@ def distill(
     typer.echo(f"saved student to {output}")
 
 
-def _check_teacher(teacher: Path, layers, intermediate_size: int | None) -> None:
-    """Fail fast, before reading any corpus: the teacher folder and the student's layers and width."""
+def _check_teacher(teacher: Path, layers, intermediate_size: int | None, attention_heads: int | None = None) -> None:
+    """Fail fast, before reading any corpus: the teacher folder and the student's layers, width and heads."""
     from ..learn.distillation import teacher_folder
-    from ..learn.students import check_intermediate_size, choose_layers
+    from ..learn.students import check_attention_heads, check_intermediate_size, choose_layers
+    from ..model.attention_heads import head_count
     from ..model.model import read_config
     from ..runtime.dequantize import is_export
     from ..runtime.onnx_backend import read_onnx_config
@@ -175,6 +185,7 @@ def _check_teacher(teacher: Path, layers, intermediate_size: int | None) -> None
     if isinstance(depth, int):
         choose_layers(depth, layers)
     check_intermediate_size(intermediate_size, config.encoder_config.get("intermediate_size"))
+    check_attention_heads(attention_heads, head_count(config.encoder_config))
 
 
 def _teacher_held_out(teacher: Path) -> list[str]:

@@ -60,6 +60,7 @@ from ..data.corpus import Corpus
 from ..data.text import text_surroundings
 from ..errors import CorpusFormatError, ModelFormatError, MtbionerError
 from ..fileio import read_json_record, write_json
+from ..model.attention_heads import head_count
 from ..model.encoding import Batch, Window, collate, document_surroundings, encode, length_grouped_batches
 from ..model.model import WEIGHTS_NAME, MultiTaskTagger
 from .students import choose_layers, make_student, teacher_depth
@@ -95,8 +96,10 @@ class DistillConfig:
     ``hidden_weight`` and ``attention_weight`` (0: off) weigh the hidden-state and attention terms of the
     loss (module docstring); ``attention_layers`` is ``"last"`` (MiniLM's choice: the last student layer
     against its teacher layer) or ``"all"`` (every student layer). ``intermediate_size`` narrows every
-    student layer's feed-forward block to that many of the teacher's neurons (:mod:`mtbioner.learn.students`);
-    ``None`` keeps them all. ``mixed_precision`` is ``"no"`` or ``"bf16"`` (autocast, float32 losses).
+    student layer's feed-forward block to that many of the teacher's neurons (:mod:`mtbioner.learn.students`)
+    and ``attention_heads`` its attention to that many of the teacher's heads; ``None`` keeps them all (the
+    attention term then compares each student head with the teacher head it was copied from).
+    ``mixed_precision`` is ``"no"`` or ``"bf16"`` (autocast, float32 losses).
     """
 
     layers: int | list[int] | None = None
@@ -117,6 +120,7 @@ class DistillConfig:
     attention_weight: float = 0.0
     attention_layers: str = "last"
     intermediate_size: int | None = None
+    attention_heads: int | None = None
     mixed_precision: str = "no"
 
     def __post_init__(self) -> None:
@@ -142,6 +146,10 @@ class DistillConfig:
             (
                 self.intermediate_size is None or self.intermediate_size >= 1,
                 f"intermediate size must be at least 1 neuron, not {self.intermediate_size}",
+            ),
+            (
+                self.attention_heads is None or self.attention_heads >= 1,
+                f"attention heads must be at least 1, not {self.attention_heads}",
             ),
         ]
         for ok, message in checks:
@@ -522,10 +530,16 @@ def _paired_hidden(student: MultiTaskTagger, output: Any, reference: Any) -> tup
 
 
 def _paired_attentions(student: MultiTaskTagger, output: Any, reference: Any, which: str) -> tuple[list, list]:
-    """The student's attention distributions (last layer, or all) and the teacher's they are compared with."""
+    """The student's attention distributions (last layer, or all) and the teacher's they are compared with:
+    each student head with the teacher head it was copied from (all of them, unless the student kept fewer)."""
     layers = teacher_layers(student)
+    heads = student.config.extra.get("distillation", {}).get("heads") or [None] * len(layers)
     kept = range(len(layers)) if which == "all" else [len(layers) - 1]
-    return [output.attentions[k] for k in kept], [reference.attentions[layers[k]].clone() for k in kept]
+    taught = [
+        reference.attentions[layers[k]] if heads[k] is None else reference.attentions[layers[k]][:, heads[k]]
+        for k in kept
+    ]
+    return [output.attentions[k] for k in kept], [t.clone() for t in taught]
 
 
 def attention_ready(student: MultiTaskTagger, teacher: MultiTaskTagger) -> None:
@@ -592,7 +606,7 @@ def distill(
     teacher.to(device).eval()
     teacher.requires_grad_(False)
     layers = choose_layers(teacher_depth(teacher), config.layers)
-    student = make_student(teacher, layers, config.intermediate_size)
+    student = make_student(teacher, layers, config.intermediate_size, config.attention_heads)
     if resume:
         load_model(student, str(out / WEIGHTS_NAME))  # strict: the same student shape
     student.train()
@@ -694,6 +708,7 @@ def _run_info(
             "parameters": student.num_parameters(),
             "encoder_parameters": sum(p.numel() for p in student.encoder.parameters()),
             "intermediate_size": getattr(student.encoder.config, "intermediate_size", None),
+            "attention_heads": head_count(student.config.encoder_config),
         },
         "sources": {
             name: {"kind": "corpus" if s.gold else "text", "sentences": s.sentences, "windows": len(s.windows)}

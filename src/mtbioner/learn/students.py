@@ -14,6 +14,13 @@ The rule reads the weights alone: no pass over text, the same choice on every ma
 resume, and a neuron with a large input row but a near-zero output column (or the reverse), which moves
 nothing, ranks low. A data-driven importance (activations or gradients on text) could rank better, at
 the price of a pass over the text before the student exists.
+
+Fewer attention heads (``attention_heads``) keep, in every kept layer, the heads of largest importance by the
+same kind of bound: head ``h`` adds ``O_h @ sum_j a_j (V_h @ (x_j, 1))`` to the layer's output (``V_h``: its
+rows of the value projection with their bias, ``O_h``: its columns of the output projection, ``a``: a
+row of attention weights, which sum to 1), so ``||O_h @ V_h||_F`` times the largest ``||(x_j, 1)||`` bounds
+what dropping it can move. Where a head attends (its query and key rows) does not change that bound.
+Heads keep their size; the projections narrow (:mod:`mtbioner.model.attention_heads`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import MtbionerError
+from ..model.attention_heads import KEPT_HEADS, attention_blocks, head_count
 from ..model.model import HeadConfig, MultiTaskTagger, TaggerConfig
 
 FFN_IN = "intermediate.dense"
@@ -84,15 +92,34 @@ def check_intermediate_size(size: int | None, teacher_size: object) -> None:
         )
 
 
+def check_attention_heads(heads: int | None, teacher_heads: object) -> None:
+    """Refuse a head count the teacher's layers cannot be cut to (checked before any text is read)."""
+    if heads is None:
+        return
+    if heads < 1:
+        raise MtbionerError(f"--attention-heads must be at least 1, not {heads}")
+    if not isinstance(teacher_heads, int):
+        raise MtbionerError("the teacher's encoder config has no num_attention_heads: --attention-heads needs BERT")
+    if heads > teacher_heads:
+        raise MtbionerError(
+            f"--attention-heads {heads} is more than the teacher's layers have ({teacher_heads}): "
+            f"a student keeps 1 to {teacher_heads} of their heads"
+        )
+
+
 def teacher_depth(model: MultiTaskTagger) -> int:
     return int(model.encoder.config.num_hidden_layers)
 
 
 def make_student(
-    teacher: MultiTaskTagger, layers: int | Sequence[int] | None = None, intermediate_size: int | None = None
+    teacher: MultiTaskTagger,
+    layers: int | Sequence[int] | None = None,
+    intermediate_size: int | None = None,
+    attention_heads: int | None = None,
 ) -> MultiTaskTagger:
     """A copy of ``teacher`` keeping only the chosen transformer layers (and, with ``intermediate_size``,
-    only that many feed-forward neurons in each: :func:`top_neurons`).
+    only that many feed-forward neurons in each: :func:`top_neurons`; with ``attention_heads``, only that
+    many attention heads in each: :func:`top_heads`).
 
     Embeddings (token-type rows of case-feature models too), the kept layers in order and every
     head (with CRF start/end/transition scores) are copied exactly; the config's layer count (and
@@ -101,32 +128,42 @@ def make_student(
     depth = teacher_depth(teacher)
     chosen = choose_layers(depth, layers)
     container = _layer_container(teacher.encoder, depth)
+    layer_list = teacher.get_submodule(f"encoder.{container}")
+    kept = {i: top_neurons(layer_list[i], intermediate_size) for i in chosen} if intermediate_size else {}
+    heads = {i: top_heads(layer_list[i], attention_heads) for i in chosen} if attention_heads else {}
     student = MultiTaskTagger(
-        _student_config(teacher, depth, chosen, intermediate_size),
+        _student_config(teacher, depth, chosen, intermediate_size, attention_heads, heads),
         tokenizer=teacher.tokenizer,
         dictionary=teacher.dictionary,
     )
     source = teacher.state_dict()
     prefix = f"encoder.{container}."
-    layer_list = teacher.get_submodule(f"encoder.{container}")
-    kept = {i: top_neurons(layer_list[i], intermediate_size) for i in chosen} if intermediate_size else {}
     weights = {}
     for name in student.state_dict():
         origin, value = name, None
         if name.startswith(prefix):
             index, rest = name[len(prefix) :].split(".", 1)
-            origin = f"{prefix}{chosen[int(index)]}.{rest}"
+            layer = chosen[int(index)]
+            origin = f"{prefix}{layer}.{rest}"
             if kept:
-                value = _narrowed(rest, source[origin], kept[chosen[int(index)]])
+                value = _narrowed(rest, source[origin], kept[layer])
+            if heads and value is None:
+                value = _headed(rest, source[origin], head_rows(layer_list[layer], heads[layer]))
         weights[name] = (source[origin] if value is None else value).detach().clone()
     student.load_state_dict(weights, strict=True)
     return student.to(next(teacher.parameters()).device)
 
 
 def _student_config(
-    teacher: MultiTaskTagger, depth: int, chosen: list[int], intermediate_size: int | None
+    teacher: MultiTaskTagger,
+    depth: int,
+    chosen: list[int],
+    intermediate_size: int | None,
+    attention_heads: int | None = None,
+    heads: dict[int, torch.Tensor] | None = None,
 ) -> TaggerConfig:
-    """The teacher's config with the student's layer count (and feed-forward width), and where it came from."""
+    """The teacher's config with the student's layer count (feed-forward width, attention heads), and where it
+    came from (for heads: which of the teacher's each student layer kept, which the attention loss pairs)."""
     encoder_config = dict(teacher.config.encoder_config)
     key = "num_hidden_layers" if "num_hidden_layers" in encoder_config else "n_layers"
     if key not in encoder_config:
@@ -138,6 +175,12 @@ def _student_config(
         origin["teacher_intermediate_size"] = encoder_config["intermediate_size"]
         origin["intermediate_size"] = intermediate_size
         encoder_config["intermediate_size"] = intermediate_size
+    if attention_heads is not None:
+        check_attention_heads(attention_heads, head_count(encoder_config))
+        origin["teacher_attention_heads"] = head_count(encoder_config)
+        origin["attention_heads"] = attention_heads
+        origin["heads"] = [heads[layer].tolist() for layer in chosen] if heads else []
+        encoder_config[KEPT_HEADS] = attention_heads
     return replace(
         teacher.config,
         encoder_config=encoder_config,
@@ -174,6 +217,54 @@ def top_neurons(layer: nn.Module, size: int) -> torch.Tensor:
     """Indices (increasing) of the ``size`` most important feed-forward neurons; ties go to the lower index."""
     order = torch.argsort(neuron_importance(layer), descending=True, stable=True)
     return order[:size].sort().values
+
+
+def _attention(layer: nn.Module) -> nn.Module:
+    """A layer's attention block (``.self``: query, key, value; ``.output.dense``), BERT's layout."""
+    [block] = attention_blocks(layer)
+    return block
+
+
+def head_importance(layer: nn.Module) -> torch.Tensor:
+    """``[heads]``: the importance of every attention head of a layer (module docstring)."""
+    block = _attention(layer)
+    inner, output = block.self, block.output.dense
+    size = int(inner.attention_head_size)
+    with torch.no_grad():
+        value = torch.cat([inner.value.weight, inner.value.bias[:, None]], dim=1).float()
+        out = output.weight.float()
+        count = value.shape[0] // size
+        return torch.stack(
+            [
+                torch.linalg.matrix_norm(out[:, h * size : (h + 1) * size] @ value[h * size : (h + 1) * size])
+                for h in range(count)
+            ]
+        )
+
+
+def top_heads(layer: nn.Module, heads: int) -> torch.Tensor:
+    """Indices (increasing) of the ``heads`` most important attention heads; ties go to the lower index."""
+    order = torch.argsort(head_importance(layer), descending=True, stable=True)
+    return order[:heads].sort().values
+
+
+def head_rows(layer: nn.Module, kept: torch.Tensor) -> torch.Tensor:
+    """The query/key/value rows (and output-projection columns) of the kept heads, in order."""
+    size = int(_attention(layer).self.attention_head_size)
+    return torch.cat([torch.arange(h * size, (h + 1) * size) for h in kept.tolist()])
+
+
+ATTENTION_IN = tuple(f"attention.self.{name}" for name in ("query", "key", "value"))
+ATTENTION_OUT = "attention.output.dense"
+
+
+def _headed(rest: str, value: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
+    """A kept layer's attention weight cut to its kept heads' rows/columns; None if not an attention projection."""
+    if rest.rsplit(".", 1)[0] in ATTENTION_IN:
+        return value[rows.to(value.device)]
+    if rest == f"{ATTENTION_OUT}.weight":
+        return value[:, rows.to(value.device)]
+    return None
 
 
 def _narrowed(rest: str, value: torch.Tensor, kept: torch.Tensor) -> torch.Tensor | None:

@@ -2,5 +2,6 @@
 
 ``model`` (shared encoder + one head per corpus, ``heads``), ``model_config``, ``encoding`` (sentences ->
 windows with labels on first sub-tokens), ``decoding`` (emissions -> labels), ``fast_tokenizer``,
-``dictionary`` (dictionary features). Imports only :mod:`mtbioner.data`.
+``dictionary`` (dictionary features), ``attention_heads`` (layers that keep fewer heads: distilled students).
+Imports only :mod:`mtbioner.data`.
 """

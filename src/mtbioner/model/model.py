@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ModelFormatError, MtbionerError
 from ..fileio import atomic_dir, write_json
+from .attention_heads import kept_heads, narrow_attention
 from .decoding import Decoder, HeadKind
 from .dictionary import Dictionary
 from .heads import LinearHead, build_head
@@ -67,6 +68,9 @@ class MultiTaskTagger(nn.Module):
             encoder_config = dict(config.encoder_config)
             model_type = encoder_config.pop("model_type")
             encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **encoder_config))
+            heads = kept_heads(encoder_config)
+            if heads is not None:  # a student that kept fewer attention heads: rebuild its narrower layers
+                narrow_attention(encoder, heads)
         self.encoder = encoder
         self.tokenizer = tokenizer
         hidden = self.encoder.config.hidden_size

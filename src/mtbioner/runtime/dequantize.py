@@ -65,6 +65,9 @@ def tagger_from_int8(folder: str | Path) -> MultiTaskTagger:
             ("int8 weights", info.get("quantize") not in ("int8", "int8-static")),
             ("no case features", config.case_features),
             ("no dictionary features", config.dictionary_features),
+            # the reader walks the fused attention and embedding ops, which --fusions light, --no-optimize and
+            # students with fewer attention heads do not have
+            ("the fused graph (--fusions all, every attention head)", info.get("fused_attention") is False),
         )
         if present
     ]

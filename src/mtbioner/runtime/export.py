@@ -95,6 +95,7 @@ class GraphSettings:
     outliers: bool = True
     opset: int = DEFAULT_OPSET
     fusions: Fusions = "all"
+    pruned_heads: bool = False  # the model keeps fewer attention heads than its config names (a student's)
 
     @property
     def fused_attention(self) -> bool:
@@ -102,8 +103,10 @@ class GraphSettings:
 
         Not for static int8: that op has no statically quantized form, so its query, key and value projections
         (a quarter of the encoder's multiply-adds) would stay fp32; unfused they are MatMuls, quantized as the rest.
+        Not for a student with fewer attention heads either: the fusion assumes the config's head count and a
+        query width equal to the hidden size; unfused, its narrower MatMuls run as they are.
         """
-        return self.optimize and self.fusions == "all" and self.quantize != "int8-static"
+        return self.optimize and self.fusions == "all" and self.quantize != "int8-static" and not self.pruned_heads
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,7 @@ def export_onnx(
             check failed (:class:`ExportCheckError`).
     """
     from ..fileio import atomic_dir, check_output_folder
+    from ..model.attention_heads import kept_heads
     from ..model.model import MultiTaskTagger
     from ..model.model_config import read_config
 
@@ -264,8 +268,9 @@ def export_onnx(
         raise MtbionerError(f"--fusions {fusions!r}: use one of {', '.join(FUSION_CHOICES)}")
     _check_calibration(quantize, calibration)
     model_dir, out = Path(model_dir), Path(out)
-    graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset, fusions)
     _check_source(model_dir)
+    pruned = kept_heads(read_config(model_dir).encoder_config) is not None
+    graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset, fusions, pruned)
     check_output_folder(out, CONFIG_NAME, sources=(model_dir,))
     corpora = _read_check_corpora(check) if check else []
     text = read_calibration(calibration, read_config(model_dir).context) if calibration else None
@@ -349,7 +354,7 @@ def _write_graph(
     if graph.optimize:
         current = scratch / "optimized.onnx"
         with _quiet():
-            _optimize(traced, current, model.encoder.config, graph.fusions, static=graph.quantize == "int8-static")
+            _optimize(traced, current, model.encoder.config, graph)
     diff = _compare_with_torch(model, current)
     report = None
     if graph.quantize == "int8-static":
@@ -473,22 +478,21 @@ def output_name(index: int) -> str:
     return f"emissions_{index}"
 
 
-def _optimize(source: Path, target: Path, encoder_config, fusions: Fusions = "all", static: bool = False) -> None:
+def _optimize(source: Path, target: Path, encoder_config, graph: GraphSettings) -> None:
     """ONNX Runtime's offline transformer fusions (no-ops for patterns it does not recognise).
 
-    ``static`` (int8-static) leaves attention and the embeddings' layer norm unfused whatever ``fusions`` says:
-    their fused ops have no statically quantized form, while unfused they are MatMuls and Gathers that static
-    int8 quantizes like the rest (:attr:`GraphSettings.fused_attention`).
+    Attention is fused only where :attr:`GraphSettings.fused_attention` says. Static int8 also leaves the
+    embeddings' layer norm unfused: the fused op has no statically quantized form, while unfused it is Gathers
+    and a LayerNormalization that static int8 handles like the rest.
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
-    if fusions == "light" or static:
-        options.enable_attention = False
-    if static:
+    options.enable_attention = graph.fused_attention
+    if graph.quantize == "int8-static":
         options.enable_embed_layer_norm = False
-    if fusions == "light":
+    if graph.fusions == "light":
         options.enable_skip_layer_norm = False
         options.enable_bias_skip_layer_norm = False
     optimized = optimize_model(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..fileio import read_json_record
+from ..model.attention_heads import KEPT_HEADS
 from ..model.model_config import read_config
 from .onnx_backend import ONNX_NAME
 from .shipped import resolve_model
@@ -142,7 +143,7 @@ def describe_model(path: str | Path | None = None) -> str:
         f"model        {folder}",
         f"backend      {backend}",
         f"encoder      {_encoder_name(config.encoder)} ({enc.get('model_type')}, "
-        f"{enc.get('num_hidden_layers')} layers, hidden {enc.get('hidden_size')})",
+        f"{enc.get('num_hidden_layers')} layers, hidden {enc.get('hidden_size')}{_narrowed(enc)})",
         f"parameters   {parameters:,}" if parameters is not None else "parameters   (ONNX graph)",
         f"size         {_size_on_disk(folder) / 1e6:.1f} MB on disk",
         f"max length   {config.max_length} sub-tokens per window",
@@ -168,3 +169,13 @@ def describe_model(path: str | Path | None = None) -> str:
         lines.append("  " + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg))
         lines.append(f"  epochs done {training.get('epochs_done')}, best epoch {training.get('best_epoch')}")
     return "\n".join(lines)
+
+
+def _narrowed(enc: dict) -> str:
+    """What a distilled student cut from each layer: feed-forward width, attention heads (``info``'s encoder line)."""
+    parts = []
+    if enc.get(KEPT_HEADS) is not None:
+        parts.append(f"{enc[KEPT_HEADS]} of {enc.get('num_attention_heads')} attention heads")
+    if enc.get("intermediate_size") is not None:
+        parts.append(f"feed-forward {enc['intermediate_size']}")
+    return ", " + ", ".join(parts) if parts else ""
