@@ -269,11 +269,12 @@ def export_onnx(
     _check_calibration(quantize, calibration)
     model_dir, out = Path(model_dir), Path(out)
     _check_source(model_dir)
-    pruned = kept_heads(read_config(model_dir).encoder_config) is not None
+    source_config = read_config(model_dir)
+    pruned = kept_heads(source_config.encoder_config) is not None
     graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset, fusions, pruned)
     check_output_folder(out, CONFIG_NAME, sources=(model_dir,))
     corpora = _read_check_corpora(check) if check else []
-    text = read_calibration(calibration, read_config(model_dir).context) if calibration else None
+    text = read_calibration(calibration, source_config.context) if calibration else None
     started = time.perf_counter()
     model = MultiTaskTagger.from_pretrained(model_dir)
     try:
