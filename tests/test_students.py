@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtbioner.errors import ModelFormatError, MtbionerError
+from mtbioner.errors import MtbionerError
 from mtbioner.learn.students import head_importance, make_student, neuron_importance, top_heads, top_neurons
 from mtbioner.model.model import MultiTaskTagger
 from mtbioner.runtime.inference import sentence_emissions
@@ -227,8 +227,8 @@ def test_a_student_with_fewer_heads_exports_unfused_and_reads_back(
     four_heads: MultiTaskTagger, tmp_path: Path
 ) -> None:
     """The fused attention op assumes the config's head count: a student with fewer heads exports unfused (the
-    export compares its fp32 graph with torch and stops on a mismatch); int8 works, and reading its weights back
-    (which walks the fused ops) is refused in one line."""
+    export compares its fp32 graph with torch and stops on a mismatch); int8 works, and its weights read back at
+    the narrow width (the reader walks unfused graphs by their scopes)."""
     from mtbioner.runtime.dequantize import tagger_from_int8
     from mtbioner.runtime.export import export_onnx
     from mtbioner.runtime.loading import describe_model
@@ -247,8 +247,11 @@ def test_a_student_with_fewer_heads_exports_unfused_and_reads_back(
     int8 = OnnxTagger.from_pretrained(tmp_path / "int8")
     for a, b in zip(_emissions(int8, "toy_gene"), _emissions(student, "toy_gene"), strict=True):
         assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.8
-    with pytest.raises(ModelFormatError, match=r"only from int8 exports with the fused graph .*torch model folder"):
-        tagger_from_int8(tmp_path / "int8")  # distil from the torch student instead
+    back = tagger_from_int8(tmp_path / "int8").state_dict()
+    for key, value in student.state_dict().items():
+        if ".pooler." not in key and not key.endswith("position_ids"):
+            step = float(value.abs().max()) / (63 if value.dim() == 2 else 127)
+            assert back[key].shape == value.shape and torch.allclose(back[key], value, atol=step / 2 + 1e-6), key
     for folder in ("s", "int8"):  # `mtbioner info` names what the student cut
         assert "2 layers, hidden 32, 2 of 4 attention heads, feed-forward 64)" in describe_model(tmp_path / folder)
 

@@ -8,12 +8,16 @@ weight within half a quantization step. The result computes what the int8 graph 
 activations, which is closer to the fp32 model the export came from than the int8 graph itself is
 (the int8 graph's error is mostly in the run-time quantization of activations).
 
-What is undone, by walking the graph ``export`` writes (ONNX Runtime's fused BERT pattern):
+What is undone, by walking the graph ``export`` writes (ONNX Runtime's fused BERT pattern with
+``--fusions all``; ``--fusions light`` and ``--no-optimize`` leave the embeddings, attention and layer norms as
+plain ops, read the same way by the scopes torch's exporter names them with):
 
-* ``QEmbedLayerNormalization``: the uint8 embedding tables and LayerNorm of the embeddings;
-* ``QAttention``: the fused query|key|value weight, split back into three ``nn.Linear``;
+* ``QEmbedLayerNormalization`` (all fusions): the uint8 embedding tables and LayerNorm of the embeddings; else
+  each table's ``Gather`` of a quantized initializer;
+* ``QAttention`` (all fusions): the fused query|key|value weight, split back into three ``nn.Linear``;
 * each ``MatMulInteger``: its module is named by the scale product ONNX Runtime writes beside it
   (``/encoder/encoder/layer.0/attention/output/dense/MatMul_quant_scales_mul:0``);
+* each ``LayerNormalization`` and ``SkipLayerNormalization``: gain and offset, named by the node's scope;
 * the outlier rewrites of :mod:`mtbioner.runtime.quantization`: smoothed FFN input rows are divided by their
   factor again, and the intermediate channels moved to the fp32 side path go back into the FFN.
 
@@ -65,9 +69,6 @@ def tagger_from_int8(folder: str | Path) -> MultiTaskTagger:
             ("int8 weights", info.get("quantize") not in ("int8", "int8-static")),
             ("no case features", config.case_features),
             ("no dictionary features", config.dictionary_features),
-            # the reader walks the fused attention and embedding ops, which --fusions light, --no-optimize and
-            # students with fewer attention heads do not have
-            ("the fused graph (--fusions all, every attention head)", info.get("fused_attention") is False),
         )
         if present
     ]
@@ -140,14 +141,26 @@ class _GraphWeights:
         return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
 
     def value(self, name: str) -> np.ndarray:
-        """An fp32 initializer, or the output of a ``DequantizeLinear`` of initializers."""
+        """An fp32 initializer, or the output of a ``DequantizeLinear`` of initializers (through the
+        ``Identity`` nodes an unoptimized graph keeps for initializers that torch's exporter merged)."""
         if name in self.values:
             return self.values[name].astype(np.float32)
         node = self.producer.get(name)
+        if node is not None and node.op_type == "Identity":
+            return self.value(node.input[0])
         if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in self.values:
             raise ModelFormatError(f"{self.folder}/model.onnx: {name} is not a stored weight")
         zero = self.values[node.input[2]] if len(node.input) > 2 and node.input[2] else 0
         return _dequantize(self.values[node.input[0]], zero, self.values[node.input[1]])
+
+    def stored(self, name: str) -> bool:
+        """Whether ``name`` is an initializer, directly or through ``Identity`` nodes."""
+        while name not in self.values:
+            node = self.producer.get(name)
+            if node is None or node.op_type != "Identity":
+                return False
+            name = node.input[0]
+        return True
 
     def dequantized(self, name: str) -> np.ndarray:
         """``(q - zero_point) * scale``, the scale per last-axis channel or for the whole tensor."""
@@ -156,8 +169,12 @@ class _GraphWeights:
 
     def embeddings(self) -> Iterator[tuple[str, np.ndarray]]:
         """The tables and LayerNorm of ``QEmbedLayerNormalization``: tensors at inputs 2-6, scales at
-        8-12, zero points at 13-17 (ONNX Runtime's contrib-op signature)."""
+        8-12, zero points at 13-17 (ONNX Runtime's contrib-op signature); in an unfused graph, the tables
+        its ``Gather`` nodes look up (the LayerNorm is then a ``LayerNormalization`` node)."""
         nodes = [n for n in self.nodes if n.op_type == "QEmbedLayerNormalization"]
+        if not nodes:
+            yield from self.gathered_tables()
+            return
         if len(nodes) != 1:
             raise ModelFormatError(f"{self.folder}/model.onnx: not an int8 export of a BERT-style encoder")
         node = nodes[0]
@@ -167,6 +184,28 @@ class _GraphWeights:
             q, scale, zero = (self.values[node.input[first + offset]] for first in (2, 8, 13))
             module, parameter = part.rsplit(".", 1)
             yield self.key(f"embeddings.{module}", parameter), _dequantize(q, zero, scale)
+
+    def gathered_tables(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Embedding tables of an unfused graph: ``/encoder/embeddings/word_embeddings/Gather`` of an int8
+        table (dequantized after the lookup) or of an fp32 one."""
+        tables = 0
+        for node in self.nodes:
+            if node.op_type != "Gather" or node.input[0] not in self.values:
+                continue
+            name = node.input[0]
+            if name.endswith(QUANT_SUFFIX):
+                table = self.dequantized(name)
+            elif self.values[name].ndim == 2:
+                table = self.values[name].astype(np.float32)
+            else:
+                continue  # a shape or index constant
+            key = self.find(_module(node.name.rsplit("/", 1)[0]), "weight")
+            if key is None or ".embeddings." not in f".{key}":
+                raise ModelFormatError(f"{self.folder}/model.onnx: cannot tell which table {name} is")
+            tables += 1
+            yield key, table
+        if not tables:
+            raise ModelFormatError(f"{self.folder}/model.onnx: not an int8 export of a BERT-style encoder")
 
     def biases_and_norms(self) -> Iterator[tuple[str, np.ndarray]]:
         """LayerNorm gains and offsets and the biases the fused nodes carry, each named by its node's
@@ -178,21 +217,33 @@ class _GraphWeights:
                 yield self.key(norm, "bias"), self.value(node.input[3])
                 if len(node.input) > 4 and node.input[4]:
                     yield self.key(_module(node.input[0].rsplit("/", 1)[0]), "bias"), self.value(node.input[4])
+            elif node.op_type == "LayerNormalization":  # input, gamma, beta
+                norm = _module(node.output[0].rsplit("/", 1)[0])  # .../LayerNorm/LayerNormalization_output_0
+                yield self.key(norm, "weight"), self.value(node.input[1])
+                yield self.key(norm, "bias"), self.value(node.input[2])
             elif node.op_type == "BiasGelu" and not node.input[1].startswith(OUTLIER_PREFIX):
                 yield self.key(_module(node.input[0].rsplit("/", 1)[0]), "bias"), self.value(node.input[1])
-            elif node.op_type == "Add" and any(name in self.values for name in node.input):
-                bias, activation = sorted(node.input, key=lambda name: name not in self.values)
-                yield self.key(_module(activation.rsplit("/", 1)[0]), "bias"), self.value(bias)
+            elif node.op_type == "Add" and any(self.stored(name) for name in node.input):
+                bias, activation = sorted(node.input, key=lambda name: not self.stored(name))
+                # unfused graphs also add constants (GELU's 1, position offsets): only a module's bias counts
+                key = self.find(_module(activation.rsplit("/", 1)[0]), "bias")
+                if key is not None and self.value(bias).ndim == 1:
+                    yield key, self.value(bias)
 
     def key(self, module: str, parameter: str) -> str:
         """The state-dict key of ``module``'s parameter, the module as its ONNX scope names it."""
+        key = self.find(module, parameter)
+        if key is None:
+            raise ModelFormatError(f"{self.folder}/model.onnx: cannot tell which weight {module}.{parameter} is")
+        return key
+
+    def find(self, module: str, parameter: str) -> str | None:
+        """:meth:`key`, or ``None`` where no single state-dict key ends with ``module.parameter``."""
         exact = f"{module}.{parameter}"
         if exact in self.keys:
             return exact
         found = [k for k in self.keys if k.endswith(f".{exact}")]
-        if len(found) != 1:
-            raise ModelFormatError(f"{self.folder}/model.onnx: cannot tell which weight {exact} is")
-        return found[0]
+        return found[0] if len(found) == 1 else None
 
     def attention(self) -> Iterator[tuple[str, np.ndarray]]:
         """Query, key and value weights and biases of every fused ``QAttention``."""
