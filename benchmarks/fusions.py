@@ -1,7 +1,8 @@
-"""Which ONNX Runtime fusions make the fastest int8 graph on this CPU: all, light, or none.
+"""Which ONNX Runtime fusions make the fastest int8 (or fp32) graph on this CPU: all, light, or none.
 
 One torch model folder is exported to int8 three times (``mtbioner export --quantize int8`` with
-``--fusions all``, ``--fusions light`` and ``--no-optimize``), each export then tags the BC5CDR test
+``--fusions all``, ``--fusions light`` and ``--no-optimize``; ``--precision fp32``: ``--quantize none``,
+written as ``fusions-fp32.json``/``.md``), each export then tags the BC5CDR test
 sentences as raw text with ``Tagger.tag_batch`` (after a warm-up; best of 3 passes, the three graphs
 taking turns for ``--rounds`` rounds so that a change in the host's load hits all of them) and is
 scored on the BC5CDR test set (conlleval, as ``mtbioner evaluate``). The fusions change only how
@@ -31,15 +32,15 @@ VARIANTS = {
 }
 
 
-def export_variants(model: Path, work: Path) -> dict[str, Path]:
-    """One int8 export per variant (kept in ``work``; an existing one is reused)."""
+def export_variants(model: Path, work: Path, precision: str = "int8") -> dict[str, Path]:
+    """One export per variant in ``precision`` (kept in ``work``; an existing one is reused)."""
     from mtbioner.runtime.export import export_onnx
 
     folders = {}
     for name, options in VARIANTS.items():
-        folder = work / f"int8-{name}"
+        folder = work / f"{precision}-{name}"
         if not (folder / "config.json").is_file():
-            export_onnx(model, folder, "int8", **options)
+            export_onnx(model, folder, "int8" if precision == "int8" else "none", **options)
         folders[name] = folder
     return folders
 
@@ -88,9 +89,10 @@ def op_counts(folder: Path) -> dict[str, int]:
 
 def markdown(report: dict) -> str:
     lines = [
-        "# int8 graph fusions",
+        f"# {report.get('precision', 'int8')} graph fusions",
         "",
-        f"BC5CDR test sentences ({report['sentences']}) tagged as raw text, int8, {describe(report['machine'])}; "
+        f"BC5CDR test sentences ({report['sentences']}) tagged as raw text, {report.get('precision', 'int8')}, "
+        f"{describe(report['machine'])}; "
         f"load average before/after: {report['load_before']} / {report['load_after']}.",
         "",
         "| fusions | export option | fused operators | sentences/s per round (best of 3 passes) | best | BC5CDR F1 |",
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="torch model folder with a BC5CDR head")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="weights of the exports")
     parser.add_argument("--limit", type=int, default=None, help="first N test sentences (quick checks)")
     parser.add_argument("--work", type=Path, default=Path("runs/fusions"), help="where the exports are kept")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -120,11 +123,12 @@ def main() -> None:
     sentences = read_corpus(args.data_dir / "BC5CDR").splits["test"].sentences[: args.limit]
     texts = [" ".join(sentence.tokens) for sentence in sentences]
     load_before = round(os.getloadavg()[0], 2)
-    folders = export_variants(args.model, args.work)
+    folders = export_variants(args.model, args.work, args.precision)
     rates = speeds(folders, texts, args.rounds)
     scores = f1_scores(folders, args.data_dir)
     report = {
         "sentences": len(texts),
+        "precision": args.precision,
         "model": str(args.model),
         "machine": machine(),
         "load_before": load_before,
@@ -135,7 +139,7 @@ def main() -> None:
         },
         "command": "python benchmarks/fusions.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
-    publish(args.out, "fusions", report, markdown(report))
+    publish(args.out, "fusions" if args.precision == "int8" else "fusions-fp32", report, markdown(report))
     print(markdown(report))
 
 

@@ -303,7 +303,7 @@ def test_cli_and_server_run_an_exported_model(
         ]
 
 
-def test_light_fusions_leave_attention_and_skip_layer_norm_unfused(
+def test_light_fusions_are_the_default_and_all_fusions_one_option_away(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     import onnx
@@ -311,19 +311,22 @@ def test_light_fusions_leave_attention_and_skip_layer_norm_unfused(
     def op_types(folder: Path) -> set[str]:
         return {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
 
-    export_onnx(model_dir, tmp_path / "all", "int8")
-    export_onnx(model_dir, tmp_path / "light", "int8", fusions="light")
+    export_onnx(model_dir, tmp_path / "all", "int8", fusions="all")
+    export_onnx(model_dir, tmp_path / "light", "int8")
     full, light = op_types(tmp_path / "all"), op_types(tmp_path / "light")
     assert {"QAttention", "SkipLayerNormalization"} <= full
     assert not {"Attention", "QAttention", "SkipLayerNormalization"} & light
     assert "BiasGelu" in light and "BiasGelu" in full  # the light set keeps the other fusions
     config = json.loads((tmp_path / "light" / "config.json").read_text())
-    assert config["onnx"]["fusions"] == "light"
-    assert "ONNX Runtime, light fusions)" in describe_model(tmp_path / "light")
-    assert "ONNX Runtime)" in describe_model(tmp_path / "all")
+    assert config["onnx"]["fusions"] == "light" and config["onnx"]["fused_attention"] is False
+    assert "ONNX Runtime)" in describe_model(tmp_path / "light")
+    assert "ONNX Runtime, all fusions)" in describe_model(tmp_path / "all")
     # fp32: the export itself refuses a graph that deviates from torch (1e-3), so the light graph computes the same
-    export_onnx(model_dir, tmp_path / "light-fp32", fusions="light")
+    export_onnx(model_dir, tmp_path / "light-fp32")
     assert not {"Attention", "SkipLayerNormalization"} & op_types(tmp_path / "light-fp32")
+    code, _, err = run_cli(monkeypatch, capsys, "export", model_dir, tmp_path / "all-cli", "--quantize", "int8",
+                           "--fusions", "all")  # fmt: skip
+    assert code == 0 and {"QAttention", "SkipLayerNormalization"} <= op_types(tmp_path / "all-cli"), err
     assert len(Tagger.load(tmp_path / "light").tag_batch([TEXTS[0], TEXTS[0].upper()])) == 2
     code, _, err = run_cli(monkeypatch, capsys, "export", model_dir, tmp_path / "bad", "--fusions", "some")
     assert code == 2 and "--fusions 'some'" in err and "Traceback" not in err

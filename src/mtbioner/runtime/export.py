@@ -62,9 +62,10 @@ Quantize = Literal["none", "int8", "int8-static"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8", "int8-static")
 #: Calibration sentences static int8 reads by default: enough for stable MinMax ranges, seconds to run.
 CALIBRATION_SIZE = 256
-# "light" leaves attention and residual + layer norm unfused (ONNX Runtime's own ops run them): on a 2-core Xeon
-# with AMX its int8 graph tagged 722 BC5CDR sentences/s against 637 with every fusion, same F1
-# (benchmarks/fusions.py, benchmarks/results/xeon-amx/fusions.md).
+# "light" (the default) leaves attention and residual + layer norm unfused (ONNX Runtime's own ops run them). Its
+# int8 graph was the faster one, at the same F1, on every CPU measured (benchmarks/fusions.py, BC5CDR test
+# sentences/s, light against all): 2-core Xeon with AMX 722 / 637, AMD EPYC with AVX-512 VNNI 440 / 370, AMD EPYC
+# with AVX2 only 283 / 259 (benchmarks/results/{xeon-amx,epyc-vnni,epyc-avx2}/fusions.md).
 Fusions = Literal["all", "light"]
 FUSION_CHOICES: tuple[str, ...] = ("all", "light")
 
@@ -77,8 +78,8 @@ class GraphSettings:
         quantize: ``"none"`` (fp32), ``"int8"`` (dynamic quantization) or ``"int8-static"`` (activation
             scales calibrated beforehand).
         optimize: Apply ONNX Runtime's transformer fusions (attention, GELU, layer norm).
-        fusions: With ``optimize``: ``"all"`` of them, or ``"light"``: GELU and layer norm only, no
-            attention or skip + layer norm fusion (faster int8 on CPUs with AMX, see FUSION_CHOICES).
+        fusions: With ``optimize``: ``"light"``: GELU and layer norm only, no attention or skip + layer norm
+            fusion (the faster int8 graph on AVX2, VNNI and AMX hosts alike, see FUSION_CHOICES), or ``"all"``.
             ``int8-static`` never fuses attention (:attr:`fused_attention`).
         per_channel: int8: one weight scale per output channel instead of per tensor.
         reduce_range: int8: 7-bit weights. With per-channel scales this keeps the emissions
@@ -94,7 +95,7 @@ class GraphSettings:
     reduce_range: bool = True
     outliers: bool = True
     opset: int = DEFAULT_OPSET
-    fusions: Fusions = "all"
+    fusions: Fusions = "light"
     pruned_heads: bool = False  # the model keeps fewer attention heads than its config names (a student's)
 
     @property
@@ -237,7 +238,7 @@ def export_onnx(
     outliers: bool = True,
     opset: int = DEFAULT_OPSET,
     check: CheckSettings | None = None,
-    fusions: Fusions = "all",
+    fusions: Fusions = "light",
     calibration: CalibrationSettings | None = None,
 ) -> ExportReport:
     """Export a torch model folder to an ONNX model folder that ``Tagger.load`` runs.

@@ -63,7 +63,9 @@ def _encoder_name(encoder: str) -> str:
 
 
 def _fusions_note(onnx_info: dict) -> str:
-    """How an export was fused, when not the default (every fusion), and what a static one calibrated on."""
+    """How an export was fused, when not the default (light fusions), and what a static one calibrated on.
+
+    Exports from before ``--fusions`` existed have no ``fusions`` entry and every fusion."""
     calibration = onnx_info.get("calibration")
     calibrated = ""
     if calibration:
@@ -73,7 +75,7 @@ def _fusions_note(onnx_info: dict) -> str:
         return ", no fusions" + calibrated
     if onnx_info.get("fused_attention") is False and onnx_info.get("quantize") == "int8-static":
         return ", attention unfused" + calibrated
-    return (", light fusions" if onnx_info.get("fusions") == "light" else "") + calibrated
+    return ("" if onnx_info.get("fusions") == "light" else ", all fusions") + calibrated
 
 
 def _describe_answer(config) -> str:
