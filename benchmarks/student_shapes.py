@@ -14,6 +14,7 @@ and ``students.py``'s to measure).
         --work runs/shapes --out benchmarks/results/epyc-avx2
 
 A shape is ``L<layers>`` with optional ``-F<feed-forward width>`` and ``-H<attention heads>``: ``L3-F768-H6``.
+``--extra NAME=FOLDER`` adds an exported model (a distilled student) to the same turns.
 Writes ``student_shapes.json`` and ``.md`` into ``--out``.
 """
 
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--shapes", default=SHAPES, help=f"comma-separated (default {SHAPES})")
     parser.add_argument("--spacy", type=Path, default=None, help="the spaCy peer's pipeline (peers.py)")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=FOLDER", help="also time this export")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="first N test sentences (quick checks)")
     parser.add_argument("--work", type=Path, default=Path("runs/shapes"), help="where the exports are kept")
@@ -146,6 +148,11 @@ def main() -> None:
     texts = [" ".join(sentence.tokens) for sentence in sentences]
     load_before = round(os.getloadavg()[0], 2)
     folders = export_shapes(args.teacher, shapes, args.work)
+    for extra in args.extra:
+        name, _, folder = extra.partition("=")
+        if not (Path(folder) / "model.onnx").is_file():
+            raise SystemExit(f"--extra {extra}: {folder} holds no model.onnx (export the student first)")
+        folders[name] = Path(folder)
     rates = speeds(runners(folders, args.spacy), texts, args.rounds)
     described = {}
     for name, folder in folders.items():
