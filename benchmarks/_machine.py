@@ -40,6 +40,26 @@ def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
     return best_rate(lambda: a @ b, 2 * size**3, repeats)
 
 
+def taking_turns(runners: dict[str, Callable], texts: list, rounds: int) -> dict[str, list[float]]:
+    """Items/s of each runner per round (best of 3 passes), the runners taking turns so that a slow spell of
+    the host hits every one; a warm-up call first, since first calls allocate."""
+    import sys
+
+    for run in runners.values():
+        run(texts[:64])
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                run(texts)
+                best = min(best, time.perf_counter() - started)
+            rates[name].append(round(len(texts) / best, 1))
+            print(f"{name}: {rates[name][-1]} sentences/s", file=sys.stderr, flush=True)
+    return rates
+
+
 def machine(**extra) -> dict:
     """CPU, cores, SIMD, measured fp32 matmul rate and versions, plus the caller's own facts."""
     import torch

@@ -20,10 +20,9 @@ import argparse
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from _machine import describe, machine, publish
+from _machine import describe, machine, publish, taking_turns
 
 VARIANTS = {
     "all": {"fusions": "all"},
@@ -49,20 +48,7 @@ def speeds(folders: dict[str, Path], texts: list[str], rounds: int) -> dict[str,
     """Sentences/s of each graph per round (best of 3 passes)."""
     from mtbioner import Tagger
 
-    taggers = {name: Tagger.load(folder) for name, folder in folders.items()}
-    for tagger in taggers.values():
-        tagger.tag_batch(texts[:64])
-    rates: dict[str, list[float]] = {name: [] for name in taggers}
-    for _ in range(rounds):
-        for name, tagger in taggers.items():
-            best = float("inf")
-            for _ in range(3):
-                started = time.perf_counter()
-                tagger.tag_batch(texts)
-                best = min(best, time.perf_counter() - started)
-            rates[name].append(round(len(texts) / best, 1))
-            print(f"{name}: {rates[name][-1]} sentences/s", file=sys.stderr, flush=True)
-    return rates
+    return taking_turns({name: Tagger.load(folder).tag_batch for name, folder in folders.items()}, texts, rounds)
 
 
 def f1_scores(folders: dict[str, Path], data_dir: Path) -> dict[str, float]:

@@ -25,10 +25,9 @@ import os
 import re
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from _machine import describe, machine, publish
+from _machine import describe, machine, publish, taking_turns
 
 SHAPES = "L6,L4,L3,L3-F768,L3-H6,L3-F768-H6,L2,L2-F768-H6,L1-F768-H6"
 SHAPE = re.compile(r"^L(\d+)(?:-F(\d+))?(?:-H(\d+))?$")
@@ -62,23 +61,6 @@ def export_shapes(teacher: str, shapes: list[str], work: Path) -> dict[str, Path
             export_onnx(work / shape / "torch", folder, "int8")
         folders[shape] = folder
     return folders
-
-
-def speeds(runners: dict, texts: list[str], rounds: int) -> dict[str, list[float]]:
-    """Sentences/s of each system per round (best of 3 passes), the systems taking turns."""
-    for run in runners.values():
-        run(texts[:64])  # warm-up: first calls allocate
-    rates: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            best = float("inf")
-            for _ in range(3):
-                started = time.perf_counter()
-                run(texts)
-                best = min(best, time.perf_counter() - started)
-            rates[name].append(round(len(texts) / best, 1))
-            print(f"{name}: {rates[name][-1]} sentences/s", file=sys.stderr, flush=True)
-    return rates
 
 
 def runners(folders: dict[str, Path], spacy_model: Path | None) -> dict:
@@ -153,7 +135,7 @@ def main() -> None:
         if not (Path(folder) / "model.onnx").is_file():
             raise SystemExit(f"--extra {extra}: {folder} holds no model.onnx (export the student first)")
         folders[name] = Path(folder)
-    rates = speeds(runners(folders, args.spacy), texts, args.rounds)
+    rates = taking_turns(runners(folders, args.spacy), texts, args.rounds)
     described = {}
     for name, folder in folders.items():
         encoder = read_onnx_config(folder)[0].encoder_config
