@@ -118,10 +118,17 @@ def judge(rows: list[dict]) -> None:
         if r["name"] in ("teacher", "base"):
             continue
         gain = r["in_domain_mean"] - base["in_domain_mean"]
-        lenient = r["left_out_mean"]["lenient"] - base["left_out_mean"]["lenient"] if base["left_out_mean"] else 0.0
-        r["vs_base"] = {"in_domain": round(gain, 2), "left_out_lenient": round(lenient, 2)}
+        lenient = r["left_out_mean"]["lenient"] - base["left_out_mean"]["lenient"] if base["left_out_mean"] else None
+        r["vs_base"] = {
+            "in_domain": round(gain, 2),
+            "left_out_lenient": None if lenient is None else round(lenient, 2),
+        }
         if r["name"] not in SMALLER:
-            r["kept"] = gain >= GAIN and min(gain, lenient) >= -LOSS
+            r["kept"] = gain >= GAIN and min(gain, gain if lenient is None else lenient) >= -LOSS
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.2f}"
 
 
 def markdown(report: dict) -> str:
@@ -147,7 +154,7 @@ def markdown(report: dict) -> str:
             + f" | {r['in_domain_mean']:.2f} | " + "".join(f"{r['left_out'][c]:.2f} | " for c in cells)
             + (f"{mean['lenient']:.2f} / {mean['exact']:.2f} | " if mean else "")
             + (f"{r['minutes']:.1f} | " if "minutes" in r else "– | ")
-            + (f"{vs['in_domain']:+.2f}, {vs['left_out_lenient']:+.2f}" if vs else "–")
+            + (f"{vs['in_domain']:+.2f}, " + _signed(vs["left_out_lenient"]) if vs else "–")
             + " | " + ("–" if "kept" not in r else "**yes**" if r["kept"] else "no") + " |"
         )  # fmt: skip
     lines += ["", "Commands:", "", *(f"- {name}: `{c}`" for name, c in report["commands"].items()), ""]
