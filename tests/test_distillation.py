@@ -663,6 +663,7 @@ def test_bad_inner_term_settings_are_refused(settings: dict, message: str) -> No
 def test_cli_distils_with_inner_terms_narrow_layers_and_bf16(
     teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    monkeypatch.setattr("mtbioner.cli._common.native_bf16", lambda fields: True)  # a CPU with bfloat16
     notes = tmp_path / "notes.txt"
     notes.write_text("\n".join(RAW) + "\n", encoding="utf-8")
     out = tmp_path / "s"

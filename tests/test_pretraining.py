@@ -201,7 +201,12 @@ def test_resume_mid_epoch_gives_the_same_weights(
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("epochs", 0, "epochs"), ("mlm_probability", 1.0, "mlm probability"), ("warmup", 2.0, "warmup")],
+    [
+        ("epochs", 0, "epochs"),
+        ("mlm_probability", 1.0, "mlm probability"),
+        ("warmup", 2.0, "warmup"),
+        ("mixed_precision", "fp16", "mixed precision must be 'no' or 'bf16'"),
+    ],
 )
 def test_config_rejects_bad_values(field: str, value, message: str) -> None:
     with pytest.raises(MtbionerError, match=message):
@@ -227,6 +232,28 @@ def test_cli_pretrains_and_resumes_with_recorded_inputs(
 
     code, text = _cli(monkeypatch, capsys, "--output", out, "--resume")
     assert code == 2 and "nothing to resume" in text
+
+
+def test_cli_bf16_pretrains_under_bfloat16_autocast(
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """``--bf16`` reaches the config and the MLM forward pass runs in bfloat16 (the loss stays float32)."""
+    monkeypatch.setattr("mtbioner.cli._common.native_bf16", lambda fields: True)  # a CPU with bfloat16
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    original = pretraining.masked_lm_loss
+
+    def spy(model, batch):
+        loss, count = original(model, batch)
+        seen.append((torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None, loss.dtype))
+        return loss, count
+
+    monkeypatch.setattr(pretraining, "masked_lm_loss", spy)
+    out = tmp_path / "enc"
+    args = ["toy_gene", "--data-dir", toy_dir, "--encoder", tiny_encoder, "--output", out, "--epochs", 1]
+    code, text = _cli(monkeypatch, capsys, *args, "--heldout", 5, "--no-progress", "--bf16")
+    assert code == 0, text
+    assert json.loads((out / "pretraining.json").read_text())["config"]["mixed_precision"] == "bf16"
+    assert (torch.bfloat16, torch.float32) in seen  # training steps; the held-out loss runs in float32
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ..errors import MtbionerError
+from ..host import cpuinfo, native_bf16
 from ..quiet import quiet_libraries
 
 DataDir = Annotated[
@@ -23,6 +24,27 @@ def setup(verbose: bool = True) -> None:
     """Log to stderr (INFO when ``verbose``), and keep the libraries' load-time chatter out."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
     quiet_libraries()
+
+
+def mixed_precision(bf16: bool) -> str:
+    """``--bf16`` as the trainers' ``mixed_precision``: ``"bf16"`` on a GPU or a CPU with bfloat16 instructions.
+
+    On a CPU without them bfloat16 autocast is emulated and many times slower (:func:`mtbioner.host.native_bf16`),
+    so the run trains in float32 and says so: ``--bf16`` is a speed setting, and a study file that asks for it on
+    a fast host must not stall a run on a slower one.
+    """
+    if not bf16:
+        return "no"
+    import torch
+
+    if torch.cuda.is_available() or native_bf16(cpuinfo()):
+        return "bf16"
+    typer.echo(
+        "warning: --bf16 ignored: this CPU computes bfloat16 in software (no AVX-512 BF16 or AMX), where it runs "
+        "many times slower than float32; training in float32",
+        err=True,
+    )
+    return "no"
 
 
 def parse_heads(items: list[str]) -> tuple[str, dict[str, str]]:

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MtbionerError
 from ..fileio import recorded_fields
-from ._common import DataDir, setup
+from ._common import DataDir, mixed_precision, setup
 
 
 def distill(
@@ -103,7 +103,8 @@ def distill(
         typer.Option(
             "--bf16",
             help="Student and teacher forward passes under bfloat16 autocast (losses in float32): faster on CPUs "
-            "with AMX or AVX-512 BF16 and on GPUs, slower elsewhere.",
+            "with AMX or AVX-512 BF16 and on GPUs; elsewhere bfloat16 is software, many times slower, so the run "
+            "distils in float32 and says so.",
         ),
     ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
@@ -153,7 +154,7 @@ def distill(
             attention_layers=attention_layers,
             intermediate_size=intermediate_size,
             attention_heads=attention_heads,
-            mixed_precision="bf16" if bf16 else "no",
+            mixed_precision=mixed_precision(bf16),
         )
         source_list = list(sources or []) or _teacher_corpora(teacher)
         # paths are recorded absolute, so that --resume re-reads the same text from any folder

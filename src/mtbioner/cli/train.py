@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MtbionerError
 from ..fileio import read_json_record, recorded_fields
-from ._common import DataDir, Limit, parse_heads, parse_weights, setup
+from ._common import DataDir, Limit, mixed_precision, parse_heads, parse_weights, setup
 
 
 def train(
@@ -116,7 +116,8 @@ def train(
         typer.Option(
             "--bf16",
             help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.5x faster "
-            "on CPUs with AMX or AVX-512 BF16 (`mtbioner info` names the CPU), slower elsewhere.",
+            "on CPUs with AMX or AVX-512 BF16 and on GPUs; elsewhere bfloat16 is software, many times slower, so the "
+            "run trains in float32 and says so.",
         ),
     ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
@@ -169,7 +170,7 @@ def train(
             dictionary_case_sensitive=dictionary_case_sensitive,
             dictionary_lr=dictionary_lr,
             save_every=save_every,
-            mixed_precision="bf16" if bf16 else "no",
+            mixed_precision=mixed_precision(bf16),
             held_out=[str(resolve_corpus(c, data_dir).resolve()) for c in held_out or []],
         )
         paths = [resolve_corpus(c, data_dir) for c in corpora]
@@ -218,7 +219,8 @@ def pretrain(
         typer.Option(
             "--bf16",
             help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.5x faster "
-            "on CPUs with AMX or AVX-512 BF16 (`mtbioner info` names the CPU), slower elsewhere.",
+            "on CPUs with AMX or AVX-512 BF16 and on GPUs; elsewhere bfloat16 is software, many times slower, so the "
+            "run trains in float32 and says so.",
         ),
     ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
@@ -255,6 +257,7 @@ def pretrain(
             seed=seed,
             heldout=heldout,
             save_every=save_every,
+            mixed_precision=mixed_precision(bf16),
         )
     split_list = split_names(splits)
     # paths are recorded absolute, so that --resume re-reads the same text from any folder

@@ -70,6 +70,7 @@ class PretrainConfig:
     heldout: int = 500
     save_every: int = 500
     max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # "bf16": forward pass under bfloat16 autocast; fp32 weights, optimizer and loss
 
     def __post_init__(self) -> None:
         checks = [
@@ -81,6 +82,10 @@ class PretrainConfig:
             (0 < self.mlm_probability < 1, f"mlm probability must be in (0, 1), not {self.mlm_probability}"),
             (self.heldout >= 0, f"held-out texts must be 0 or more, not {self.heldout}"),
             (self.save_every >= 1, f"save-every must be at least 1 step, not {self.save_every}"),
+            (
+                self.mixed_precision in ("no", "bf16"),
+                f"mixed precision must be 'no' or 'bf16', not {self.mixed_precision!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -324,7 +329,8 @@ def pretrain(
         for index in range(state["batch"], len(batches)):
             torch.manual_seed(batch_seed(config.seed, epoch, index))  # same masks and dropout after a resume
             batch = collator(pad_examples([examples[i] for i in batches[index]], tokenizer.pad_token_id or 0))
-            loss, _ = masked_lm_loss(model, batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"):
+                loss, _ = masked_lm_loss(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
