@@ -69,11 +69,25 @@ SMALLER = {"ffn768", "heads6", "layers2"}  # their cost is recorded, not judged:
 GAIN, LOSS = 0.3, 0.5
 
 
+def overridden(base: list[str], flags: list[str]) -> list[str]:
+    """``base`` without the options ``flags`` sets again (with their values), then ``flags``: one value per option
+    in the command of record (``--epochs 4``, not ``--epochs 2 --epochs 4``)."""
+    given = {f for f in flags if f.startswith("--")}
+    kept: list[str] = []
+    skipping = False
+    for token in base:
+        if token.startswith("--"):
+            skipping = token in given
+        if not skipping:
+            kept.append(token)
+    return [*kept, *flags]
+
+
 def distill(name: str, flags: list[str], args: argparse.Namespace, corpora: list[str]) -> str:
     """Distil one student (resuming an unfinished one); returns the command of record."""
     out = args.work / name
     command = ["distill", str(args.teacher), *corpora, "--data-dir", str(args.data_dir), "--splits", "train"]
-    command += [*args.base, *flags, "--output", str(out)]
+    command += [*overridden(args.base, flags), "--output", str(out)]
     command += ["--limit", str(args.limit)] if args.limit else []
     info = out / "distillation.json"
     if not (info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("finished")):
