@@ -199,6 +199,7 @@ def test_tiny_full_study_stores_predictions_and_reports_intervals(
     assert mt["predictions"] == {c: f"mt.predictions/{c}.json.gz" for c in ("toy_gene", "toy_chem")}
     # 20 training sentences each, less those that are test sentences (2 and 4: leakage.py): 18 / 4 + 16 / 4 -> 5 + 4
     assert mt["train"]["steps_per_epoch"] == 9 and mt["train"]["total_steps"] == 18
+    assert mt["train"]["mixed_precision"] == "no"  # what the trainer ran in, from its training.json
     for corpus in ("toy_gene", "toy_chem"):
         gold, predicted = read_predictions(results / mt["predictions"][corpus])
         assert len(gold) == mt["scores"][corpus]["sentences"]  # the whole test split, one row per sentence

@@ -162,6 +162,8 @@ def _record_training(record: dict[str, Any], model: Path) -> None:
     # encoder updates: one optimizer step per batch (what the equal-updates controls match)
     record["train"]["steps_per_epoch"] = facts["training"].get("steps_per_epoch")
     record["train"]["total_steps"] = facts["training"].get("total_steps")
+    # what the trainer ran in: "no" where the study asked for bf16 on a CPU without bfloat16 (cli._common)
+    record["train"]["mixed_precision"] = facts["training"].get("config", {}).get("mixed_precision")
 
 
 def _recipe(study: Study, options: dict[str, Any]) -> EncoderRecipe | None:
