@@ -4,7 +4,8 @@ Trains the same model twice with the same seed and settings, once per precision,
 (``--output WORK/<precision>``; a finished run there is read, not repeated), and reads the trainer's
 log: windows per second and devel F1 after each epoch. bfloat16 pays only on CPUs with native
 bfloat16 matrix kernels (AMX, AVX-512 BF16); on other CPUs ``--bf16`` trains in float32 (emulated bfloat16 was
-17x slower), so there is nothing to compare and the script stops before training.
+19x slower on an AVX2 EPYC: ``benchmarks/bf16_step.py``), so there is nothing to compare and the script stops
+before training.
 
     python benchmarks/precision.py --data-dir ../shared/data --work /tmp/precision
 

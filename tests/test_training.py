@@ -430,7 +430,7 @@ def test_train_cli_bf16_flag_reaches_the_config(
 def test_train_cli_bf16_falls_back_to_float32_on_a_cpu_without_bfloat16(
     tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, capsys
 ):
-    """Emulated bfloat16 made a ten-corpus run ~17x slower on an AVX2 host: the flag must not stall a study there."""
+    """Emulated bfloat16 made a ten-corpus run ~19x slower on an AVX2 host: the flag must not stall a study there."""
     from tests.conftest import run_cli
 
     monkeypatch.setattr("mtbioner.cli._common.native_bf16", lambda fields: False)

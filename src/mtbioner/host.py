@@ -33,8 +33,9 @@ def instruction_set(fields: dict[str, str]) -> str | None:
 def native_bf16(fields: dict[str, str]) -> bool:
     """Whether the CPU computes bfloat16 in hardware (:data:`BF16_FLAGS`).
 
-    Elsewhere PyTorch's bfloat16 autocast runs reference kernels: a MiniLM training step (32 x 64 sub-tokens,
-    forward and backward, one thread) took 34-36 s under autocast against 1.9-2.4 s in float32 on an AVX2-only
-    AMD EPYC (2026-12-07), so ``--bf16`` there would make a run some 17 times slower.
+    Elsewhere PyTorch's bfloat16 autocast runs in software: a training step of the packaged MiniLM (32 x 64
+    sub-tokens, forward and backward, one thread) took 36.7 s under autocast against 1.9 s in float32 on an
+    AVX2-only AMD EPYC (2026-12-07, ``benchmarks/bf16_step.py``), so ``--bf16`` there would make a run some 19
+    times slower.
     """
     return any(flag in fields.get("flags", "").split() for flag in BF16_FLAGS)

@@ -66,7 +66,7 @@ class TrainingConfig:
     ``mixed_precision="bf16"`` runs the forward pass under bfloat16 autocast (accelerate's
     ``mixed_precision``); weights, optimizer state and the loss stay float32. On CPUs with AMX or
     AVX-512 BF16 a step takes ~0.6x the time (measured: MiniLM, 32 x 128 windows, 2 cores); elsewhere
-    bfloat16 is emulated and ~17x slower (:func:`mtbioner.host.native_bf16`), so it is off by default and the
+    bfloat16 is emulated and ~19x slower (:func:`mtbioner.host.native_bf16`), so it is off by default and the
     command line's ``--bf16`` falls back to float32 on such CPUs.
     """
 
