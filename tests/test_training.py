@@ -427,6 +427,33 @@ def test_train_cli_bf16_flag_reaches_the_config(
     assert "--bf16 ignored" not in out
 
 
+def test_a_bf16_run_resumed_on_a_cpu_without_bfloat16_goes_on_in_float32(
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, capsys
+):
+    """Started with --bf16 where bfloat16 is native, resumed where it is emulated: float32, and said so."""
+    from tests.conftest import run_cli
+
+    real_save, calls = training._save, []
+
+    def crash_after_first_epoch(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(_toy(toy_dir), tmp_path / "m", _fast(tiny_encoder, epochs=2, mixed_precision="bf16"), progress=False)
+    monkeypatch.setattr(training, "_save", real_save)
+    monkeypatch.setattr("mtbioner.cli._common.native_bf16", lambda fields: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out = run_cli(monkeypatch, capsys, "train", "--output", tmp_path / "m", "--resume", "--no-progress")
+    assert code == 0, out
+    assert "warning: --bf16 ignored" in out
+    assert read_training_info(tmp_path / "m")["config"]["mixed_precision"] == "no"
+    assert (tmp_path / "m" / "log.jsonl").read_text().count("\n") == 2  # both epochs, the second in float32
+
+
 def test_train_cli_bf16_falls_back_to_float32_on_a_cpu_without_bfloat16(
     tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, capsys
 ):

@@ -47,6 +47,11 @@ def mixed_precision(bf16: bool) -> str:
     return "no"
 
 
+def resumed_precision(recorded: dict) -> str:
+    """The precision a resumed run goes on in: its recorded one, unless that is bf16 and this host has none."""
+    return mixed_precision(recorded.get("mixed_precision", "no") == "bf16")
+
+
 def parse_heads(items: list[str]) -> tuple[str, dict[str, str]]:
     """``--head`` values: a bare kind for every corpus (the last one given), ``NAME=KIND`` for one corpus."""
     default, heads = "linear", {}

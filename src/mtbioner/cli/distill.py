@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MtbionerError
 from ..fileio import recorded_fields
-from ._common import DataDir, mixed_precision, setup
+from ._common import DataDir, mixed_precision, resumed_precision, setup
 
 
 def distill(
@@ -126,7 +126,7 @@ def distill(
             raise MtbionerError(f"{output}: nothing to resume (no unfinished distillation run there)")
         with recorded_fields(output / "distillation.json"):
             recorded = info["teacher"]["path"]
-            config = DistillConfig(**info["config"])
+            config = DistillConfig(**info["config"] | {"mixed_precision": resumed_precision(info["config"])})
             inputs = info["inputs"]
             source_list, data_dir = inputs["sources"], inputs["data_dir"] and Path(inputs["data_dir"])
             held = list(inputs.get("held_out", []))

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MtbionerError
 from ..fileio import read_json_record, recorded_fields
-from ._common import DataDir, Limit, mixed_precision, parse_heads, parse_weights, setup
+from ._common import DataDir, Limit, mixed_precision, parse_heads, parse_weights, resumed_precision, setup
 
 
 def train(
@@ -137,7 +137,9 @@ def train(
         if not info:
             raise MtbionerError(f"{output}: nothing to resume (no training.json)")
         with recorded_fields(output / "training.json"):
-            config = TrainingConfig(**info["config"])
+            # a run started with --bf16 on a host with bfloat16 may go on where it is emulated
+            recorded = info["config"] | {"mixed_precision": resumed_precision(info["config"])}
+            config = TrainingConfig(**recorded)
             paths = [Path(p) for p in info["corpora"].values()]
     else:
         if not corpora:
@@ -241,7 +243,7 @@ def pretrain(
             raise MtbionerError(f"{output}: nothing to resume (no {INFO_FILE})")
         info = read_json_record(info_file)
         with recorded_fields(info_file):
-            config = PretrainConfig(**info["config"])
+            config = PretrainConfig(**info["config"] | {"mixed_precision": resumed_precision(info["config"])})
             sources, splits, limit = info["inputs"]["sources"], info["inputs"]["splits"], info["inputs"]["limit"]
             data_dir = info["inputs"]["data_dir"] and Path(info["inputs"]["data_dir"])
     else:
