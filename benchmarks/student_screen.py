@@ -54,7 +54,7 @@ from mtbioner.runtime.answer import AnswerPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = ["--layers", "3", "--epochs", "3", "--bf16"]
-VARIANTS = {  # each on top of BASE (later flags win)
+VARIANTS = {  # each on top of BASE (an option given again replaces the base's: overridden)
     "base": [],
     "hidden": ["--hidden-weight", "1"],
     "attention": ["--attention-weight", "1"],
@@ -64,6 +64,8 @@ VARIANTS = {  # each on top of BASE (later flags win)
     "heads6": ["--attention-heads", "6"],
     "layers2": ["--layers", "2"],
     "lr3e-4": ["--lr", "3e-4"],
+    "kl-t1": ["--temperature", "1"],  # the KL term's softmax temperature (distill's default: 2)
+    "kl-t4": ["--temperature", "4"],
 }
 SMALLER = {"ffn768", "heads6", "layers2"}  # their cost is recorded, not judged: the speed run decides
 GAIN, LOSS = 0.3, 0.5
