@@ -94,13 +94,9 @@ def test_tiny_model_learns_toy_two_corpus_problem(
     assert not (tmp_path / "m" / "checkpoint").exists()  # a finished run keeps no resume state
 
 
-def test_resume_gives_the_same_weights(tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    corpora = _toy(toy_dir)
-    config = _fast(tiny_encoder, epochs=3)
-    train(corpora, tmp_path / "straight", config, progress=False)
-
-    real_save = training._save
-    calls = []
+def _interrupt_after_first_epoch(corpora, output: Path, config: TrainingConfig, monkeypatch) -> None:
+    """Train into ``output`` until its first save (the end of epoch 1), then stop as Ctrl-C would."""
+    real_save, calls = training._save, []
 
     def crash_after_first_epoch(*args, **kwargs):
         real_save(*args, **kwargs)
@@ -110,8 +106,16 @@ def test_resume_gives_the_same_weights(tiny_encoder: Path, toy_dir: Path, tmp_pa
 
     monkeypatch.setattr(training, "_save", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(corpora, tmp_path / "resumed", config, progress=False)
+        train(corpora, output, config, progress=False)
     monkeypatch.setattr(training, "_save", real_save)
+
+
+def test_resume_gives_the_same_weights(tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    corpora = _toy(toy_dir)
+    config = _fast(tiny_encoder, epochs=3)
+    train(corpora, tmp_path / "straight", config, progress=False)
+
+    _interrupt_after_first_epoch(corpora, tmp_path / "resumed", config, monkeypatch)
     assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
     with pytest.raises(MtbionerError, match="--resume"):
         train(corpora, tmp_path / "resumed", config, progress=False)
@@ -433,18 +437,8 @@ def test_a_bf16_run_resumed_on_a_cpu_without_bfloat16_goes_on_in_float32(
     """Started with --bf16 where bfloat16 is native, resumed where it is emulated: float32, and said so."""
     from tests.conftest import run_cli
 
-    real_save, calls = training._save, []
-
-    def crash_after_first_epoch(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "_save", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(_toy(toy_dir), tmp_path / "m", _fast(tiny_encoder, epochs=2, mixed_precision="bf16"), progress=False)
-    monkeypatch.setattr(training, "_save", real_save)
+    config = _fast(tiny_encoder, epochs=2, mixed_precision="bf16")
+    _interrupt_after_first_epoch(_toy(toy_dir), tmp_path / "m", config, monkeypatch)
     monkeypatch.setattr("mtbioner.cli._common.native_bf16", lambda fields: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, out = run_cli(monkeypatch, capsys, "train", "--output", tmp_path / "m", "--resume", "--no-progress")
