@@ -69,6 +69,30 @@ def _typer_app() -> typer.Typer:
                 f"seed {r.seed})"
             )
 
+    @app.command("decide")
+    def decide_cmd(config: Annotated[Path, typer.Argument(help="Study file with a 'rule' section.")]) -> None:
+        """Apply the study's decision rule to the stored results: each candidate passes, fails or is pending.
+
+        The rule is the study file's ``rule`` section (baseline, candidates, lead and guard corpora with
+        their margins), written before the runs finished; the figures are judged as the tables print them.
+        """
+        from ..errors import MtbionerError
+        from ..study.decision_rule import decision, judge
+        from ..study.report import load_results
+
+        study = load_study(config)
+        if study.rule is None:
+            raise MtbionerError(f"{config}: no 'rule' section to decide by (see docs/study.md)")
+        f1 = {
+            run: {corpus: score["f1"] for corpus, score in record.get("scores", {}).items()}
+            for run, record in load_results(study).items()
+        }
+        verdicts = judge(study.rule, f1)
+        typer.echo(study.rule.describe())
+        for verdict in verdicts:
+            typer.echo(verdict.describe())
+        typer.echo(decision(study.rule, verdicts))
+
     return app
 
 

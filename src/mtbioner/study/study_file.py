@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MtbionerError
+from .decision_rule import DecisionRule, parse_rule
 from .experiment_encoders import EncoderRecipe, parse_encoders, resolve
 
 # Options of ``mtbioner train`` a study may set, with the flag each becomes.
@@ -72,6 +73,7 @@ class Study:
     split: str = "test"
     report: dict[str, Any] = field(default_factory=dict)  # the ``report`` section; {} for the default report
     encoders: dict[Path, EncoderRecipe] = field(default_factory=dict)  # folders the runner pre-trains
+    rule: DecisionRule | None = None  # the ``rule`` section: which run replaces which (experiment decide)
 
     def split_of(self, run: Run) -> str:
         """The split a run is scored on."""
@@ -139,6 +141,7 @@ def load_study(path: str | Path) -> Study:
         str(data.get("split", "test")),
         report,
         parse_encoders(file, data.get("encoders")),
+        parse_rule(file, data.get("rule"), {run.name: run.corpora for run in runs}),
     )
 
 
