@@ -30,6 +30,7 @@ from mtbioner.learn.distillation import (
     distill,
 )
 from mtbioner.learn.students import choose_layers, make_student, parse_layers
+from mtbioner.learn.teacher_scores import SCORES_NAME
 from mtbioner.learn.training import TrainingConfig, train
 from mtbioner.model.dictionary import Dictionary
 from mtbioner.model.encoding import collate, encode
@@ -156,7 +157,7 @@ def test_teacher_scores_computed_once_equal_the_teachers_scores_in_the_batch(
     """The one-pass cache (other batches, other padding) gives the loss of running the teacher on the batch."""
     batch = _batch(deep_teacher, toy_dir, n=9)
     windows = batch.windows
-    cache = TeacherScores(deep_teacher.eval(), {"toy_gene": Source("toy_gene", windows, "toy_gene", 9)}, 4)
+    cache = TeacherScores.compute(deep_teacher.eval(), {"toy_gene": Source("toy_gene", windows, "toy_gene", 9)}, 4)
     order = [2, 0, 5, 1]  # a training batch takes windows in any order
     picked = collate([windows[i] for i in order], deep_teacher.tokenizer.pad_token_id, "toy_gene")
     student = make_student(deep_teacher, [1, 3]).eval()
@@ -215,7 +216,7 @@ def test_a_dictionary_teacher_teaches_with_its_match_tags(
             teacher.forward_all(b.input_ids, b.attention_mask, None, None, b.dictionary_ids) for b in (batch, blind)
         )
     assert not torch.allclose(seen["toy_chem"], unseen["toy_chem"])  # the tags change what the teacher says
-    cache = TeacherScores(teacher, {"toy_chem": Source("toy_chem", windows, "toy_chem", len(windows))}, 4)
+    cache = TeacherScores.compute(teacher, {"toy_chem": Source("toy_chem", windows, "toy_chem", len(windows))}, 4)
     order = list(range(8))
     shallow = make_student(teacher, 1).eval()
     config = DistillConfig(temperature=2.0, alpha=0.5)
@@ -390,6 +391,74 @@ def test_resume_mid_epoch_gives_the_same_weights(
     ]
     with pytest.raises(MtbionerError, match="nothing to resume"):
         distill(teacher_dir, corpora, texts, tmp_path / "resumed", config, resume=True, progress=False)
+
+
+def test_a_resume_reads_the_teachers_scores_from_the_checkpoint(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved once with the first checkpoint, linked into the next ones, read back by the resume (not computed
+    again), and the resumed student is the uninterrupted one; scores that do not fit are computed again."""
+    corpora, config = _toy(toy_dir), _fast(save_every=1)
+    distill(teacher_dir, corpora, RAW, tmp_path / "straight", config, progress=False)
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    assert not (tmp_path / "straight" / "checkpoint").exists()
+
+    computed, saved = [], []
+    compute, save = TeacherScores.compute.__func__, TeacherScores.save
+    monkeypatch.setattr(
+        TeacherScores, "compute", classmethod(lambda cls, *a, **k: computed.append(1) or compute(cls, *a, **k))
+    )
+    monkeypatch.setattr(TeacherScores, "save", lambda self, *a: saved.append(1) or save(self, *a))
+
+    def interrupted(out: Path) -> None:
+        real, calls = distillation.batch_loss, []
+
+        def crash_on_fourth_step(*args):
+            calls.append(1)
+            if len(calls) == 4:  # checkpoints after steps 1, 2 and 3
+                raise KeyboardInterrupt
+            return real(*args)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(distillation, "batch_loss", crash_on_fourth_step)
+            with pytest.raises(KeyboardInterrupt):
+                distill(teacher_dir, corpora, RAW, out, config, progress=False)
+
+    interrupted(tmp_path / "resumed")
+    scores_file = tmp_path / "resumed" / "checkpoint" / SCORES_NAME
+    assert scores_file.is_file() and (len(computed), len(saved)) == (1, 1)  # three checkpoints, one save
+    distill(teacher_dir, corpora, RAW, tmp_path / "resumed", config, resume=True, progress=False)
+    assert (len(computed), len(saved)) == (1, 1)  # read back, and linked into the checkpoints after the resume
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    assert not (tmp_path / "resumed" / "checkpoint").exists()  # gone with the checkpoint at the end
+
+    interrupted(tmp_path / "stale")
+    (tmp_path / "stale" / "checkpoint" / SCORES_NAME).write_bytes(b"not safetensors")
+    distill(teacher_dir, corpora, RAW, tmp_path / "stale", config, resume=True, progress=False)
+    assert (len(computed), len(saved)) == (3, 3)  # the stale run's first pass, then computed again and saved
+    stale = load_file(str(tmp_path / "stale" / "model.safetensors"))
+    assert all(torch.equal(straight[key], stale[key]) for key in straight)
+
+
+def test_saved_teacher_scores_are_used_only_for_the_same_windows_heads_and_teacher(
+    deep_teacher: MultiTaskTagger, toy_dir: Path, tmp_path: Path
+) -> None:
+    windows = _batch(deep_teacher, toy_dir, n=6).windows
+    sources = {"toy_gene": Source("toy_gene", windows, "toy_gene", 6)}
+    heads = list(deep_teacher.corpora)
+    taught = TeacherScores.compute(deep_teacher.eval(), sources, 4)
+    file = tmp_path / SCORES_NAME
+    taught.save(file, "teachers/t1")
+    back = TeacherScores.load(file, sources, "teachers/t1", heads)
+    assert back is not None and back.kept_at == file and back.starts == taught.starts
+    for head in heads:
+        assert torch.equal(back.scores["toy_gene"][head], taught.scores["toy_gene"][head])
+    fewer = {"toy_gene": Source("toy_gene", windows[:5], "toy_gene", 5)}
+    assert TeacherScores.load(file, fewer, "teachers/t1", heads) is None
+    assert TeacherScores.load(file, sources, "teachers/t2", heads) is None
+    assert TeacherScores.load(file, sources, "teachers/t1", [*heads, "another"]) is None
+    assert TeacherScores.load(tmp_path / "missing.safetensors", sources, "teachers/t1", heads) is None
 
 
 # ---------------------------------------------------------------- command line
@@ -590,7 +659,7 @@ def test_the_teacher_runs_on_the_batch_only_for_inner_terms(
 ) -> None:
     teacher = make_student(deep_teacher, 4).eval()
     batch = _batch(teacher, toy_dir, n=5)
-    cache = TeacherScores(teacher, {"toy_gene": Source("toy_gene", batch.windows, "toy_gene", 5)}, 8)
+    cache = TeacherScores.compute(teacher, {"toy_gene": Source("toy_gene", batch.windows, "toy_gene", 5)}, 8)
     taught = cache.batch("toy_gene", range(5), "cpu")
     calls = []
     real = teacher.encoder_output

@@ -46,7 +46,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +60,12 @@ from ..data.text import text_surroundings
 from ..errors import CorpusFormatError, ModelFormatError, MtbionerError
 from ..fileio import read_json_record, write_json
 from ..model.attention_heads import head_count
-from ..model.encoding import Batch, Window, collate, document_surroundings, encode, length_grouped_batches
+from ..model.encoding import Batch, Window, collate, document_surroundings, encode
 from ..model.model import WEIGHTS_NAME, MultiTaskTagger
 from .students import choose_layers, make_student, teacher_depth
+from .teacher_scores import SCORES_NAME, TeacherScores
 from .training import (
+    CHECKPOINT_DIR,
     batch_seed,
     check_resumable,
     devel_scores,
@@ -385,53 +386,6 @@ def attention_loss(
     return torch.stack(pairs).mean()
 
 
-class TeacherScores:
-    """The teacher's scores at every owned word of every window, computed in one pass before training.
-
-    The teacher is fixed and in eval mode, so a window's scores are the same every epoch: one pass
-    replaces a teacher forward per batch per epoch (for a half-depth student, a third of each step).
-    Each source keeps one ``[words, C]`` tensor per head, its windows' words one after another.
-    """
-
-    def __init__(
-        self, teacher: MultiTaskTagger, sources: Mapping[str, Source], batch_size: int, progress: bool = False
-    ) -> None:
-        device = next(teacher.parameters()).device
-        pad_id = teacher.tokenizer.pad_token_id or 0
-        self.scores: dict[str, dict[str, torch.Tensor]] = {}
-        self.starts: dict[str, list[int]] = {}
-        total = sum(len(s.windows) for s in sources.values())
-        bar = tqdm(total=total, desc="teacher scores", unit="win", disable=not progress, leave=False)
-        for name, source in sources.items():
-            if not source.windows:
-                continue
-            self.starts[name] = list(accumulate((len(w.words) for w in source.windows), initial=0))
-            rows: dict[int, dict[str, torch.Tensor]] = {}
-            for indices in length_grouped_batches([len(w) for w in source.windows], batch_size):
-                batch = collate([source.windows[i] for i in indices], pad_id)
-                types = None if batch.token_type_ids is None else batch.token_type_ids.to(device)
-                matched = None if batch.dictionary_ids is None else batch.dictionary_ids.to(device)
-                with torch.inference_mode():
-                    out = teacher.forward_all(
-                        batch.input_ids.to(device), batch.attention_mask.to(device), None, types, matched
-                    )
-                for row, index in enumerate(indices):
-                    positions = list(source.windows[index].positions)
-                    rows[index] = {head: value[row, positions].float().cpu() for head, value in out.items()}
-                bar.update(len(indices))
-            heads = list(teacher.config.corpora)
-            self.scores[name] = {
-                head: torch.cat([rows[i][head] for i in range(len(source.windows))]) for head in heads
-            }
-        bar.close()
-
-    def batch(self, source: str, indices: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
-        """Every head's scores at the owned words of these windows, in the order :func:`word_mask` reads them."""
-        starts = self.starts[source]
-        index = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in indices])
-        return {head: scores[index].to(device) for head, scores in self.scores[source].items()}
-
-
 @dataclass
 class LossParts:
     """A batch's loss and its terms, unweighted (``None``: a term this batch does not have)."""
@@ -636,7 +590,7 @@ def distill(
             logger.info("teacher devel F1: %s", json.dumps({k: v["f1"] for k, v in info["teacher_devel"].items()}))
 
     pad_id = teacher.tokenizer.pad_token_id or 0
-    taught = TeacherScores(teacher, sources, config.eval_batch_size, progress)
+    taught = _teacher_scores(out, teacher, teacher_path, sources, config, resume, progress)
     for epoch in range(state["epoch"], config.epochs):
         batches = batches_of(epoch)
         sums = state["sums"]
@@ -668,7 +622,7 @@ def distill(
             if state["step"] % config.save_every == 0 and state["batch"] < len(batches):
                 sums["seconds"] += time.perf_counter() - started
                 started = time.perf_counter()
-                _save(out, student, optimizer, scheduler, state, info, final=False)
+                _save(out, student, optimizer, scheduler, state, info, final=False, taught=taught)
         bar.close()
         sums["seconds"] += time.perf_counter() - started
         entry = _epoch_entry(epoch, state, sums, config)
@@ -679,7 +633,7 @@ def distill(
         state["log"].append(entry)
         state["epoch"], state["batch"], state["sums"] = epoch + 1, 0, _new_sums()
         logger.info("epoch %d: %s", epoch + 1, json.dumps(entry))
-        _save(out, student, optimizer, scheduler, state, info, final=epoch + 1 == config.epochs)
+        _save(out, student, optimizer, scheduler, state, info, final=epoch + 1 == config.epochs, taught=taught)
     student.eval()
     return student
 
@@ -762,17 +716,66 @@ def _epoch_entry(epoch: int, state: dict, sums: dict, config: DistillConfig) -> 
     }
 
 
-def _save(out: Path, student: MultiTaskTagger, optimizer, scheduler, state: dict, info: dict, final: bool) -> None:
-    """Rewrite the student folder whole: model, distillation.json, log and (until the end) a checkpoint."""
+def _teacher_scores(
+    out: Path,
+    teacher: MultiTaskTagger,
+    teacher_path: str | None,
+    sources: Mapping[str, Source],
+    config: DistillConfig,
+    resume: bool,
+    progress: bool,
+) -> TeacherScores:
+    """The teacher's scores: read back from the checkpoint on a resume when they fit, else computed."""
+    if resume:
+        saved = TeacherScores.load(
+            out / CHECKPOINT_DIR / SCORES_NAME, sources, teacher_path or "", list(teacher.config.corpora)
+        )
+        if saved is not None:
+            logger.info("teacher scores read from %s", out / CHECKPOINT_DIR / SCORES_NAME)
+            return saved
+    return TeacherScores.compute(teacher, sources, config.eval_batch_size, progress)
+
+
+def _save(
+    out: Path,
+    student: MultiTaskTagger,
+    optimizer,
+    scheduler,
+    state: dict,
+    info: dict,
+    final: bool,
+    taught: TeacherScores | None = None,
+) -> None:
+    """Rewrite the student folder whole: model, distillation.json, log and (until the end) a checkpoint.
+
+    The checkpoint keeps the teacher's scores (``taught``) for a resume: written the first time, linked
+    from the checkpoint being replaced after that (they never change during a run).
+    """
 
     def extra(tmp: Path) -> None:
         write_json(tmp / INFO_FILE, {**info, "epochs_done": state["epoch"], "step": state["step"], "finished": final})
         (tmp / LOG_FILE).write_text("".join(json.dumps(e) + "\n" for e in state["log"]), encoding="utf-8")
         if final:
             return
-        write_resume_state(tmp, optimizer, scheduler, state)
+        checkpoint = write_resume_state(tmp, optimizer, scheduler, state)
+        if taught is not None:
+            teacher = str(info.get("teacher", {}).get("path") or "")
+            _keep_scores(taught, out / CHECKPOINT_DIR / SCORES_NAME, checkpoint / SCORES_NAME, teacher)
 
     student.save_pretrained(out, extra)
+
+
+def _keep_scores(taught: TeacherScores, previous: Path, target: Path, teacher: str) -> None:
+    """Link the copy the checkpoint being replaced holds, or save one (the first checkpoint, or after a resume
+    that had to compute the scores again)."""
+    if taught.kept_at == previous and previous.is_file():
+        try:
+            target.hardlink_to(previous)
+            return
+        except OSError:
+            pass  # a file system without hard links: write them again
+    taught.save(target, teacher)
+    taught.kept_at = previous  # where the new checkpoint's copy lies once the folder is swapped in
 
 
 def read_info(folder: str | Path) -> dict:
