@@ -182,6 +182,23 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def choose_variants(names: list[str], combinations: list[str]) -> dict[str, list[str]]:
+    """The variants to screen, in the order listed (the first is the base the others are judged against), then
+    the ``--variant NAME='FLAGS'`` combinations not listed; a listed name may be one of those.
+
+    Raises:
+        ValueError: A listed name that is neither a known variant nor a combination.
+    """
+    custom = dict(item.partition("=")[::2] for item in combinations)
+    unknown = [name for name in names if name not in VARIANTS and name not in custom]
+    if unknown:
+        known = ", ".join(VARIANTS)
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {known}, or --variant NAME='FLAGS'")
+    variants = {name: shlex.split(custom[name]) if name in custom else VARIANTS[name] for name in names}
+    variants.update({name: shlex.split(flags) for name, flags in custom.items() if name not in variants})
+    return variants
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="*", default=["base", "hidden", "attention"])
@@ -196,10 +213,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
 
-    variants = {name: VARIANTS[name] for name in args.variants}
-    for item in args.variant:
-        name, _, flags = item.partition("=")
-        variants[name] = shlex.split(flags)
+    try:
+        variants = choose_variants(args.variants, args.variant)
+    except ValueError as error:
+        parser.error(str(error))
     args.work.mkdir(parents=True, exist_ok=True)
     policy = AnswerPolicy.from_dict(
         json.loads((REPO / "benchmarks" / "results" / "cross_corpus" / "screen.json").read_text())["chosen"]

@@ -23,6 +23,19 @@ def test_a_variant_replaces_the_base_options_it_gives_again() -> None:
     assert student_screen.overridden(base, ["--hidden-weight", "1"]) == [*base, "--hidden-weight", "1"]
 
 
+def test_screen_variants_keep_the_listed_order_and_name_an_unknown_one() -> None:
+    chosen = student_screen.choose_variants(["base", "epochs8", "hidden"], ["epochs8=--epochs 8", "both=--a 1 --b"])
+    assert chosen == {
+        "base": [],
+        "epochs8": ["--epochs", "8"],
+        "hidden": ["--hidden-weight", "1"],
+        "both": ["--a", "1", "--b"],
+    }
+    assert list(chosen) == ["base", "epochs8", "hidden", "both"]
+    with pytest.raises(ValueError, match="unknown variant.*nosuch; known: base, hidden"):
+        student_screen.choose_variants(["base", "nosuch"], [])
+
+
 def _screen_row(name: str, in_domain: float, lenient: float | None) -> dict:
     left_out = None if lenient is None else {"lenient": lenient}
     return {"name": name, "in_domain_mean": in_domain, "left_out_mean": left_out}
