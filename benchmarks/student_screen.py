@@ -96,6 +96,8 @@ def distill(name: str, flags: list[str], args: argparse.Namespace, corpora: list
     info = out / "distillation.json"
     if not (info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("finished")):
         resume = ["distill", "--output", str(out), "--resume"] if (out / "checkpoint").exists() else command
+        if resume is command:  # the ideas share one teacher pass over the same windows; it changes only the time
+            resume = [*command, "--teacher-scores", str(args.work / "teacher_scores.safetensors")]
         with (args.work / "screen.log").open("a", encoding="utf-8") as log:
             log.write(f"$ mtbioner {shlex.join(resume)}\n")
             log.flush()

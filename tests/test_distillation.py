@@ -441,6 +441,27 @@ def test_a_resume_reads_the_teachers_scores_from_the_checkpoint(
     assert all(torch.equal(straight[key], stale[key]) for key in straight)
 
 
+def test_runs_of_one_teacher_share_a_teacher_scores_file(
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpora, config = _toy(toy_dir), _fast(epochs=1)
+    computed = []
+    compute = TeacherScores.compute.__func__
+    monkeypatch.setattr(
+        TeacherScores, "compute", classmethod(lambda cls, *a, **k: computed.append(1) or compute(cls, *a, **k))
+    )
+    shared = tmp_path / "scores" / "teacher.safetensors"
+    distill(teacher_dir, corpora, RAW, tmp_path / "a", config, progress=False, teacher_scores=shared)
+    assert shared.is_file() and len(computed) == 1
+    distill(teacher_dir, corpora, RAW, tmp_path / "b", _fast(epochs=1, lr=1e-3), progress=False, teacher_scores=shared)
+    assert len(computed) == 1  # another setting, the same teacher and windows: read, not computed
+    distill(teacher_dir, corpora[:1], RAW, tmp_path / "c", config, progress=False, teacher_scores=shared)
+    assert len(computed) == 2  # other windows (one corpus fewer): computed, and the file now holds those
+    distill(teacher_dir, corpora, RAW, tmp_path / "d", config, progress=False)
+    a, d = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("a", "d"))
+    assert all(torch.equal(a[key], d[key]) for key in a)  # the file changes nothing but the time
+
+
 def test_saved_teacher_scores_are_used_only_for_the_same_windows_heads_and_teacher(
     deep_teacher: MultiTaskTagger, toy_dir: Path, tmp_path: Path
 ) -> None:
@@ -450,12 +471,17 @@ def test_saved_teacher_scores_are_used_only_for_the_same_windows_heads_and_teach
     taught = TeacherScores.compute(deep_teacher.eval(), sources, 4)
     file = tmp_path / SCORES_NAME
     taught.save(file, "teachers/t1")
+    assert not list(tmp_path.glob("*.partial"))
     back = TeacherScores.load(file, sources, "teachers/t1", heads)
-    assert back is not None and back.kept_at == file and back.starts == taught.starts
+    assert back is not None and back.starts == taught.starts and back.windows == taught.windows
     for head in heads:
         assert torch.equal(back.scores["toy_gene"][head], taught.scores["toy_gene"][head])
     fewer = {"toy_gene": Source("toy_gene", windows[:5], "toy_gene", 5)}
     assert TeacherScores.load(file, fewer, "teachers/t1", heads) is None
+    first = windows[0]  # the same words and positions, one other sub-token: another window
+    changed = replace(first, input_ids=(first.input_ids[0], first.input_ids[1] + 1, *first.input_ids[2:]))
+    other = {"toy_gene": Source("toy_gene", [changed, *windows[1:]], "toy_gene", 6)}
+    assert TeacherScores.load(file, other, "teachers/t1", heads) is None
     assert TeacherScores.load(file, sources, "teachers/t2", heads) is None
     assert TeacherScores.load(file, sources, "teachers/t1", [*heads, "another"]) is None
     assert TeacherScores.load(tmp_path / "missing.safetensors", sources, "teachers/t1", heads) is None
@@ -554,6 +580,7 @@ def test_corpora_recorded_relative_to_elsewhere_are_found_by_name(
         (["{teacher}", "toy_gene", "--held-out", "no_such_corpus"], "corpus 'no_such_corpus' not found"),
         (["--resume"], "nothing to resume"),
         ([], "name the teacher model folder"),
+        (["{teacher}", "toy_gene", "--teacher-scores", "{folder}"], "a folder; name a file"),
     ],
 )
 def test_cli_mistakes_are_one_line(
@@ -565,7 +592,7 @@ def test_cli_mistakes_are_one_line(
     monkeypatch: pytest.MonkeyPatch,
     capsys,
 ) -> None:
-    args = [a.format(teacher=teacher_dir, missing=tmp_path / "nope") for a in args]
+    args = [a.format(teacher=teacher_dir, missing=tmp_path / "nope", folder=tmp_path) for a in args]
     code, text = _cli(monkeypatch, capsys, *args, "--data-dir", toy_dir, "--output", tmp_path / "s")
     assert code == 2, text
     assert message in text and "Traceback" not in text

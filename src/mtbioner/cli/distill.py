@@ -107,6 +107,15 @@ def distill(
             "distils in float32 and says so.",
         ),
     ] = False,
+    teacher_scores: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher-scores",
+            help="A file of the teacher's scores over the training windows: read when it fits this run's teacher "
+            "and windows, else computed and written there, so that runs of one teacher on the same text (a screen "
+            "of settings) share one teacher pass.",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -120,6 +129,8 @@ def distill(
     from ..learn.distillation import distill as run_distillation
     from ..learn.students import parse_layers
 
+    if teacher_scores is not None and teacher_scores.is_dir():
+        raise MtbionerError(f"--teacher-scores {teacher_scores}: a folder; name a file, e.g. runs/teacher.safetensors")
     if resume:
         info = read_info(output)
         if not info or not (output / "checkpoint" / "state.json").is_file():
@@ -164,7 +175,10 @@ def distill(
     corpora, texts, counts, leakage = read_sources(source_list, data_dir, config.splits, config.limit, held)
     inputs = {"sources": source_list, "data_dir": data_dir and str(data_dir), "text_counts": counts,
               "held_out": held, "leakage": leakage}  # fmt: skip
-    run_distillation(teacher, corpora, texts, output, config, resume=resume, progress=progress, inputs=inputs)
+    run_distillation(
+        teacher, corpora, texts, output, config, resume=resume, progress=progress, inputs=inputs,
+        teacher_scores=teacher_scores,
+    )  # fmt: skip
     typer.echo(f"saved student to {output}")
 
 

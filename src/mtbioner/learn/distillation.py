@@ -531,6 +531,7 @@ def distill(
     resume: bool = False,
     progress: bool = True,
     inputs: dict[str, Any] | None = None,
+    teacher_scores: str | Path | None = None,
 ) -> MultiTaskTagger:
     """Distil ``teacher`` into a student with fewer layers and save it to ``output``.
 
@@ -545,6 +546,9 @@ def distill(
         resume: Continue the interrupted run in ``output``.
         progress: Show a progress bar.
         inputs: How corpora and texts were chosen, recorded so that the command line can re-read them.
+        teacher_scores: A file to read the teacher's scores from when they fit this run's teacher and
+            windows, or to write them to when computed: runs of one teacher on the same text (a screen of
+            distillation settings) then share one teacher pass. A resume reads the checkpoint's copy first.
 
     Returns:
         The student, in eval mode.
@@ -552,6 +556,7 @@ def distill(
     from transformers import get_linear_schedule_with_warmup
 
     out = Path(output)
+    shared = None if teacher_scores is None else Path(teacher_scores)
     teacher_path = None if isinstance(teacher, MultiTaskTagger) else str(teacher_folder(teacher))
     check_resumable(out, resume, sources=(Path(teacher_path),) if teacher_path else ())
     if teacher_path is not None:
@@ -590,7 +595,7 @@ def distill(
             logger.info("teacher devel F1: %s", json.dumps({k: v["f1"] for k, v in info["teacher_devel"].items()}))
 
     pad_id = teacher.tokenizer.pad_token_id or 0
-    taught = _teacher_scores(out, teacher, teacher_path, sources, config, resume, progress)
+    taught = _teacher_scores(out, teacher, teacher_path, sources, config, resume, progress, shared)
     for epoch in range(state["epoch"], config.epochs):
         batches = batches_of(epoch)
         sums = state["sums"]
@@ -724,16 +729,28 @@ def _teacher_scores(
     config: DistillConfig,
     resume: bool,
     progress: bool,
+    shared: Path | None,
 ) -> TeacherScores:
-    """The teacher's scores: read back from the checkpoint on a resume when they fit, else computed."""
+    """The teacher's scores: the checkpoint's on a resume, else the ``shared`` file's, when they fit; else
+    computed (and written to ``shared``, for the next run of this teacher on these windows)."""
+    heads, name = list(teacher.config.corpora), teacher_path or ""
     if resume:
-        saved = TeacherScores.load(
-            out / CHECKPOINT_DIR / SCORES_NAME, sources, teacher_path or "", list(teacher.config.corpora)
-        )
+        saved = TeacherScores.load(out / CHECKPOINT_DIR / SCORES_NAME, sources, name, heads)
         if saved is not None:
             logger.info("teacher scores read from %s", out / CHECKPOINT_DIR / SCORES_NAME)
+            saved.kept_at = out / CHECKPOINT_DIR / SCORES_NAME
             return saved
-    return TeacherScores.compute(teacher, sources, config.eval_batch_size, progress)
+    if shared is not None:
+        saved = TeacherScores.load(shared, sources, name, heads)
+        if saved is not None:
+            logger.info("teacher scores read from %s", shared)
+            return saved
+    taught = TeacherScores.compute(teacher, sources, config.eval_batch_size, progress)
+    if shared is not None:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        taught.save(shared, name)
+        logger.info("teacher scores written to %s", shared)
+    return taught
 
 
 def _save(

@@ -11,6 +11,7 @@ them again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -47,13 +48,29 @@ def _starts(sources: Mapping[str, HasWindows]) -> dict[str, list[int]]:
     }
 
 
+def fingerprints(sources: Mapping[str, HasWindows]) -> dict[str, str]:
+    """Per source, a SHA-256 of what the teacher reads of its windows (sub-tokens, owned positions, case and
+    dictionary features): saved scores are used only for windows with the same fingerprints."""
+    found = {}
+    for name, source in sources.items():
+        if source.windows:
+            digest = hashlib.sha256()
+            for w in source.windows:
+                digest.update(repr((w.input_ids, w.positions, w.token_types, w.dictionary_ids)).encode())
+            found[name] = digest.hexdigest()
+    return found
+
+
 class TeacherScores:
     """Each source's ``[words, C]`` tensor per head, its windows' owned words one after another."""
 
-    def __init__(self, scores: dict[str, dict[str, torch.Tensor]], starts: dict[str, list[int]]) -> None:
+    def __init__(
+        self, scores: dict[str, dict[str, torch.Tensor]], starts: dict[str, list[int]], windows: dict[str, str]
+    ) -> None:
         self.scores = scores
         self.starts = starts
-        self.kept_at: Path | None = None  # where a saved copy lies (a checkpoint's), for the next one to link
+        self.windows = windows  # the scored windows' fingerprints, saved with the scores
+        self.kept_at: Path | None = None  # where a checkpoint's copy lies, for the next checkpoint to link
 
     @classmethod
     def compute(
@@ -84,7 +101,7 @@ class TeacherScores:
                 bar.update(len(indices))
             scores[name] = {head: torch.cat([rows[i][head] for i in range(len(source.windows))]) for head in heads}
         bar.close()
-        return cls(scores, _starts(sources))
+        return cls(scores, _starts(sources), fingerprints(sources))
 
     def batch(self, source: str, indices: Sequence[int], device: torch.device | str) -> dict[str, torch.Tensor]:
         """Every head's scores at the owned words of these windows, in the order the word mask reads them."""
@@ -93,11 +110,16 @@ class TeacherScores:
         return {head: scores[index].to(device) for head, scores in self.scores[source].items()}
 
     def save(self, path: Path, teacher: str) -> None:
-        """Write the scores, with the window layout and the teacher they came from, to one safetensors file."""
+        """Write the scores to one safetensors file, with the teacher they came from and the fingerprints of the
+        windows they score. Written aside and renamed into place: a reader never sees half a file.
+        """
         tensors = {
             f"{source}\n{head}": t.contiguous() for source, heads in self.scores.items() for head, t in heads.items()
         }
-        save_file(tensors, str(path), metadata={"starts": json.dumps(self.starts), "teacher": teacher})
+        metadata = {"teacher": teacher, "windows": json.dumps(self.windows, sort_keys=True)}
+        partial = path.with_name(path.name + ".partial")
+        save_file(tensors, str(partial), metadata=metadata)
+        partial.replace(path)
 
     @classmethod
     def load(
@@ -114,19 +136,19 @@ class TeacherScores:
             with safe_open(str(path), framework="pt") as file:
                 metadata = file.metadata() or {}
                 tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (not a dict)
-            starts = json.loads(metadata.get("starts", "null"))
+            windows = json.loads(metadata.get("windows", "null"))
         except (OSError, SafetensorError, json.JSONDecodeError) as error:
             logger.warning("%s: unreadable (%s); computing the teacher's scores again", path, error)
             return None
-        if metadata.get("teacher") != teacher or starts != _starts(sources):
-            logger.warning("%s: saved for other windows or another teacher; computing them again", path)
+        expected = fingerprints(sources)
+        if metadata.get("teacher") != teacher or windows != expected:
+            logger.warning("%s: saved for other windows or another teacher; computing the scores again", path)
             return None
+        starts = _starts(sources)
         scores: dict[str, dict[str, torch.Tensor]] = {}
         for source, offsets in starts.items():
             scores[source] = {head: tensors.get(f"{source}\n{head}") for head in heads}  # type: ignore[misc]
             if any(t is None or t.shape[0] != offsets[-1] for t in scores[source].values()):
-                logger.warning("%s: heads or rows do not match the model; computing them again", path)
+                logger.warning("%s: heads or rows do not match the model; computing the scores again", path)
                 return None
-        taught = cls(scores, starts)
-        taught.kept_at = path
-        return taught
+        return cls(scores, starts, expected)
