@@ -733,7 +733,9 @@ def _teacher_scores(
 ) -> TeacherScores:
     """The teacher's scores: the checkpoint's on a resume, else the ``shared`` file's, when they fit; else
     computed (and written to ``shared``, for the next run of this teacher on these windows)."""
-    heads, name = list(teacher.config.corpora), teacher_path or ""
+    if teacher_path is None:  # a teacher in memory has no name that saved scores could be checked against
+        return TeacherScores.compute(teacher, sources, config.eval_batch_size, progress)
+    heads, name = list(teacher.config.corpora), teacher_path
     if resume:
         saved = TeacherScores.load(out / CHECKPOINT_DIR / SCORES_NAME, sources, name, heads)
         if saved is not None:
@@ -775,8 +777,8 @@ def _save(
         if final:
             return
         checkpoint = write_resume_state(tmp, optimizer, scheduler, state)
-        if taught is not None:
-            teacher = str(info.get("teacher", {}).get("path") or "")
+        teacher = str(info.get("teacher", {}).get("path") or "")
+        if taught is not None and teacher:
             _keep_scores(taught, out / CHECKPOINT_DIR / SCORES_NAME, checkpoint / SCORES_NAME, teacher)
 
     student.save_pretrained(out, extra)
