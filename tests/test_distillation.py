@@ -462,7 +462,7 @@ def test_runs_of_one_teacher_share_a_teacher_scores_file(
     assert all(torch.equal(a[key], d[key]) for key in a)  # the file changes nothing but the time
     in_memory = MultiTaskTagger.from_pretrained(teacher_dir)  # no folder to check saved scores against
     distill(in_memory, corpora, RAW, tmp_path / "e", config, progress=False, teacher_scores=tmp_path / "m.safetensors")
-    assert len(computed) == 3 and not (tmp_path / "m.safetensors").exists()
+    assert len(computed) == 4 and not (tmp_path / "m.safetensors").exists()
 
 
 def test_saved_teacher_scores_are_used_only_for_the_same_windows_heads_and_teacher(
