@@ -1,12 +1,13 @@
-"""The teacher's scores at every owned word of every training window, computed once and kept with the checkpoint.
+"""The teacher's scores at every owned word of every training window, computed once and kept for reuse.
 
 The teacher is fixed and in eval mode, so a window's scores are the same every epoch: one pass before
 training replaces a teacher forward per batch per epoch (for a half-depth student, a third of each step).
-That pass is not free either: over the ten corpora's train splits it takes about 20 minutes on one CPU
-thread, and long distillations here are resumed in every working session. So the scores are saved into the
-checkpoint (float32, as computed: a resumed run learns from exactly what an uninterrupted one does) and a
-resume reads them back, unless they do not fit the windows the run has rebuilt, in which case it computes
-them again.
+That pass is not free either: over the ten corpora's train splits it took about 20 minutes on one thread of
+an AVX2 CPU with a training beside it, and long distillations here are resumed in every working session. So
+the scores are saved into the checkpoint (float32, as computed: a resumed run learns from exactly what an
+uninterrupted one does) and a resume reads them back; a file named by ``distill --teacher-scores`` lets runs
+of one teacher over the same windows share them. Saved scores are used only when the teacher folder and the
+windows' fingerprints match; otherwise they are computed again.
 """
 
 from __future__ import annotations
