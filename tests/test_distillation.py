@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
@@ -394,14 +395,19 @@ def test_resume_mid_epoch_gives_the_same_weights(
 
 
 def test_a_resume_reads_the_teachers_scores_from_the_checkpoint(
-    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    teacher_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Saved once with the first checkpoint, linked into the next ones, read back by the resume (not computed
     again), and the resumed student is the uninterrupted one; scores that do not fit are computed again."""
     corpora, config = _toy(toy_dir), _fast(save_every=1)
-    distill(teacher_dir, corpora, RAW, tmp_path / "straight", config, progress=False)
+    with caplog.at_level(logging.INFO, logger="mtbioner.learn.distillation"):
+        distill(teacher_dir, corpora, RAW, tmp_path / "straight", config, progress=False)
     straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
     assert not (tmp_path / "straight" / "checkpoint").exists()
+    steps = json.loads((tmp_path / "straight" / "distillation.json").read_text())["step"]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checkpoint:")]
+    assert len(said) == steps - 2  # without a progress bar, every mid-epoch checkpoint says where the run is
+    assert said[0].startswith(f"checkpoint: epoch 1 of 2, batch 1 of {steps // 2}, step 1 of {steps}, loss ")
 
     computed, saved = [], []
     compute, save = TeacherScores.compute.__func__, TeacherScores.save

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def test_resume_gives_the_same_weights(tiny_encoder: Path, toy_dir: Path, tmp_pa
 
 
 def test_mid_epoch_checkpoints_count_each_second_of_training_once(
-    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch
+    tiny_encoder: Path, toy_dir: Path, tmp_path: Path, monkeypatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Clock:  # one tick per reading: the logged seconds can only add up to the ticks that passed
         now = 0.0
@@ -142,9 +143,19 @@ def test_mid_epoch_checkpoints_count_each_second_of_training_once(
 
     clock = Clock()
     monkeypatch.setattr(training, "time", clock)
-    train(_toy(toy_dir), tmp_path / "m", _fast(tiny_encoder, epochs=2, save_every=1), progress=False)
+    with caplog.at_level(logging.INFO, logger="mtbioner.learn.training"):
+        train(_toy(toy_dir), tmp_path / "m", _fast(tiny_encoder, epochs=2, save_every=1), progress=False)
     log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
     assert 0 < sum(e["train_seconds"] for e in log) <= clock.now
+    # without a progress bar, each mid-epoch checkpoint says where the run is
+    per_epoch = log[0]["step"]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checkpoint:")]
+    assert len(said) == 2 * (per_epoch - 1)  # every step but each epoch's last, which ends the epoch instead
+    assert said[0].startswith(f"checkpoint: epoch 1 of 2, batch 1 of {per_epoch}, step 1 of {2 * per_epoch}, loss ")
+    assert said[-1].startswith(
+        f"checkpoint: epoch 2 of 2, batch {per_epoch - 1} of {per_epoch}, step {2 * per_epoch - 1} of"
+    )
+    assert said[0].endswith(" windows/s")
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.9])

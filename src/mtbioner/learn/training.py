@@ -342,6 +342,12 @@ def train(
                 state.update(batch=done, epoch_loss=loss_sum, epoch_seen=seen, epoch_seconds=seconds)
                 if accelerator.is_main_process:  # the best weights stay; the checkpoint holds the current ones
                     _save(output, unwrapped, optimizer, scheduler, state, info, False, False, averaged)
+                    if not show:  # a run in the background says where it is at each checkpoint
+                        logger.info(
+                            "checkpoint: epoch %d of %d, batch %d of %d, step %d of %d, loss %.4f, %.1f windows/s",
+                            epoch + 1, config.epochs, done, len(batches), state["step"], total_steps,
+                            loss_sum / done, seen / seconds,
+                        )  # fmt: skip
                 accelerator.wait_for_everyone()
                 started = time.perf_counter()  # epoch_seconds holds the time so far (saving not counted)
         bar.close()
