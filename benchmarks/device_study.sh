@@ -17,7 +17,7 @@
 #   BioNLP09 BioNLP11EPI BioNLP13GE Ex-PTM" bash benchmarks/device_study.sh prepare, then on the device
 #   STUDY=experiments/ten.yaml RUNS="ten-t3 ten-t3-w2 four-t2 ten-t2" bash benchmarks/device_study.sh
 #   (ten-t3-e12, added later, is 1.5 ten-corpus runs: RUNS="ten-t3 ten-t2 ten-t3-e12" answers the open question
-#   with the fewest steps; a run the device time cuts short resumes there only within the same call)
+#   with the fewest steps)
 #   With the ten corpora the encoder keeps 18,496 word-embedding rows; in fp16 .carry (40 MB) and the tree (28.7 MB,
 #   the shipped int8 model in it) exceed the 64 MiB a call may carry, so add INT8_ROWS=1 at prepare (int8 rows with
 #   a scale each: compare those runs with each other, not with CPU runs from the packaged encoder).
