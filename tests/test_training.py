@@ -155,7 +155,16 @@ def test_mid_epoch_checkpoints_count_each_second_of_training_once(
     assert said[-1].startswith(
         f"checkpoint: epoch 2 of 2, batch {per_epoch - 1} of {per_epoch}, step {2 * per_epoch - 1} of"
     )
-    assert said[0].endswith(" windows/s")
+    assert said[0].endswith(" h of steps left")
+
+
+def test_the_checkpoint_line_gives_the_pace_and_the_time_left() -> None:
+    line = training.checkpoint_line(2, 8, 1500, 2118, 3618, 16944, 0.91234, 30000, 1500.0)
+    # 13,326 steps left at this epoch's 1 s a batch: 3.70 h
+    assert line == (
+        "checkpoint: epoch 2 of 8, batch 1500 of 2118, step 3618 of 16944, loss 0.9123, 20.0 windows/s, "
+        "about 3.7 h of steps left"
+    )
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.9])

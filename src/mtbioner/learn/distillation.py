@@ -68,6 +68,7 @@ from .training import (
     CHECKPOINT_DIR,
     batch_seed,
     check_resumable,
+    checkpoint_line,
     devel_scores,
     parameter_groups,
     read_resume_state,
@@ -629,11 +630,8 @@ def distill(
                 started = time.perf_counter()
                 _save(out, student, optimizer, scheduler, state, info, final=False, taught=taught)
                 if not progress:  # a run in the background says where it is at each checkpoint
-                    logger.info(
-                        "checkpoint: epoch %d of %d, batch %d of %d, step %d of %d, loss %.4f, %.1f windows/s",
-                        epoch + 1, config.epochs, state["batch"], len(batches), state["step"], total,
-                        sums["loss"] / done, sums["windows"] / max(sums["seconds"], 1e-9),
-                    )  # fmt: skip
+                    where = (epoch + 1, config.epochs, state["batch"], len(batches), state["step"], total)
+                    logger.info(checkpoint_line(*where, sums["loss"] / done, sums["windows"], sums["seconds"]))
         bar.close()
         sums["seconds"] += time.perf_counter() - started
         entry = _epoch_entry(epoch, state, sums, config)

@@ -343,11 +343,8 @@ def train(
                 if accelerator.is_main_process:  # the best weights stay; the checkpoint holds the current ones
                     _save(output, unwrapped, optimizer, scheduler, state, info, False, False, averaged)
                     if not show:  # a run in the background says where it is at each checkpoint
-                        logger.info(
-                            "checkpoint: epoch %d of %d, batch %d of %d, step %d of %d, loss %.4f, %.1f windows/s",
-                            epoch + 1, config.epochs, done, len(batches), state["step"], total_steps,
-                            loss_sum / done, seen / seconds,
-                        )  # fmt: skip
+                        where = (epoch + 1, config.epochs, done, len(batches), state["step"], total_steps)
+                        logger.info(checkpoint_line(*where, loss_sum / done, seen, seconds))
                 accelerator.wait_for_everyone()
                 started = time.perf_counter()  # epoch_seconds holds the time so far (saving not counted)
         bar.close()
@@ -572,6 +569,18 @@ def _fresh_epoch() -> dict:
 
 def _has_checkpoint(output: Path) -> bool:
     return (output / CHECKPOINT_DIR / "state.json").is_file()
+
+
+def checkpoint_line(
+    epoch: int, epochs: int, batch: int, batches: int, step: int, steps: int, loss: float, windows: int, seconds: float
+) -> str:
+    """What a run without a progress bar logs at a checkpoint: where it is, its pace and the time its steps
+    still need at this epoch's pace (devel scoring not counted)."""
+    left = (steps - step) * seconds / max(batch, 1) / 3600
+    return (
+        f"checkpoint: epoch {epoch} of {epochs}, batch {batch} of {batches}, step {step} of {steps}, "
+        f"loss {loss:.4f}, {windows / max(seconds, 1e-9):.1f} windows/s, about {left:.1f} h of steps left"
+    )
 
 
 def check_resumable(output: Path, resume: bool, sources: tuple[Path, ...] = ()) -> None:
