@@ -1,8 +1,10 @@
-"""A study's decision rule (``rule`` section, ``mtbioner experiment decide``) on hand-worked scores."""
+"""A study's decision rule (``rule`` section, ``mtbioner experiment decide``) on hand-worked scores, and where a
+study's runs stand (``mtbioner experiment status``)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,41 @@ def test_the_ten_corpus_study_rule_reproduces_the_verdict_judged_by_hand() -> No
     verdict = judge(study.rule, f1)[0]
     assert (verdict.run, verdict.state, verdict.lead) == ("ten-t3-w2", "fails", 0.66)
     assert [reason.split()[0] for reason in verdict.reasons] == ["AnatEM", "BioNLP09"]
+
+
+def test_experiment_status_reads_where_each_run_stands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "results: results\nmodels: runs\nsplit: devel\n"
+        "runs:\n  done: {corpora: [A, B]}\n  half: {corpora: [A]}\n"
+        "  unscored: {corpora: [A]}\n  new: {corpora: [A]}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "results").mkdir()
+    record = {"run": "done", "scores": {"A": {"f1": 80.0}, "B": {"f1": 70.5}}, "finished": "2026-12-07T04:06:52+0000"}
+    (tmp_path / "results" / "done.json").write_text(json.dumps(record), encoding="utf-8")
+    half = tmp_path / "runs" / "half"
+    (half / "checkpoint").mkdir(parents=True)
+    (half / "checkpoint" / "state.json").write_text(json.dumps({"epoch": 2, "batch": 500, "step": 3618}))
+    (half / "training.json").write_text(json.dumps({"config": {"epochs": 8}, "total_steps": 16944}))
+    (half / "log.jsonl").write_text(
+        "".join(
+            json.dumps({"epoch": e, "devel": {"A": {"f1": f}, "B": {"f1": f + 1}}}) + "\n"
+            for e, f in [(1, 60), (2, 70)]
+        )
+    )
+    (tmp_path / "runs" / "unscored").mkdir()
+    (tmp_path / "runs" / "unscored" / "training.json").write_text("{}")
+    code, output = run_cli(monkeypatch, capsys, "experiment", "status", study)
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0] == "done: scored (mean devel F1 75.25 over 2 corpora; finished 2026-12-07T04:06:52+0000)"
+    assert re.fullmatch(
+        r"half: in progress \(epoch 3 of 8, step 3618 of 16944 \(21%\); checkpoint \d{4}-\d\d-\d\d \d\d:\d\d UTC; "
+        r"devel mean 70\.50 after epoch 2\)",
+        lines[1],
+    ), lines[1]
+    assert lines[2] == f"unscored: trained (not scored yet; model {tmp_path / 'runs' / 'unscored'})"
+    assert lines[3:] == ["new: not started"]

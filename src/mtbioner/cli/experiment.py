@@ -69,6 +69,15 @@ def _typer_app() -> typer.Typer:
                 f"seed {r.seed})"
             )
 
+    @app.command("status")
+    def status_cmd(config: Annotated[Path, typer.Argument(help="Study file.")]) -> None:
+        """Where each run stands: scored, trained, in progress (epoch, step of total, last checkpoint) or not
+        started, read from the study's files (nothing is loaded or run)."""
+        from ..study.study_status import study_status
+
+        for status in study_status(load_study(config)):
+            typer.echo(status.describe())
+
     @app.command("decide")
     def decide_cmd(config: Annotated[Path, typer.Argument(help="Study file with a 'rule' section.")]) -> None:
         """Apply the study's decision rule to the stored results: each candidate passes, fails or is pending.
