@@ -56,19 +56,22 @@ def _in_progress(name: str, folder: Path) -> RunStatus:
     where = f"step {step} of {total} ({100 * step / total:.0f}%)" if step is not None and total else f"step {step}"
     epochs = info.get("config", {}).get("epochs")
     epoch = f"epoch {state.get('epoch', 0) + 1}" + (f" of {epochs}" if epochs else "")
-    last = [json.loads(line) for line in _lines(folder / "log.jsonl")]
-    devel = last[-1].get("devel", {}) if last else {}
+    last = _last_entry(folder / "log.jsonl")
+    devel = last.get("devel", {}) if last else {}
     f1 = [s["f1"] for s in devel.values() if isinstance(s, dict) and "f1" in s]
-    after = f"; devel mean {sum(f1) / len(f1):.2f} after epoch {last[-1].get('epoch')}" if f1 else ""
+    after = f"; devel mean {sum(f1) / len(f1):.2f} after epoch {last.get('epoch')}" if f1 else ""
     checkpoint = _when(folder / "checkpoint" / "state.json")
     return RunStatus(name, "in progress", f"{epoch}, {where}; checkpoint {checkpoint}{after}")
 
 
-def _lines(file: Path) -> list[str]:
+def _last_entry(file: Path) -> dict[str, Any]:
+    """The log's last epoch entry ({} when there is none, or the last line is cut off mid-write)."""
     try:
-        return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError:
-        return []
+        lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        entry = json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
 
 
 def study_status(study: Study) -> list[RunStatus]:
