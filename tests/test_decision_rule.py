@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from mtbioner.cli import app
 from mtbioner.errors import MtbionerError
+from mtbioner.learn.training import checkpoint_line
 from mtbioner.study.decision_rule import DecisionRule, decision, judge, parse_rule
 from mtbioner.study.study_file import load_study
 from tests.conftest import one_error_line, run_cli
@@ -166,6 +167,8 @@ def test_experiment_status_reads_where_each_run_stands(
             for e, f in [(1, 60), (2, 70)]
         )
     )
+    checkpoint = checkpoint_line(3, 8, 1500, 2118, 5736, 16944, 0.2, 48000, 2400.0)
+    (tmp_path / "runs" / "half.log").write_text(f"resuming\n{checkpoint.replace('1500', '500')}\n{checkpoint}\ndone\n")
     (tmp_path / "runs" / "unscored").mkdir()
     (tmp_path / "runs" / "unscored" / "training.json").write_text("{}")
     code, output = run_cli(monkeypatch, capsys, "experiment", "status", study)
@@ -174,7 +177,7 @@ def test_experiment_status_reads_where_each_run_stands(
     assert lines[0] == "done: scored (mean devel F1 75.25 over 2 corpora; finished 2026-12-07T04:06:52+0000)"
     assert re.fullmatch(
         r"half: in progress \(epoch 3 of 8, step 3618 of 16944 \(21%\); checkpoint \d{4}-\d\d-\d\d \d\d:\d\d UTC; "
-        r"devel mean 70\.50 after epoch 2\)",
+        r"about 5\.0 h of steps left at its pace then; devel mean 70\.50 after epoch 2\)",
         lines[1],
     ), lines[1]
     assert lines[2] == f"unscored: trained (not scored yet; model {tmp_path / 'runs' / 'unscored'})"

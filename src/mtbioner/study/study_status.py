@@ -8,6 +8,7 @@ files, the model folders' checkpoints and their logs, without loading a model or
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ def _scored(study: Study, run: Run, record: dict[str, Any]) -> RunStatus:
     return RunStatus(run.name, "scored", f"{mean}; finished {finished}" if finished else mean)
 
 
-def _in_progress(name: str, folder: Path) -> RunStatus:
+def _in_progress(name: str, folder: Path, log: Path) -> RunStatus:
     state = _json(folder / "checkpoint" / "state.json")
     info = _json(folder / "training.json")
     step, total = state.get("step"), info.get("total_steps")
@@ -61,7 +62,21 @@ def _in_progress(name: str, folder: Path) -> RunStatus:
     f1 = [s["f1"] for s in devel.values() if isinstance(s, dict) and "f1" in s]
     after = f"; devel mean {sum(f1) / len(f1):.2f} after epoch {last.get('epoch')}" if f1 else ""
     checkpoint = _when(folder / "checkpoint" / "state.json")
-    return RunStatus(name, "in progress", f"{epoch}, {where}; checkpoint {checkpoint}{after}")
+    left = _hours_left(log)
+    pace = f"; about {left} h of steps left at its pace then" if left else ""
+    return RunStatus(name, "in progress", f"{epoch}, {where}; checkpoint {checkpoint}{pace}{after}")
+
+
+def _hours_left(log: Path) -> str | None:
+    """The estimate of the log's last ``checkpoint:`` line (``training.checkpoint_line``), or None."""
+    try:
+        found = _HOURS_LEFT.findall(log.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return found[-1] if found else None
+
+
+_HOURS_LEFT = re.compile(r"^checkpoint: .*, about ([0-9.]+) h of steps left$", re.MULTILINE)
 
 
 def _last_entry(file: Path) -> dict[str, Any]:
@@ -83,7 +98,7 @@ def study_status(study: Study) -> list[RunStatus]:
         if record:
             found.append(_scored(study, run, record))
         elif (folder / "checkpoint" / "state.json").is_file():
-            found.append(_in_progress(run.name, folder))
+            found.append(_in_progress(run.name, folder, study.models / f"{run.name}.log"))
         elif (folder / "training.json").is_file() or (run.model is not None and folder.is_dir()):
             found.append(RunStatus(run.name, "trained", f"not scored yet; model {folder}"))
         else:
