@@ -160,7 +160,7 @@ def card(report: dict) -> str:
         "",
         "Each corpus scored by its own head, in its own types (`mtbioner evaluate default`; `mtbioner tag "
         "--per-corpus` gives these answers). What `tag` returns by default, the merged answer, is scored below. "
-        f"Scored on the host named under Speed; int8 matrix kernels differ between CPUs (AMX, VNNI, AVX2), so on "
+        "Scored on the host named under Speed; int8 matrix kernels differ between CPUs (AMX, VNNI, AVX2), so on "
         "another CPU the same command can give F1 a few hundredths to tenths apart.",
         "",
         "| corpus / type | P | R | F1 | gold entities |",
