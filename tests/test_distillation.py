@@ -21,17 +21,12 @@ from mtbioner.cli.distill import distill as distill_command
 from mtbioner.data.corpus import read_corpus
 from mtbioner.errors import MtbionerError
 from mtbioner.learn import distillation
-from mtbioner.learn.distillation import (
-    TEXT_SOURCE,
-    DistillConfig,
-    Source,
-    TeacherScores,
-    batch_loss,
-    build_sources,
-    distill,
-)
+from mtbioner.learn.distillation import distill
+from mtbioner.learn.distillation_config import DistillConfig
+from mtbioner.learn.distillation_data import TEXT_SOURCE, Source, build_sources
+from mtbioner.learn.distillation_loss import attention_loss, batch_loss, hidden_loss
 from mtbioner.learn.students import choose_layers, make_student, parse_layers
-from mtbioner.learn.teacher_scores import SCORES_NAME
+from mtbioner.learn.teacher_scores import SCORES_NAME, TeacherScores
 from mtbioner.learn.training import TrainingConfig, train
 from mtbioner.model.dictionary import Dictionary
 from mtbioner.model.encoding import collate, encode
@@ -716,14 +711,14 @@ def test_hidden_and_attention_losses_by_hand() -> None:
     student = [torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]), torch.zeros(1, 3, 2)]
     teacher = [torch.tensor([[[1.0, 0.0], [3.0, 5.0], [0.0, 0.0]]]), torch.ones(1, 3, 2)]
     # pair 1: squared errors 0, 4, 0, 1 -> 1.25; pair 2: 1 everywhere -> 1; padding (9 vs 0) ignored
-    assert float(distillation.hidden_loss(student, teacher, mask)) == pytest.approx((1.25 + 1.0) / 2)
+    assert float(hidden_loss(student, teacher, mask)) == pytest.approx((1.25 + 1.0) / 2)
     t = torch.tensor([[[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]]])  # [B=1, heads=1, T=3, T=3]
     s = torch.tensor([[[[0.25, 0.75, 0.0], [0.5, 0.5, 0.0], [0.9, 0.05, 0.05]]]])
     row0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
     row1 = math.log(1.0 / 0.5)
-    assert float(distillation.attention_loss([s], [t], mask)) == pytest.approx((row0 + row1) / 2, rel=1e-6)
-    assert float(distillation.attention_loss([s, t], [t, t], torch.tensor([[1, 0, 0]]))) == pytest.approx(row0 / 2)
-    assert float(distillation.attention_loss([t], [t], torch.tensor([[1, 1, 1]]))) == pytest.approx(0.0, abs=1e-7)
+    assert float(attention_loss([s], [t], mask)) == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    assert float(attention_loss([s, t], [t, t], torch.tensor([[1, 0, 0]]))) == pytest.approx(row0 / 2)
+    assert float(attention_loss([t], [t], torch.tensor([[1, 1, 1]]))) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_bf16_runs_the_forward_passes_in_bfloat16_and_the_losses_in_float32(

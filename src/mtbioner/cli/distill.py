@@ -125,8 +125,10 @@ def distill(
     """
     setup()
     from ..data.corpus import resolve_corpus, split_names
-    from ..learn.distillation import DistillConfig, read_info, read_sources
     from ..learn.distillation import distill as run_distillation
+    from ..learn.distillation import read_info
+    from ..learn.distillation_config import DistillConfig
+    from ..learn.distillation_data import read_sources
     from ..learn.students import parse_layers
 
     if teacher_scores is not None and teacher_scores.is_dir():

@@ -35,7 +35,7 @@ SCORES_NAME = "teacher_scores.safetensors"
 
 
 class HasWindows(Protocol):
-    """A batch source (:class:`mtbioner.learn.distillation.Source`): all this module reads of one."""
+    """A batch source (:class:`mtbioner.learn.distillation_data.Source`): all this module reads of one."""
 
     windows: list[Window]
 
