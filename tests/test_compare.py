@@ -21,18 +21,8 @@ from mtbioner.errors import MtbionerError
 from mtbioner.model.model import MultiTaskTagger
 from mtbioner.runtime.evaluation import evaluate_corpus, score
 from mtbioner.runtime.tagging import Tagger
-from mtbioner.study.compare import (
-    Agreement,
-    Comparison,
-    Unanimity,
-    compare_corpus,
-    compare_texts,
-    format_summary,
-    render_html,
-    render_markdown,
-    score_spans,
-    write_reports,
-)
+from mtbioner.study.compare import Agreement, Comparison, Unanimity, compare_corpus, compare_texts, score_spans
+from mtbioner.study.compare_report import format_summary, render_html, render_markdown, write_reports
 from tests.test_tagging import RuleBackend
 
 # Two rule models that disagree in known places; C finds exactly what A finds.

@@ -56,7 +56,8 @@ def compare(
     _check_options(named, input_file, gold, limit, max_examples)
     _check_outputs(output_html, output_md, input_file)
     from ..runtime.tagging import Tagger
-    from ..study.compare import compare_corpus, compare_texts, format_summary, write_reports
+    from ..study.compare import compare_corpus, compare_texts
+    from ..study.compare_report import format_summary, write_reports
 
     def load() -> dict:
         return {name: Tagger.load(model, batch_size=batch_size) for name, model in named.items()}
