@@ -28,28 +28,49 @@ stays fast.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import random
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..constants import INFERENCE_BATCH_SIZE
 from ..errors import ModelFormatError, MtbionerError
+from .export_calibration import CALIBRATION_SIZE, CalibrationSettings, encoded_calibration, read_calibration
+from .export_checks import (
+    CheckRow,
+    CheckSettings,
+    ExportCheckError,
+    enforce_checks,
+    format_checks,
+    read_check_corpora,
+    record_checks,
+    run_checks,
+)
 from .onnx_backend import CASE_INPUT, CONFIG_NAME, DICTIONARY_INPUT, ONNX_NAME, OnnxTagger, graph_inputs, open_session
 
 if TYPE_CHECKING:
-    from ..data.corpus import Corpus
-    from ..model.encoding import Surroundings
     from .quantization import OutlierReport
+
+# export_onnx's public face: its settings and results live in export_calibration and export_checks
+__all__ = [
+    "CALIBRATION_SIZE",
+    "DEFAULT_OPSET",
+    "CalibrationSettings",
+    "CheckRow",
+    "CheckSettings",
+    "ExportCheckError",
+    "ExportReport",
+    "GraphSettings",
+    "export_onnx",
+    "format_checks",
+    "read_calibration",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +81,6 @@ DEFAULT_OPSET = 17
 # calibration sentences (mtbioner.runtime.quantization: less work per call, meant for AVX2 hosts without VNNI).
 Quantize = Literal["none", "int8", "int8-static"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8", "int8-static")
-#: Calibration sentences static int8 reads by default: enough for stable MinMax ranges, seconds to run.
-CALIBRATION_SIZE = 256
 # "light" (the default) leaves attention and residual + layer norm unfused (ONNX Runtime's own ops run them). Its
 # int8 graph was the faster one, at the same F1, on every CPU measured (benchmarks/fusions.py, BC5CDR test
 # sentences/s, light against all): 2-core Xeon with AMX 722 / 637, AMD EPYC with AVX-512 VNNI 440 / 370, AMD EPYC
@@ -110,100 +129,6 @@ class GraphSettings:
         return self.optimize and self.fusions == "all" and self.quantize != "int8-static" and not self.pruned_heads
 
 
-@dataclass(frozen=True)
-class CalibrationSettings:
-    """Where ``int8-static`` takes the sentences that fix its activation scales.
-
-    Attributes:
-        source: A corpus (folder, one-file corpus or name under ``data_dir``), of which only the **train** split
-            is read, or a ``.txt`` file (one text per line; ``.jsonl`` with a ``"text"`` per line works too),
-            split into sentences as ``mtbioner tag`` splits its input.
-        data_dir: Folder holding corpora by name (default ``$MTBIONER_DATA``).
-        size: Sentences to calibrate on: a seeded sample spread over a corpus's train split, or a file's first.
-    """
-
-    source: str
-    data_dir: Path | None = None
-    size: int = CALIBRATION_SIZE
-
-    def __post_init__(self) -> None:
-        """Fail before the export, not after it."""
-        if self.size < 1:
-            raise MtbionerError(f"--calibration-size must be at least 1, not {self.size}")
-        if not self.source.strip():
-            raise MtbionerError("--calibration: empty; give a corpus (its train split is read) or a .txt file")
-
-
-@dataclass
-class CalibrationText:
-    """The calibration sentences as words, with the words around each for models that read document context."""
-
-    source: str
-    split: str | None
-    words: list[list[str]]
-    surroundings: list[Surroundings] | None = None
-
-    def summary(self, requested: int, batches: int) -> dict:
-        """What ``config.json`` records: where the sentences came from, how many, and the method."""
-        return {
-            "source": self.source,
-            "split": self.split,
-            "sentences": len(self.words),
-            "requested": requested,
-            "batches": batches,
-            "method": "MinMax",
-            "format": "QDQ",
-            "activations": "QUInt8",
-        }
-
-
-@dataclass
-class CheckSettings:
-    """What ``--check`` scores: both models on one split of some corpora.
-
-    Attributes:
-        corpora: Corpus names/folders, or ``HEAD=PATH`` to score a folder with a named head.
-        data_dir: Folder holding corpora by name (default ``$MTBIONER_DATA``).
-        split: Split to score.
-        limit: Read only the first N sentences (smoke runs).
-        max_drop: Largest F1 loss (points) the exported model may show on any corpus; a
-            bigger loss aborts the export and nothing is written.
-        batch_size: Windows per inference batch.
-    """
-
-    corpora: list[str]
-    data_dir: Path | None = None
-    split: str = "test"
-    limit: int | None = None
-    max_drop: float = 0.5
-    batch_size: int = INFERENCE_BATCH_SIZE
-
-    def __post_init__(self) -> None:
-        """Fail before the (minute-long) export, not after it."""
-        if self.batch_size < 1:
-            raise MtbionerError(f"--batch-size must be at least 1, not {self.batch_size}")
-        if self.limit is not None and self.limit < 1:
-            raise MtbionerError(f"--limit must be at least 1, not {self.limit}")
-        if self.max_drop != self.max_drop:  # NaN: every comparison false, so the check would pass anything
-            raise MtbionerError("--max-drop must be a number of F1 points, not nan")
-
-
-@dataclass
-class CheckRow:
-    """F1 of the torch and the exported model on one corpus, and how many sentences changed."""
-
-    corpus: str
-    head: str
-    sentences: int
-    torch_f1: float
-    onnx_f1: float
-    changed: int
-
-    @property
-    def drop(self) -> float:
-        return self.torch_f1 - self.onnx_f1
-
-
 @dataclass
 class ExportReport:
     """What :func:`export_onnx` wrote."""
@@ -214,14 +139,6 @@ class ExportReport:
     seconds: float
     max_abs_diff: float
     checks: list[CheckRow] = field(default_factory=list)
-
-
-class ExportCheckError(MtbionerError):
-    """``--check`` found the exported model worse than allowed; nothing was written."""
-
-    def __init__(self, message: str, rows: list[CheckRow]) -> None:
-        super().__init__(message)
-        self.rows = rows
 
 
 # --------------------------------------------------------------------------- export
@@ -274,7 +191,7 @@ def export_onnx(
     pruned = kept_heads(source_config.encoder_config) is not None
     graph = GraphSettings(quantize, optimize, per_channel, reduce_range, outliers, opset, fusions, pruned)
     check_output_folder(out, CONFIG_NAME, sources=(model_dir,))
-    corpora = _read_check_corpora(check) if check else []
+    corpora = read_check_corpora(check) if check else []
     text = read_calibration(calibration, source_config.context) if calibration else None
     started = time.perf_counter()
     model = MultiTaskTagger.from_pretrained(model_dir)
@@ -283,16 +200,16 @@ def export_onnx(
             model.tokenizer.save_pretrained(str(tmp))
             if model.dictionary is not None:
                 model.dictionary.save(tmp)
-            feeds = _calibration_feeds(model, tmp, text) if text is not None else None
+            feeds = encoded_calibration(model, tmp, text) if text is not None else None
             diff, outlier_report = _write_graph(model, tmp / ONNX_NAME, Path(scratch), graph, feeds)
             recorded = None
             if text is not None and calibration is not None and feeds is not None:
                 recorded = text.summary(calibration.size, len(feeds))
             _write_config(model, tmp / CONFIG_NAME, graph, model_dir, outlier_report, recorded)
-            rows = _run_checks(model, OnnxTagger.from_pretrained(tmp), corpora, check) if check else []
-            _enforce(rows, check, out)
+            rows = run_checks(model, OnnxTagger.from_pretrained(tmp), corpora, check) if check else []
+            enforce_checks(rows, check, out)
             if check is not None:
-                _record_checks(tmp / CONFIG_NAME, rows, check)
+                record_checks(tmp / CONFIG_NAME, rows, check)
     except OSError as exc:
         raise MtbionerError(f"{out}: cannot write the export: {exc.strerror or exc}") from exc
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -561,179 +478,3 @@ def _write_config(
         "onnxruntime_version": onnxruntime.__version__,
     }
     write_json(path, data)
-
-
-# --------------------------------------------------------------------------- --calibration
-
-
-def read_calibration(settings: CalibrationSettings, context: int = 0) -> CalibrationText:
-    """Read the calibration sentences, before the export so that a typo fails in seconds.
-
-    A corpus gives ``settings.size`` sentences of its **train** split only (a seeded sample spread over the
-    split, not its first documents); a test split is never read. A ``.txt``/``.jsonl`` file gives its first
-    ``settings.size`` sentences, split from each text as ``mtbioner tag`` splits them. ``context``: words of
-    document context the model reads each side of a sentence (its config's ``context``).
-
-    Raises:
-        MtbionerError: The file or corpus is missing, the corpus has no train split (or is named like a test
-            split), or there is no sentence in it; the message starts with ``--calibration``.
-    """
-    spec = settings.source
-    if Path(spec).suffix.lower() in (".txt", ".jsonl"):
-        return _read_calibration_file(Path(spec).expanduser(), settings.size, context)
-    from ..data.corpus import SPLITS, has_split, read_corpus, resolve_corpus
-    from ..model.encoding import document_surroundings
-
-    try:
-        path = resolve_corpus(spec, settings.data_dir)
-    except MtbionerError as exc:
-        raise MtbionerError(f"--calibration {spec}: {exc}") from exc
-    if not any(has_split(path, split) for split in SPLITS):  # a one-split corpus is read whole: its name decides
-        _refuse_test_split(path, spec)
-    try:
-        corpus = read_corpus(path, ["train"])
-    except MtbionerError as exc:
-        raise MtbionerError(
-            f"--calibration {spec}: static int8 calibrates on a corpus's train split only, never its test split: {exc}"
-        ) from exc
-    sentences = [s for s in corpus.sentences("train") if s.tokens]
-    if not sentences:
-        raise MtbionerError(f"--calibration {spec}: the train split of {path} holds no sentence")
-    words = [list(s.tokens) for s in sentences]
-    around = document_surroundings(words, [s.document for s in sentences], context) if context else None
-    chosen = sorted(random.Random(0).sample(range(len(words)), min(settings.size, len(words))))
-    return CalibrationText(
-        str(path), "train", [words[i] for i in chosen], [around[i] for i in chosen] if around is not None else None
-    )
-
-
-def _read_calibration_file(path: Path, size: int, context: int) -> CalibrationText:
-    """The first ``size`` sentences of a text file's texts (one per line), with their document context."""
-    from ..data.formats import read_documents
-    from ..data.text import text_surroundings
-    from .tagging import Tagger
-
-    if not path.is_file():
-        raise MtbionerError(
-            f"--calibration {path}: no such file; give a .txt file (one text per line) or a corpus, whose train "
-            f"split is read"
-        )
-    _refuse_test_split(path, str(path))
-    words: list[list[str]] = []
-    around: list[Surroundings] = []
-    try:
-        for _, record in read_documents(path):
-            text = record["text"]
-            for sentence in Tagger.split(text):
-                words.append([token.text for token in sentence.tokens])
-                around.append(text_surroundings(text, sentence, context))
-            if len(words) >= size:
-                break
-    except MtbionerError as exc:
-        raise MtbionerError(f"--calibration {path}: {exc}") from exc
-    if not words:
-        raise MtbionerError(f"--calibration {path}: holds no text to calibrate on")
-    return CalibrationText(str(path), None, words[:size], around[:size] if context else None)
-
-
-def _refuse_test_split(path: Path, spec: str) -> None:
-    """A file or one-split folder named like a test split (``test.pubtator``, ``test/a.txt``): not calibration."""
-    names = {path.name.split(".")[0].lower(), path.parent.name.lower()}
-    if "test" in names:
-        raise MtbionerError(
-            f"--calibration {spec}: {path} looks like a test split; calibrate on training text (give the corpus "
-            f"folder, whose train split is read, or a text file of your own)"
-        )
-
-
-def _calibration_feeds(model, folder: Path, text: CalibrationText) -> list[dict[str, np.ndarray]]:
-    """Calibration batches encoded as the exported folder's runtime will encode text: with the tokenizer
-    and dictionary read back from ``folder`` as ``OnnxTagger.from_pretrained`` reads them."""
-    from ..model.dictionary import Dictionary
-    from ..model.fast_tokenizer import load_tokenizer
-    from .quantization import calibration_feeds
-
-    dictionary = Dictionary.load(folder) if model.config.dictionary_features else None
-    return calibration_feeds(model.config, load_tokenizer(folder), text.words, text.surroundings, dictionary)
-
-
-# --------------------------------------------------------------------------- --check
-
-
-def _read_check_corpora(check: CheckSettings) -> list[tuple[str, Corpus]]:
-    """(head, corpus) pairs, read before the export so a typo fails in seconds, not minutes."""
-    from ..data.corpus import read_corpus, resolve_corpus
-
-    pairs = []
-    for spec in check.corpora:
-        head, sep, path = spec.partition("=")
-        corpus = read_corpus(resolve_corpus(path if sep else spec, check.data_dir), [check.split], check.limit)
-        pairs.append((head if sep else corpus.name, corpus))
-    return pairs
-
-
-def _run_checks(
-    model, exported: OnnxTagger, corpora: list[tuple[str, Corpus]], check: CheckSettings
-) -> list[CheckRow]:
-    """Score both models on every check corpus with the same evaluation code."""
-    from .evaluation import evaluate_corpus
-
-    rows = []
-    for head, corpus in corpora:
-        if head not in model.config.corpora:
-            raise MtbionerError(
-                f"--check {corpus.name}: the model has no head {head!r} (heads: {model.corpora}); "
-                f"use HEAD=PATH to score a folder with a named head"
-            )
-        torch_report, torch_tags = evaluate_corpus(model, corpus, check.split, head, check.batch_size)
-        onnx_report, onnx_tags = evaluate_corpus(exported, corpus, check.split, head, check.batch_size)
-        changed = sum(a != b for a, b in zip(torch_tags, onnx_tags, strict=True))
-        rows.append(
-            CheckRow(
-                torch_report.corpus,
-                head,
-                torch_report.sentences,
-                torch_report.overall.f1,
-                onnx_report.overall.f1,
-                changed,
-            )
-        )
-    return rows
-
-
-def _enforce(rows: list[CheckRow], check: CheckSettings | None, out: Path) -> None:
-    if check is None:
-        return
-    worst = max(rows, key=lambda r: r.drop, default=None)
-    if worst is not None and worst.drop > check.max_drop:
-        raise ExportCheckError(
-            f"the export loses {worst.drop:.2f} F1 points on {worst.corpus} ({worst.torch_f1:.2f} -> "
-            f"{worst.onnx_f1:.2f}), more than --max-drop {check.max_drop:g}; nothing was written to {out}",
-            rows,
-        )
-
-
-def _record_checks(config_file: Path, rows: list[CheckRow], check: CheckSettings) -> None:
-    """Keep what ``--check`` measured in the export's config (``onnx.check``), so the figures travel with the model
-    (``mtbioner info`` shows them) instead of living only in a build log."""
-    from ..fileio import write_json
-
-    data = json.loads(config_file.read_text(encoding="utf-8"))
-    data["onnx"]["check"] = {
-        "split": check.split,
-        "limit": check.limit,
-        "max_drop": check.max_drop,
-        "rows": [{**asdict(r), "drop": round(r.drop, 4)} for r in rows],
-    }
-    write_json(config_file, data)
-
-
-def format_checks(rows: Sequence[CheckRow], split: str) -> str:
-    """A plain-text table of torch vs exported F1 per corpus."""
-    header = f"{'corpus (' + split + ')':<24} {'torch F1':>9} {'onnx F1':>9} {'change':>7} {'sentences changed':>18}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        name = r.corpus if r.head == r.corpus else f"{r.corpus} (head {r.head})"
-        changed = f"{r.changed} / {r.sentences}"
-        lines.append(f"{name:<24} {r.torch_f1:9.2f} {r.onnx_f1:9.2f} {r.onnx_f1 - r.torch_f1:+7.2f} {changed:>18}")
-    return "\n".join(lines)
