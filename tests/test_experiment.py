@@ -31,8 +31,13 @@ def _study(tmp_path: Path, text: str) -> Path:
 def test_study_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(MtbionerError, match="not found"):
         load_study(tmp_path / "missing.yaml")
-    with pytest.raises(MtbionerError, match="not valid YAML"):
+    with pytest.raises(MtbionerError, match="not valid YAML") as bad:
         load_study(_study(tmp_path, "runs: [a\n"))
+    # one line, with the place PyYAML marks (not its quoted source lines and carets)
+    assert str(bad.value) == (
+        f"{tmp_path / 'study.yaml'}:2:1: not valid YAML: while parsing a flow sequence; expected ',' or ']', "
+        "but got '<stream end>'"
+    )
     with pytest.raises(MtbionerError, match="'runs'"):
         load_study(_study(tmp_path, "budget: {epochs: 1}\n"))
     with pytest.raises(MtbionerError, match="run 'a' needs a 'corpora' list"):

@@ -98,7 +98,7 @@ def load_study(path: str | Path) -> Study:
         line = raw[: error.start].count(b"\n") + 1
         raise MtbionerError(f"{file}:{line}: not UTF-8 (byte 0x{raw[error.start]:02x})") from None
     except yaml.YAMLError as error:
-        raise MtbionerError(f"{file}: not valid YAML: {error}") from None
+        raise MtbionerError(f"{file}{_yaml_place(error)}: not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), dict) or not data["runs"]:
         raise MtbionerError(f"{file}: expected a mapping with 'runs' (run name -> corpora and options)")
 
@@ -150,3 +150,16 @@ def _check_options(file: Path, where: str, options: dict[str, Any]) -> None:
     if unknown:
         known = ", ".join(sorted({*TRAIN_OPTIONS, *FLAGS}))
         raise MtbionerError(f"{file}: {where}: unknown option(s) {', '.join(unknown)}; known: {known}")
+
+
+def _yaml_place(error: Exception) -> str:
+    """``:LINE:COLUMN`` (1-based) of a YAML error, where PyYAML marks one."""
+    mark = getattr(error, "problem_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: Exception) -> str:
+    """PyYAML's own words for the problem, on one line (its ``str`` adds quoted source lines and carets)."""
+    words = [getattr(error, "context", None), getattr(error, "problem", None)]
+    return "; ".join(w for w in words if w) or " ".join(str(error).split())
+
