@@ -162,4 +162,3 @@ def _yaml_problem(error: Exception) -> str:
     """PyYAML's own words for the problem, on one line (its ``str`` adds quoted source lines and carets)."""
     words = [getattr(error, "context", None), getattr(error, "problem", None)]
     return "; ".join(w for w in words if w) or " ".join(str(error).split())
-
