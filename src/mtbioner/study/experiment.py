@@ -68,6 +68,11 @@ def encoder_path(study: Study, encoder: str | Path) -> Path:
     return resolve(study.path.parent, encoder)
 
 
+def run_log(study: Study, run: Run) -> Path:
+    """Where ``experiment run`` appends a run's training and scoring output (beside its model folder)."""
+    return study.models / f"{run.name}.log"
+
+
 def model_path(study: Study, run: Run) -> Path:
     """A run's model: its folder under ``models``, or the existing model its ``model`` names (a folder,
     relative to the study file's folder, or a shipped model's name)."""
@@ -256,7 +261,7 @@ def run_study(study: Study, only: list[str] | None = None) -> list[Path]:
 
 def _run_one(study: Study, run: Run, result: Path) -> Path:
     model = study.models / run.name
-    log = study.models / f"{run.name}.log"
+    log = run_log(study, run)
     train_args = train_command(study, run)
     record: dict[str, Any] = {
         "run": run.name,

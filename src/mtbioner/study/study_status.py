@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .experiment import model_path
+from .experiment import model_path, run_log
 from .study_file import Run, Study
 
 
@@ -98,7 +98,7 @@ def study_status(study: Study) -> list[RunStatus]:
         if record:
             found.append(_scored(study, run, record))
         elif (folder / "checkpoint" / "state.json").is_file():
-            found.append(_in_progress(run.name, folder, study.models / f"{run.name}.log"))
+            found.append(_in_progress(run.name, folder, run_log(study, run)))
         elif (folder / "training.json").is_file() or (run.model is not None and folder.is_dir()):
             found.append(RunStatus(run.name, "trained", f"not scored yet; model {folder}"))
         else:
