@@ -137,3 +137,25 @@ def test_decode_all_equals_decoding_each_sentence(kind) -> None:
         assert tags == alone_tags
         np.testing.assert_allclose(scores, alone_scores, rtol=1e-6)
     assert decoder.decode_all([]) == []
+
+
+@pytest.mark.parametrize("kind", ["linear", "crf"])
+@pytest.mark.parametrize("labels", [("B-X", "I-X", "O"), ("B-X", "I-X", "B-Y")])  # the second has no O
+def test_decode_found_is_decode_all_without_the_all_o_sentences(kind, labels) -> None:
+    rng = np.random.default_rng(1)
+    crf = {}
+    if kind == "crf":
+        crf = {"start": rng.normal(size=3), "end": rng.normal(size=3), "transitions": rng.normal(size=(3, 3))}
+    decoder = Decoder(labels, kind, **crf)
+    # O strongly preferred in most sentences, so that some are all O; lengths 0 and 1 between them
+    bias = np.array([0.0, 0.0, 4.0], dtype=np.float32)
+    sentences = [rng.normal(size=(n, 3)).astype(np.float32) * 2 + bias for n in (6, 0, 3, 1, 9, 0, 4, 7, 2, 5)]
+    expected = [(i, t, s) for i, (t, s) in enumerate(decoder.decode_all(sentences)) if t.count("O") != len(t)]
+    found = decoder.decode_found(sentences)
+    assert [(i, t) for i, t, _ in found] == [(i, t) for i, t, _ in expected]
+    for (_, _, scores), (_, _, want) in zip(found, expected, strict=True):
+        np.testing.assert_array_equal(scores, want)
+    if "O" in labels:
+        assert 0 < len(found) < sum(len(s) > 0 for s in sentences)  # the case the shortcut is for
+    assert decoder.decode_found([]) == []
+    assert decoder.decode_found([np.zeros((0, 3), dtype=np.float32)]) == []

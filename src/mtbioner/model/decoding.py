@@ -77,6 +77,32 @@ class Decoder:
         edges = accumulate((len(e) for e in emissions), initial=0)
         return [(labels[a:b], scores[a:b]) for a, b in pairwise(edges)]
 
+    def decode_found(self, emissions: Sequence[np.ndarray]) -> list[tuple[int, list[str], np.ndarray]]:
+        """``(index, labels, scores)`` of the sentences whose labels are not all ``O``, in order: what tagging
+        reads. The same labels and scores as :meth:`decode_all`, but a linear head's all-``O`` sentences (most
+        sentences, for most of ten heads) are never turned into lists of labels.
+        """
+        if not emissions or self.kind == "crf" or "O" not in self.labels:
+            return [(i, tags, scores) for i, (tags, scores) in enumerate(self.decode_all(emissions)) if _found(tags)]
+        stacked = np.concatenate(emissions)
+        probs = softmax(stacked)
+        best = probs.argmax(axis=-1)
+        edges = np.fromiter(accumulate((len(e) for e in emissions), initial=0), np.int64, len(emissions) + 1)
+        named = np.flatnonzero(best != self.labels.index("O"))
+        if not len(named):
+            return []
+        scores = probs[np.arange(len(best)), best].astype(np.float32)
+        names = np.array(self.labels, dtype=object)
+        out = []
+        for i in np.unique(np.searchsorted(edges, named, side="right") - 1).tolist():
+            a, b = edges[i], edges[i + 1]
+            out.append((i, names[best[a:b]].tolist(), scores[a:b]))
+        return out
+
+
+def _found(tags: list[str]) -> bool:
+    return tags.count("O") != len(tags)
+
 
 def softmax(x: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, stable for large scores."""

@@ -280,10 +280,9 @@ class Tagger:
         emissions = sentence_emissions(self.backend, words, list(heads), self.batch_size, progress, surroundings)
         found: list[list[Entity]] = [[] for _ in sentences]
         for head in heads:
-            decoded = self.decoders[head].decode_all([scores[head] for scores in emissions])
-            for (text, sentence), (tags, confidence), entities in zip(sentences, decoded, found, strict=True):
-                if tags.count("O") == len(tags):
-                    continue  # most sentences have nothing for most heads
+            # only the sentences where the head found something: most have nothing for most heads
+            for index, tags, confidence in self.decoders[head].decode_found([scores[head] for scores in emissions]):
+                (text, sentence), entities = sentences[index], found[index]
                 probabilities = confidence.tolist()  # Python floats: a mean per entity in numpy costs more
                 for kind, first, end in tags_to_spans(tags):
                     start, stop = sentence.tokens[first].start, sentence.tokens[end - 1].end
