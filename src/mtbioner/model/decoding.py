@@ -82,7 +82,11 @@ class Decoder:
         reads. The same labels and scores as :meth:`decode_all`, but a linear head's all-``O`` sentences (most
         sentences, for most of ten heads) are never turned into lists of labels.
         """
-        if not emissions or self.kind == "crf" or "O" not in self.labels:
+        if self.kind == "crf" and emissions:
+            assert self.start is not None and self.end is not None and self.transitions is not None
+            decoded = crf_decode_batch(emissions, self.start, self.end, self.transitions, self.labels, found_only=True)
+            return [(i, tags, scores) for i, (tags, scores) in enumerate(decoded) if _found(tags)]
+        if not emissions or "O" not in self.labels:
             return [(i, tags, scores) for i, (tags, scores) in enumerate(self.decode_all(emissions)) if _found(tags)]
         stacked = np.concatenate(emissions)
         probs = softmax(stacked)
@@ -162,6 +166,7 @@ def crf_decode_batch(
     end: np.ndarray,
     transitions: np.ndarray,
     labels: Sequence[str],
+    found_only: bool = False,
 ) -> list[tuple[list[str], np.ndarray]]:
     """Viterbi labels and the marginal of each chosen label, for many sentences at once.
 
@@ -169,6 +174,9 @@ def crf_decode_batch(
     numpy call per word position for a whole group of sentences instead of per sentence: a
     Python loop over every word of every sentence cost more than the encoder itself. Sentences
     are sorted by length, so at position ``i`` the sentences still running are a prefix.
+
+    ``found_only``: a sentence whose best path is all ``O`` gets no marginals (forward-backward, the larger
+    part of the work) and comes back empty (``[]``), for :meth:`Decoder.decode_found`, which skips it.
     """
     lengths = np.array([len(e) for e in emissions])
     results: list[tuple[list[str], np.ndarray]] = [([], np.zeros(0, dtype=np.float32))] * len(emissions)
@@ -181,11 +189,18 @@ def crf_decode_batch(
             padded[row, : lengths[index]] = emissions[index]
         chunk_lengths = lengths[chunk]
         best = _viterbi_sorted(padded, chunk_lengths, start, end, transitions)
-        probs = _marginals_sorted(padded, chunk_lengths, start, end, transitions)
+        rows = np.arange(len(chunk))
+        if found_only and "O" in labels:  # rows stay longest first, as the marginals need
+            named = (best != list(labels).index("O")) & (np.arange(best.shape[1]) < chunk_lengths[:, None])
+            rows = rows[named.any(axis=1)]
+            if not len(rows):
+                continue
+            padded, best = padded[rows, : chunk_lengths[rows[0]]], best[rows, : chunk_lengths[rows[0]]]
+        probs = _marginals_sorted(padded, chunk_lengths[rows], start, end, transitions)
         chosen = np.take_along_axis(probs, best[:, :, None], axis=2)[:, :, 0].astype(np.float32)
-        for row, index in enumerate(chunk):
+        for kept, row in enumerate(rows.tolist()):
             n = chunk_lengths[row]
-            results[index] = (names[best[row, :n]].tolist(), chosen[row, :n])
+            results[chunk[row]] = (names[best[kept, :n]].tolist(), chosen[kept, :n])
     return results
 
 
