@@ -80,7 +80,8 @@ class Decoder:
     def decode_found(self, emissions: Sequence[np.ndarray]) -> list[tuple[int, list[str], np.ndarray]]:
         """``(index, labels, scores)`` of the sentences whose labels are not all ``O``, in order: what tagging
         reads. The same labels and scores as :meth:`decode_all`, but a linear head's all-``O`` sentences (most
-        sentences, for most of ten heads) are never turned into lists of labels.
+        sentences, for most of ten heads) are never turned into lists of labels, and a CRF head's get no
+        forward-backward (:func:`crf_decode_batch` with ``found_only``).
         """
         if self.kind == "crf" and emissions:
             assert self.start is not None and self.end is not None and self.transitions is not None
