@@ -18,6 +18,16 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Folder holding corpora by name (default: $MTBIONER_DATA).", show_default=False),
 ]
 Limit = Annotated[int | None, typer.Option(help="Read only the first N sentences of each split (smoke runs).")]
+Bf16 = Annotated[
+    bool,
+    typer.Option(
+        "--bf16",
+        help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.5x faster "
+        "on CPUs with AMX or AVX-512 BF16 and on GPUs; elsewhere bfloat16 is software, many times slower, so the "
+        "run trains in float32 and says so.",
+    ),
+]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")]
 
 
 def setup(verbose: bool = True) -> None:

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MtbionerError
 from ..fileio import recorded_fields
-from ._common import DataDir, mixed_precision, resumed_precision, setup
+from ._common import DataDir, Resume, mixed_precision, resumed_precision, setup
 
 
 def distill(
@@ -116,7 +116,7 @@ def distill(
             "of settings) share one teacher pass.",
         ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
+    resume: Resume = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Distil a trained model into a student with fewer layers that learns every head from the teacher.

@@ -10,7 +10,17 @@ import typer
 
 from ..errors import MtbionerError
 from ..fileio import read_json_record, recorded_fields
-from ._common import DataDir, Limit, mixed_precision, parse_heads, parse_weights, resumed_precision, setup
+from ._common import (
+    Bf16,
+    DataDir,
+    Limit,
+    Resume,
+    mixed_precision,
+    parse_heads,
+    parse_weights,
+    resumed_precision,
+    setup,
+)
 
 
 def train(
@@ -111,16 +121,8 @@ def train(
     save_every: Annotated[
         int, typer.Option(help="Steps between mid-epoch checkpoints (--resume continues from the latest).")
     ] = 500,
-    bf16: Annotated[
-        bool,
-        typer.Option(
-            "--bf16",
-            help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.5x faster "
-            "on CPUs with AMX or AVX-512 BF16 and on GPUs; elsewhere bfloat16 is software, many times slower, so the "
-            "run trains in float32 and says so.",
-        ),
-    ] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
+    bf16: Bf16 = False,
+    resume: Resume = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train one model on several corpora.
@@ -216,16 +218,8 @@ def pretrain(
     save_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed (held-out sample, batch order, masks).")] = 42,
     limit: Annotated[int | None, typer.Option(help="Read only the first N texts of each source/split.")] = None,
-    bf16: Annotated[
-        bool,
-        typer.Option(
-            "--bf16",
-            help="Forward pass under bfloat16 autocast (weights, optimizer, loss stay float32): ~1.5x faster "
-            "on CPUs with AMX or AVX-512 BF16 and on GPUs; elsewhere bfloat16 is software, many times slower, so the "
-            "run trains in float32 and says so.",
-        ),
-    ] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output.")] = False,
+    bf16: Bf16 = False,
+    resume: Resume = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Continue masked-LM pre-training of an encoder on biomedical text; train --encoder takes the result.
